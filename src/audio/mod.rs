@@ -1,0 +1,5 @@
+//! Audio input: reading and checking WAV files.
+
+pub mod wav;
+
+pub use wav::{read_wav, AudioError, Waveform};

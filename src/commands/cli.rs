@@ -1,0 +1,65 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::device::DeviceSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "nexttdnn", version, about = "Speaker verification with NeXt-TDNN on any GPU or the CPU")]
+pub struct Cli {
+    /// Device: cpu, wgpu[:N], vulkan[:N], metal or cuda[:N]. Default: the best GPU, else cpu.
+    #[arg(long, global = true)]
+    pub device: Option<DeviceSpec>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import an official PyTorch checkpoint (.pt or .safetensors) into a model file.
+    Import {
+        /// The official checkpoint.
+        checkpoint: PathBuf,
+        /// The config it was trained with (configs/*.ron).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output model file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write embeddings of WAV files: DIR/embeddings.npy and DIR/index.txt.
+    Embed {
+        /// Model file (default: the bundled demonstration model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// A list of WAV paths, one per line (or `speaker path` lines).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Root for relative paths in --list.
+        #[arg(long)]
+        wav_root: Option<PathBuf>,
+        /// WAV files.
+        wavs: Vec<PathBuf>,
+    },
+    /// Score two recordings: cosine similarity of their embeddings, and a decision.
+    Verify {
+        /// Model file (default: the bundled demonstration model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Decision threshold on the cosine score (default: the model's stored one).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Enrolment recording (default: bundled example).
+        enroll: Option<PathBuf>,
+        /// Test recording (default: bundled example).
+        test: Option<PathBuf>,
+    },
+    /// List the devices this build can use on this machine.
+    Devices,
+}

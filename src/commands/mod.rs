@@ -1,0 +1,44 @@
+//! One file per subcommand; each composes the library's stages.
+
+pub mod cli;
+pub mod devices;
+pub mod embed;
+pub mod import;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::device::SelectedDevice;
+use crate::weights::SpeakerModel;
+
+/// Directory of the bundled assets (small model and audio).
+pub fn assets_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// The bundled demonstration model.
+pub fn bundled_model() -> PathBuf {
+    assets_dir().join("model").join("demo.nexttdnn.safetensors")
+}
+
+/// Loads `--model`, or the bundled model when none is given.
+pub fn load_model(path: Option<&Path>, dev: &SelectedDevice) -> Result<SpeakerModel> {
+    let path = path.map(Path::to_path_buf).unwrap_or_else(bundled_model);
+    log::info!("loading model {}", path.display());
+    SpeakerModel::load(&path, &dev.device)
+}
+
+/// A progress bar in the project's style.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template"),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

@@ -1,0 +1,255 @@
+//! Experiment configuration, read from RON files in `configs/`.
+//!
+//! Every number of the recipe (front end, network, loss, optimiser, schedules,
+//! augmentation, metrics) lives in these files. Parsing is strict: an unknown
+//! key or a missing key is an error naming the file and the field.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Deserialises an `Option` field while keeping the key mandatory: a missing
+/// key is an error, `None` must be written out.
+fn required<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+/// A complete experiment: one file per official configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Name of the configuration, e.g. `NeXt_TDNN_C256_B3_K65_7`.
+    pub name: String,
+    pub frontend: FrontendConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+/// The log-mel front end (spec §2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    pub sample_rate: u32,
+    /// Pre-emphasis coefficient: y[n] = x[n] - coef * x[n-1].
+    pub pre_emphasis: f64,
+    pub n_fft: usize,
+    pub win_length: usize,
+    pub hop_length: usize,
+    pub n_mels: usize,
+    pub f_min: f64,
+    pub f_max: f64,
+    /// Added to the mel energies before the natural log.
+    pub log_offset: f64,
+}
+
+/// Which block the three stages are built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockKind {
+    /// TS-ConvNeXt: multi-scale depthwise convolutions + ConvNeXt-V2 FFN (spec §3.2).
+    TsConvNeXt,
+    /// TS-ConvNeXt-l: one depthwise convolution + FFN (spec §3.3).
+    Light,
+}
+
+/// The network (spec §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub block: BlockKind,
+    /// Channel width C of every stage.
+    pub channels: usize,
+    /// Blocks per stage; one entry per stage.
+    pub depths: Vec<usize>,
+    /// Depthwise kernel sizes: one per MSC branch (TS-ConvNeXt) or a single one (light).
+    pub kernels: Vec<usize>,
+    /// Kernel of the stem convolution (unpadded).
+    pub stem_kernel: usize,
+    /// Expansion ratio of the FFN's hidden layer.
+    pub ffn_expansion: usize,
+    /// Bottleneck width of the attention in the pooling layer.
+    pub pool_bottleneck: usize,
+    pub embedding_dim: usize,
+    pub layer_norm_eps: f64,
+    pub grn_eps: f64,
+    pub batch_norm_eps: f64,
+    /// Lower clamp on the weighted variance before its square root in the pooling.
+    pub pool_var_floor: f64,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SchedulerConfig {
+    /// Multiply the rate by `gamma` every `step_size` epochs (stepped per epoch).
+    StepLr { step_size: usize, gamma: f64 },
+    /// Triangular-2 cyclic rate, stepped per optimiser step.
+    CyclicTriangular2 {
+        base_lr: f64,
+        max_lr: f64,
+        step_size_up: usize,
+        step_size_down: usize,
+    },
+}
+
+/// AdamW settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+    /// Global L2-norm gradient clipping over all parameters; `None` disables it.
+    #[serde(deserialize_with = "required")]
+    pub grad_clip_norm: Option<f64>,
+}
+
+/// Additive angular margin softmax.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    pub n_classes: usize,
+    pub margin: f64,
+    pub scale: f64,
+}
+
+/// SpecAugment: one frequency and one time mask shared by the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecAugmentConfig {
+    pub freq_mask_param: usize,
+    pub time_mask_param: usize,
+}
+
+/// Online waveform augmentation (spec §2.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    pub music_snr_db: (f64, f64),
+    pub babble_snr_db: (f64, f64),
+    /// Number of babble speakers, inclusive range.
+    pub babble_speakers: (usize, usize),
+    pub noise_snr_db: (f64, f64),
+    /// Added to the mean energy before taking decibels.
+    pub energy_floor: f64,
+}
+
+/// Training recipe (spec §2.3-2.5, §4, §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    /// Crop length in samples (frames * hop + win - hop).
+    pub crop_samples: usize,
+    pub seed: u64,
+    pub loss: LossConfig,
+    pub optimizer: OptimizerConfig,
+    pub scheduler: SchedulerConfig,
+    pub spec_augment: SpecAugmentConfig,
+    pub augment: AugmentConfig,
+    /// Number of best checkpoints (by validation EER) to keep.
+    pub keep_best: usize,
+}
+
+/// Evaluation settings (spec §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Target priors of the detection cost functions.
+    pub p_targets: Vec<f64>,
+    pub c_miss: f64,
+    pub c_fa: f64,
+    /// Cohort scores kept per side in adaptive score normalisation.
+    pub asnorm_top_k: usize,
+}
+
+impl ExperimentConfig {
+    /// Reads and validates a RON config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates RON text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: Self = ron::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serialises to pretty RON.
+    pub fn to_ron(&self) -> String {
+        let pretty = ron::ser::PrettyConfig::new().depth_limit(4);
+        ron::ser::to_string_pretty(self, pretty).expect("config serialises")
+    }
+
+    /// Checks relations between fields that the types cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let f = &self.frontend;
+        anyhow::ensure!(m.channels > 0, "model.channels must be positive");
+        anyhow::ensure!(!m.depths.is_empty(), "model.depths must list at least one stage");
+        anyhow::ensure!(m.depths.iter().all(|&d| d > 0), "model.depths entries must be positive");
+        match m.block {
+            BlockKind::TsConvNeXt => {
+                anyhow::ensure!(!m.kernels.is_empty(), "model.kernels must not be empty");
+                anyhow::ensure!(
+                    m.channels % m.kernels.len() == 0,
+                    "model.channels ({}) must divide into {} branches",
+                    m.channels,
+                    m.kernels.len()
+                );
+            }
+            BlockKind::Light => anyhow::ensure!(
+                m.kernels.len() == 1,
+                "model.kernels must hold exactly one kernel for the light block"
+            ),
+        }
+        anyhow::ensure!(
+            m.kernels.iter().all(|k| k % 2 == 1),
+            "model.kernels must be odd (zero padding (k-1)/2 keeps the length)"
+        );
+        anyhow::ensure!(m.stem_kernel >= 1, "model.stem_kernel must be at least 1");
+        anyhow::ensure!(f.win_length <= f.n_fft, "frontend.win_length must not exceed n_fft");
+        anyhow::ensure!(f.n_fft.is_power_of_two(), "frontend.n_fft must be a power of two");
+        anyhow::ensure!(f.hop_length > 0, "frontend.hop_length must be positive");
+        anyhow::ensure!(
+            f.f_min >= 0.0 && f.f_min < f.f_max && f.f_max <= f.sample_rate as f64 / 2.0,
+            "frontend needs 0 <= f_min < f_max <= sample_rate / 2"
+        );
+        anyhow::ensure!(
+            !self.eval.p_targets.is_empty()
+                && self.eval.p_targets.iter().all(|p| *p > 0.0 && *p < 1.0),
+            "eval.p_targets must be non-empty, each in (0, 1)"
+        );
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    /// Width of the multi-layer feature aggregation: the stage outputs concatenated.
+    pub fn mfa_channels(&self) -> usize {
+        self.channels * self.depths.len()
+    }
+}
+
+impl FrontendConfig {
+    /// Number of frames the centred STFT yields for `samples` samples.
+    pub fn num_frames(&self, samples: usize) -> usize {
+        1 + samples / self.hop_length
+    }
+
+    /// Fewest samples the front end accepts: the reflect padding of the
+    /// centred STFT needs more than `n_fft / 2` samples.
+    pub fn min_samples(&self) -> usize {
+        self.n_fft / 2 + 1
+    }
+}

@@ -1,0 +1,4 @@
+//! Scoring and detection metrics.
+
+pub mod metrics;
+pub mod score;

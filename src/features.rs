@@ -1,0 +1,117 @@
+//! The log-mel front end, on the device (spec §2.2).
+//!
+//! waveform `[B, L]` → pre-emphasis (reflect pad 1) → centred STFT (reflect
+//! pad n_fft/2, periodic Hamming window zero-padded to n_fft) → power → HTK mel
+//! filterbank (no normalisation) → ln(x + offset) → minus the mean over time →
+//! `[B, n_mels, T]` with `T = 1 + L / hop`.
+
+use burn::tensor::signal::{stft, StftOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::FrontendConfig;
+
+/// The front end with its window and filterbank resident on the device.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    pub cfg: FrontendConfig,
+    window: Tensor<1>,
+    filterbank: Tensor<2>,
+}
+
+impl Frontend {
+    pub fn new(cfg: &FrontendConfig, device: &Device) -> Self {
+        let window = Tensor::from_data(
+            TensorData::new(hamming_periodic(cfg.win_length), [cfg.win_length]),
+            device,
+        );
+        let n_freqs = cfg.n_fft / 2 + 1;
+        let fb = mel_filterbank(cfg);
+        let filterbank = Tensor::from_data(TensorData::new(fb, [n_freqs, cfg.n_mels]), device);
+        Self { cfg: cfg.clone(), window, filterbank }
+    }
+
+    /// Pre-emphasis `y[n] = x[n] - coef·x[n-1]`, with `x[-1] := x[1]`. `[B, L] -> [B, L]`
+    pub fn pre_emphasis(&self, wav: Tensor<2>) -> Tensor<2> {
+        let [_, l] = wav.dims();
+        let prev = Tensor::cat(vec![wav.clone().narrow(1, 1, 1), wav.clone().narrow(1, 0, l - 1)], 1);
+        wav - prev.mul_scalar(self.cfg.pre_emphasis)
+    }
+
+    /// Power spectrogram `|STFT|²` of an already pre-emphasised signal. `[B, L] -> [B, T, F]`
+    pub fn power(&self, pre: Tensor<2>) -> Tensor<3> {
+        let opts = StftOptions {
+            n_fft: self.cfg.n_fft,
+            hop_length: self.cfg.hop_length,
+            win_length: Some(self.cfg.win_length),
+            center: true,
+            onesided: true,
+        };
+        let spec = stft(pre, Some(self.window.clone()), opts); // [B, T, F, 2]
+        let [b, t, f, _] = spec.dims();
+        spec.powi_scalar(2).sum_dim(3).reshape([b, t, f])
+    }
+
+    /// Mel energies. `[B, T, F] -> [B, T, n_mels]`
+    pub fn mel(&self, power: Tensor<3>) -> Tensor<3> {
+        power.matmul(self.filterbank.clone().unsqueeze::<3>())
+    }
+
+    /// Full front end. `[B, L] -> [B, n_mels, T]`
+    pub fn forward(&self, wav: Tensor<2>) -> Tensor<3> {
+        let mel = self.mel(self.power(self.pre_emphasis(wav)));
+        let logmel = mel.add_scalar(self.cfg.log_offset).log();
+        let centred = logmel.clone() - logmel.mean_dim(1);
+        centred.swap_dims(1, 2)
+    }
+}
+
+/// Periodic Hamming window, `0.54 - 0.46·cos(2πn/N)`, n = 0..N-1.
+pub fn hamming_periodic(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (0.54 - 0.46 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
+        .collect()
+}
+
+fn hz_to_mel(f: f64) -> f64 {
+    2595.0 * (1.0 + f / 700.0).log10()
+}
+
+/// HTK mel filterbank without normalisation, `[n_fft/2 + 1, n_mels]` row-major.
+///
+/// Built in float32 the way the reference builds its buffer, so the two agree
+/// to rounding: mel points equally spaced between mel(f_min) and mel(f_max),
+/// converted back to Hz, triangles of peak 1 over linearly spaced bins.
+pub fn mel_filterbank(cfg: &FrontendConfig) -> Vec<f32> {
+    let n_freqs = cfg.n_fft / 2 + 1;
+    let n_pts = cfg.n_mels + 2;
+    let nyquist = (cfg.sample_rate / 2) as f64;
+    let all_freqs = linspace_f32(0.0, nyquist, n_freqs);
+    let m_pts = linspace_f32(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_pts);
+    let f_pts: Vec<f32> = m_pts
+        .iter()
+        .map(|&m| 700.0f32 * (10.0f32.powf(m / 2595.0f32) - 1.0f32))
+        .collect();
+    let f_diff: Vec<f32> = f_pts.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut fb = vec![0.0f32; n_freqs * cfg.n_mels];
+    for (i, &f) in all_freqs.iter().enumerate() {
+        for m in 0..cfg.n_mels {
+            let down = -(f_pts[m] - f) / f_diff[m];
+            let up = (f_pts[m + 2] - f) / f_diff[m + 1];
+            fb[i * cfg.n_mels + m] = down.min(up).max(0.0);
+        }
+    }
+    fb
+}
+
+/// Float32 linspace computed from both ends, as torch does.
+fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
+    let (s, e) = (start as f32, end as f32);
+    if steps == 1 {
+        return vec![s];
+    }
+    let step = (e - s) / (steps - 1) as f32;
+    let half = steps / 2;
+    (0..steps)
+        .map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - 1 - i) as f32 })
+        .collect()
+}

@@ -1,0 +1,76 @@
+//! List files: audio lists, VoxCeleb train lists and trial lists.
+//!
+//! Every malformed line is reported with the list's name and line number.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read list", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect())
+}
+
+/// An audio list: one path per line, resolved against `root` when relative.
+/// A VoxCeleb train-list line (`speaker path`) is accepted too; the path is
+/// the last field.
+pub fn read_audio_list(path: &Path, root: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (n, line) in read_lines(path)? {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let file = match fields.as_slice() {
+            [p] | [_, p] => *p,
+            _ => bail!("{}:{n}: malformed line {line:?}: expected a path, or `speaker path`", path.display()),
+        };
+        out.push(resolve(root, file));
+    }
+    if out.is_empty() {
+        bail!("{}: the list holds no files", path.display());
+    }
+    Ok(out)
+}
+
+/// Joins a relative path to the root.
+pub fn resolve(root: Option<&Path>, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    match root {
+        Some(r) if p.is_relative() => r.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// One verification trial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trial {
+    pub target: bool,
+    pub enroll: String,
+    pub test: String,
+    /// 1-based line in the trial list.
+    pub line: usize,
+}
+
+/// A trial list in VoxCeleb format: `label enroll test`, label 1 = same speaker.
+pub fn read_trials(path: &Path) -> Result<Vec<Trial>> {
+    let mut out = Vec::new();
+    for (n, line) in read_lines(path)? {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [label, enroll, test] = f.as_slice() else {
+            bail!("{}:{n}: malformed trial {line:?}: expected `label enroll test`", path.display())
+        };
+        let target = match *label {
+            "1" => true,
+            "0" => false,
+            _ => bail!("{}:{n}: trial label must be 0 or 1, found {label:?}", path.display()),
+        };
+        out.push(Trial { target, enroll: enroll.to_string(), test: test.to_string(), line: n });
+    }
+    if out.is_empty() {
+        bail!("{}: the trial list holds no trials", path.display());
+    }
+    Ok(out)
+}

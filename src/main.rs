@@ -1,0 +1,31 @@
+use clap::Parser;
+
+use nexttdnn::commands::{self, cli::{Cli, Command}};
+use nexttdnn::device;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Devices => return commands::devices::run(),
+        _ => {}
+    }
+    let dev = device::select(cli.device)?;
+    match cli.command {
+        Command::Import { checkpoint, config, out } => commands::import::run(&checkpoint, &config, &out, &dev),
+        Command::Embed { model, out, list, wav_root, wavs } => {
+            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, &dev)
+        }
+        Command::Verify { model, threshold, enroll, test } => {
+            commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
+        }
+        Command::Devices => unreachable!(),
+    }
+}

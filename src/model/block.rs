@@ -1,0 +1,109 @@
+//! TS-ConvNeXt and TS-ConvNeXt-l blocks (spec §3.2, §3.3).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::init::{Init, Scheme};
+use super::layers::{gelu, Conv1d, Grn, LayerNorm, Linear};
+use crate::config::{BlockKind, ModelConfig};
+
+/// Multi-scale temporal convolution: 1×1 projection, depthwise convolutions on
+/// contiguous channel chunks, GELU, a per-frame linear and a residual.
+#[derive(Module, Debug)]
+pub struct Msc {
+    pub projection: Conv1d,
+    pub branches: Vec<Conv1d>,
+    pub pointwise: Linear,
+}
+
+impl Msc {
+    /// `[B, C, T] -> [B, C, T]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let r = x.clone();
+        let y = self.projection.forward(x);
+        let n = self.branches.len();
+        let chunk = y.dims()[1] / n;
+        let parts: Vec<Tensor<3>> = self
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, conv)| conv.forward(y.clone().narrow(1, i * chunk, chunk)))
+            .collect();
+        let y = if n == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(parts, 1) };
+        let y = gelu(y);
+        // [B, C, T] -> [B, T, C] -> linear -> [B, C, T]
+        let y = self.pointwise.forward(y.swap_dims(1, 2)).swap_dims(1, 2);
+        r + y
+    }
+}
+
+/// ConvNeXt-V2 feed-forward: LN, C→4C, GELU, GRN, 4C→C, residual. Channels last inside.
+#[derive(Module, Debug)]
+pub struct Ffn {
+    pub norm: LayerNorm,
+    pub expand: Linear,
+    pub grn: Grn,
+    pub project: Linear,
+}
+
+impl Ffn {
+    /// `[B, C, T] -> [B, C, T]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let r = x.clone();
+        let y = x.swap_dims(1, 2); // [B, T, C]
+        let y = self.norm.forward_last(y);
+        let y = gelu(self.expand.forward(y)); // [B, T, 4C]
+        let y = self.grn.forward(y);
+        let y = self.project.forward(y); // [B, T, C]
+        r + y.swap_dims(1, 2)
+    }
+}
+
+/// One block of a stage: either the multi-scale TS-ConvNeXt block (`msc`) or
+/// the light block (`depthwise`), followed by the FFN.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub msc: Option<Msc>,
+    pub depthwise: Option<Conv1d>,
+    pub ffn: Ffn,
+}
+
+impl Block {
+    pub fn new(cfg: &ModelConfig, init: &mut Init, device: &Device) -> Self {
+        let c = cfg.channels;
+        init.scheme = Scheme::TruncNormal;
+        let (msc, depthwise) = match cfg.block {
+            BlockKind::TsConvNeXt => {
+                let chunk = c / cfg.kernels.len();
+                let projection = Conv1d::new(c, c, 1, 0, 1, init, device);
+                let branches = cfg
+                    .kernels
+                    .iter()
+                    .map(|&k| Conv1d::new(chunk, chunk, k, (k - 1) / 2, chunk, init, device))
+                    .collect();
+                let pointwise = Linear::new(c, c, init, device);
+                (Some(Msc { projection, branches, pointwise }), None)
+            }
+            BlockKind::Light => {
+                let k = cfg.kernels[0];
+                (None, Some(Conv1d::new(c, c, k, (k - 1) / 2, c, init, device)))
+            }
+        };
+        let hidden = cfg.ffn_expansion * c;
+        let norm = LayerNorm::new(c, cfg.layer_norm_eps, device);
+        let expand = Linear::new(c, hidden, init, device);
+        let grn = Grn::new(hidden, cfg.grn_eps, device);
+        let project = Linear::new(hidden, c, init, device);
+        Self { msc, depthwise, ffn: Ffn { norm, expand, grn, project } }
+    }
+
+    /// `[B, C, T] -> [B, C, T]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = match (&self.msc, &self.depthwise) {
+            (Some(msc), _) => msc.forward(x),
+            (None, Some(dw)) => x.clone() + dw.forward(x),
+            (None, None) => x,
+        };
+        self.ffn.forward(x)
+    }
+}

@@ -1,0 +1,9 @@
+//! The NeXt-TDNN network (spec §3).
+
+pub mod block;
+pub mod init;
+pub mod layers;
+pub mod net;
+pub mod pooling;
+
+pub use net::{min_frames, NextTdnn, Trace};

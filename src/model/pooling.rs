@@ -1,0 +1,79 @@
+//! Channel-wise attentive statistics pooling and the embedding head (spec §3.4).
+
+use burn::module::Module;
+use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::{Device, Tensor};
+
+use super::init::{Init, Scheme};
+use super::layers::{BatchNorm, Conv1d, Linear};
+use crate::config::ModelConfig;
+
+/// Attention over time per channel, weighted mean and standard deviation,
+/// then BN → FC → BN.
+#[derive(Module, Debug)]
+pub struct PoolingHead {
+    pub attn_conv1: Conv1d,
+    pub attn_bn: BatchNorm,
+    pub attn_conv2: Conv1d,
+    pub stats_bn: BatchNorm,
+    pub fc: Linear,
+    pub embed_bn: BatchNorm,
+    pub var_floor: f64,
+}
+
+/// Intermediate tensors of the head, for parity checks.
+pub struct PoolingTrace {
+    pub attn_conv1: Tensor<3>,
+    pub attn_bn: Tensor<3>,
+    pub attn_logits: Tensor<3>,
+    pub stats: Tensor<2>,
+    pub stats_bn: Tensor<2>,
+    pub fc: Tensor<2>,
+}
+
+impl PoolingHead {
+    pub fn new(cfg: &ModelConfig, momentum: f64, init: &mut Init, device: &Device) -> Self {
+        let d = cfg.mfa_channels();
+        let i = cfg.pool_bottleneck;
+        init.scheme = Scheme::KaimingUniform;
+        let eps = cfg.batch_norm_eps;
+        Self {
+            attn_conv1: Conv1d::new(d, i, 1, 0, 1, init, device),
+            attn_bn: BatchNorm::new(i, eps, momentum, device),
+            attn_conv2: Conv1d::new(i, d, 1, 0, 1, init, device),
+            stats_bn: BatchNorm::new(2 * d, eps, momentum, device),
+            fc: Linear::new(2 * d, cfg.embedding_dim, init, device),
+            embed_bn: BatchNorm::new(cfg.embedding_dim, eps, momentum, device),
+            var_floor: cfg.pool_var_floor,
+        }
+    }
+
+    /// `[B, D, T] -> [B, E]`, optionally keeping the intermediates.
+    pub fn forward(&self, h: Tensor<3>, train: bool, trace: Option<&mut Option<PoolingTrace>>) -> Tensor<2> {
+        let bn3 = |bn: &BatchNorm, x: Tensor<3>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
+        let bn2 = |bn: &BatchNorm, x: Tensor<2>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
+        let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
+        let a2 = bn3(&self.attn_bn, a1.clone());
+        let e = self.attn_conv2.forward(tanh(a2.clone())); // [B, D, T]
+        let w = softmax(e.clone(), 2);
+        let [b, d, _] = h.dims();
+        let mu = (w.clone() * h.clone()).sum_dim(2); // [B, D, 1]
+        let m2 = (w * h.powi_scalar(2)).sum_dim(2);
+        let sigma = (m2 - mu.clone().powi_scalar(2)).clamp_min(self.var_floor).sqrt();
+        let stats = Tensor::cat(vec![mu, sigma], 1).reshape([b, 2 * d]); // [B, 2D]
+        let s_bn = bn2(&self.stats_bn, stats.clone());
+        let fc = self.fc.forward(s_bn.clone()); // [B, E]
+        let emb = bn2(&self.embed_bn, fc.clone());
+        if let Some(slot) = trace {
+            *slot = Some(PoolingTrace {
+                attn_conv1: a1,
+                attn_bn: a2,
+                attn_logits: e,
+                stats,
+                stats_bn: s_bn,
+                fc,
+            });
+        }
+        emb
+    }
+}

@@ -1,0 +1,99 @@
+//! The binary end to end: import, embed, verify, and its error messages.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nexttdnn"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nexttdnn-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn run_err(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn import_embed_verify() {
+    let dir = tmpdir("flow");
+    let model = dir.join("tiny.safetensors");
+    run_ok(bin().args(["--device", "cpu", "import"]).arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
+        .arg("--config").arg(config("tiny_C32_B1_K65_7")).arg("--out").arg(&model));
+
+    // embed: one row per file, in index order, equal to the library's embeddings.
+    let list = dir.join("files.txt");
+    std::fs::write(&list, "utt_1p370s.wav\n\n# a comment\nutt_3p015s.wav\n").unwrap();
+    let out = dir.join("emb");
+    run_ok(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(&out)
+        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()).arg(fixtures().join("utt_0p500s.wav")));
+    let (values, rows, cols) = nexttdnn::npy::read_f32(&out.join("embeddings.npy")).unwrap();
+    assert_eq!((rows, cols), (3, 192));
+    let index: Vec<String> = std::fs::read_to_string(out.join("index.txt")).unwrap().lines().map(String::from).collect();
+    assert_eq!(index.len(), 3);
+    assert!(index[0].ends_with("utt_0p500s.wav") && index[2].ends_with("utt_3p015s.wav"), "{index:?}");
+    let device = burn::tensor::Device::flex();
+    let m = nexttdnn::weights::SpeakerModel::load(&model, &device).unwrap();
+    let e = nexttdnn::embed::Embedder::new(&m, &device);
+    let want = e.embed_file(&fixtures().join("utt_1p370s.wav")).unwrap();
+    assert_eq!(&values[192..384], &want[..]);
+
+    // verify with an explicit threshold decides; the score equals the cosine of the embeddings.
+    let text = run_ok(bin().args(["--device", "cpu", "verify", "--threshold", "0.5", "--model"]).arg(&model)
+        .arg(fixtures().join("utt_1p370s.wav")).arg(fixtures().join("utt_3p015s.wav")));
+    let score: f64 = text.lines().find(|l| l.starts_with("score")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let expect = cosine(&values[192..384], &values[384..576]);
+    assert!((score - expect).abs() < 1e-5, "{score} vs {expect}");
+    assert!(text.contains("decision"), "{text}");
+}
+
+#[test]
+fn verify_runs_on_bundled_defaults() {
+    let text = run_ok(bin().args(["--device", "cpu", "verify"]));
+    assert!(text.contains("score"), "{text}");
+}
+
+#[test]
+fn list_errors_name_file_and_line() {
+    let dir = tmpdir("lists");
+    let model = dir.join("m.safetensors");
+    run_ok(bin().args(["--device", "cpu", "import"]).arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
+        .arg("--config").arg(config("tiny_light_C32_B1_K65")).arg("--out").arg(&model));
+    let list = dir.join("bad.txt");
+    std::fs::write(&list, "utt_1p370s.wav\na b c\n").unwrap();
+    let err = run_err(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(dir.join("o"))
+        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()));
+    assert!(err.contains("bad.txt:2"), "{err}");
+
+    std::fs::write(&list, "utt_1p370s.wav\nnot_there.wav\n").unwrap();
+    let err = run_err(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(dir.join("o"))
+        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()));
+    assert!(err.contains("not_there.wav") && err.contains("not found"), "{err}");
+    assert!(!dir.join("o").join("embeddings.npy").exists(), "no partial output");
+}
+
+#[test]
+fn unavailable_backend_names_the_feature() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let err = run_err(bin().args(["--device", "cuda", "verify"]));
+    assert!(err.contains("--features cuda"), "{err}");
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use nexttdnn::device::{select, DeviceSpec};
+use nexttdnn::weights::{read_safetensors, HostTensor};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Small fixtures committed with the tests.
+pub fn fixtures() -> PathBuf {
+    root().join("tests").join("fixtures")
+}
+
+/// The full reference fixtures, when present next to the checkout
+/// (`../shared/fixtures`, or `$NEXTTDNN_SHARED_FIXTURES`).
+pub fn shared_fixtures() -> Option<PathBuf> {
+    let p = std::env::var_os("NEXTTDNN_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("..").join("shared").join("fixtures"));
+    p.join("C256_B3_K65_7.pt").exists().then_some(p)
+}
+
+pub fn config(name: &str) -> PathBuf {
+    root().join("configs").join(format!("{name}.ron"))
+}
+
+pub fn load(path: &Path) -> BTreeMap<String, HostTensor> {
+    read_safetensors(path).unwrap_or_else(|e| panic!("{e:#}")).0
+}
+
+/// The devices parity tests run on: always `cpu`; `wgpu` when built with it
+/// and an adapter (a GPU, or lavapipe on CI) exists. `NEXTTDNN_TEST_DEVICES`
+/// (comma-separated) overrides.
+pub fn test_devices() -> Vec<(String, Device)> {
+    let specs: Vec<String> = match std::env::var("NEXTTDNN_TEST_DEVICES") {
+        Ok(v) => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        Err(_) => {
+            let mut v = vec!["cpu".to_string()];
+            if cfg!(feature = "wgpu") && !nexttdnn::device::available().iter().skip(1).next().is_none() {
+                v.push("wgpu".into());
+            } else {
+                eprintln!("NOTE: no wgpu adapter found; parity runs on cpu only");
+            }
+            v
+        }
+    };
+    specs
+        .into_iter()
+        .map(|s| {
+            let spec: DeviceSpec = s.parse().expect("device spec");
+            let sel = select(Some(spec)).unwrap_or_else(|e| panic!("{e:#}"));
+            (s, sel.device)
+        })
+        .collect()
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// Max absolute difference; panics on length mismatch.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max)
+}
+
+pub fn max_ref(b: &[f32]) -> f64 {
+    b.iter().map(|x| (*x as f64).abs()).fold(0.0, f64::max)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    nexttdnn::embed::cosine(a, b)
+}
+
+/// Transposes a row-major `[r, c]` matrix.
+pub fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    out
+}
+
+pub const UTTS: [&str; 4] = ["utt_0p500s", "utt_1p370s", "utt_3p015s", "utt_7p900s"];
