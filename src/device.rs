@@ -121,11 +121,25 @@ pub struct SelectedDevice {
 }
 
 /// Resolves `--device` (or the default) to a live device and logs it.
+///
+/// A GPU runtime can be initialised once per process, so devices are
+/// remembered: selecting the same spec again returns the same device.
 pub fn select(spec: Option<DeviceSpec>) -> Result<SelectedDevice> {
+    static SELECTED: std::sync::Mutex<Vec<(DeviceSpec, SelectedDevice)>> = std::sync::Mutex::new(Vec::new());
     let spec = match spec {
         Some(s) => s,
         None => default_spec(),
     };
+    let mut known = SELECTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d)) = known.iter().find(|(s, _)| *s == spec) {
+        return Ok(d.clone());
+    }
+    let selected = init(spec)?;
+    known.push((spec, selected.clone()));
+    Ok(selected)
+}
+
+fn init(spec: DeviceSpec) -> Result<SelectedDevice> {
     if !spec.kind.compiled() {
         bail!(
             "device '{spec}' is not available in this build: rebuild with `--features {}` (e.g. `cargo build --release --features {}`)",

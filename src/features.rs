@@ -78,40 +78,27 @@ fn hz_to_mel(f: f64) -> f64 {
 
 /// HTK mel filterbank without normalisation, `[n_fft/2 + 1, n_mels]` row-major.
 ///
-/// Built in float32 the way the reference builds its buffer, so the two agree
-/// to rounding: mel points equally spaced between mel(f_min) and mel(f_max),
-/// converted back to Hz, triangles of peak 1 over linearly spaced bins.
+/// `n_mels + 2` points equally spaced on the mel scale between mel(f_min) and
+/// mel(f_max), converted back to Hz; triangles of peak 1 over the linearly
+/// spaced FFT bins. Computed in float64: the reference builds its buffer in
+/// float32, and the two differ by under 1e-5 (spec pitfall 27).
 pub fn mel_filterbank(cfg: &FrontendConfig) -> Vec<f32> {
     let n_freqs = cfg.n_fft / 2 + 1;
     let n_pts = cfg.n_mels + 2;
     let nyquist = (cfg.sample_rate / 2) as f64;
-    let all_freqs = linspace_f32(0.0, nyquist, n_freqs);
-    let m_pts = linspace_f32(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_pts);
-    let f_pts: Vec<f32> = m_pts
-        .iter()
-        .map(|&m| 700.0f32 * (10.0f32.powf(m / 2595.0f32) - 1.0f32))
+    let (m_lo, m_hi) = (hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max));
+    let f_pts: Vec<f64> = (0..n_pts)
+        .map(|i| m_lo + (m_hi - m_lo) * i as f64 / (n_pts - 1) as f64)
+        .map(|m| 700.0 * (10f64.powf(m / 2595.0) - 1.0))
         .collect();
-    let f_diff: Vec<f32> = f_pts.windows(2).map(|w| w[1] - w[0]).collect();
     let mut fb = vec![0.0f32; n_freqs * cfg.n_mels];
-    for (i, &f) in all_freqs.iter().enumerate() {
+    for i in 0..n_freqs {
+        let f = nyquist * i as f64 / (n_freqs - 1) as f64;
         for m in 0..cfg.n_mels {
-            let down = -(f_pts[m] - f) / f_diff[m];
-            let up = (f_pts[m + 2] - f) / f_diff[m + 1];
-            fb[i * cfg.n_mels + m] = down.min(up).max(0.0);
+            let down = (f - f_pts[m]) / (f_pts[m + 1] - f_pts[m]);
+            let up = (f_pts[m + 2] - f) / (f_pts[m + 2] - f_pts[m + 1]);
+            fb[i * cfg.n_mels + m] = down.min(up).max(0.0) as f32;
         }
     }
     fb
-}
-
-/// Float32 linspace computed from both ends, as torch does.
-fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
-    let (s, e) = (start as f32, end as f32);
-    if steps == 1 {
-        return vec![s];
-    }
-    let step = (e - s) / (steps - 1) as f32;
-    let half = steps / 2;
-    (0..steps)
-        .map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - 1 - i) as f32 })
-        .collect()
 }

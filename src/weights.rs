@@ -124,11 +124,31 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     Ok(raw)
 }
 
-fn read_torch(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+fn open_torch(path: &Path) -> Result<burn::store::pytorch_reader::PytorchReader, String> {
     use burn::store::pytorch_reader::PytorchReader;
-    let reader = PytorchReader::with_top_level_key(path, "state_dict")
+    PytorchReader::with_top_level_key(path, "state_dict")
         .or_else(|_| PytorchReader::new(path))
-        .map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {e}", path.display()))?;
+        .map_err(|e| e.to_string())
+}
+
+fn read_torch(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    let reader = match open_torch(path) {
+        Ok(r) => r,
+        Err(first) => {
+            // torch.save writes a redundant ZIP64 end-of-central-directory record
+            // that the zip reader under burn-store rejects ("Invalid Central
+            // Directory header"). Where the classic record holds the real values,
+            // dropping the ZIP64 one gives an equivalent archive.
+            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let patched = strip_redundant_zip64(&bytes)
+                .ok_or_else(|| anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {first}", path.display()))?;
+            let tmp = std::env::temp_dir().join(format!("nexttdnn-ckpt-{}-{}.pt", std::process::id(), hex(&Sha256::digest(path.display().to_string().as_bytes()))[..12].to_string()));
+            std::fs::write(&tmp, patched).with_context(|| format!("cannot write {}", tmp.display()))?;
+            let r = open_torch(&tmp);
+            std::fs::remove_file(&tmp).ok();
+            r.map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {e}", path.display()))?
+        }
+    };
     let mut out = BTreeMap::new();
     for (name, t) in reader.into_tensors() {
         let data = burn::store::bridge::into_data(burn::store::bridge::from_pytorch(t))
@@ -139,6 +159,30 @@ fn read_torch(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         bail!("{}: the checkpoint holds no tensors", path.display());
     }
     Ok(out)
+}
+
+/// Removes a ZIP64 end-of-central-directory record and locator that only
+/// repeat the classic record's values. `None` when the archive does not have
+/// that shape (or truly needs ZIP64).
+fn strip_redundant_zip64(bytes: &[u8]) -> Option<Vec<u8>> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const EOCD64: &[u8] = b"PK\x06\x06";
+    let find_last = |pat: &[u8]| bytes.windows(4).rposition(|w| w == pat);
+    let e = find_last(EOCD)?;
+    let z = find_last(EOCD64)?;
+    if z >= e || bytes.len() < e + 22 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let (entries, cd_size, cd_offset) = (u16_at(e + 10), u32_at(e + 12), u32_at(e + 16));
+    if entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..z]);
+    out.extend_from_slice(&bytes[e..]);
+    Some(out)
 }
 
 fn host_from_data(data: TensorData) -> Result<HostTensor> {
@@ -182,6 +226,8 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, HostTensor>, BT
 /// Result of mapping official keys to ours.
 struct Mapped {
     tensors: BTreeMap<String, HostTensor>,
+    /// Our name → the official one, for error messages.
+    official: BTreeMap<String, String>,
     unexpected: Vec<String>,
     problems: Vec<String>,
 }
@@ -216,12 +262,16 @@ fn map_official(raw: BTreeMap<String, HostTensor>, cfg: &ExperimentConfig) -> Ma
     let rules: Vec<(Regex, &str, Transform)> =
         KEY_MAP.iter().map(|(p, r, t)| (Regex::new(p).expect("valid key pattern"), *r, *t)).collect();
     let mut tensors = BTreeMap::new();
+    let mut official = BTreeMap::new();
     'keys: for (k, v) in stripped {
         for (re, rep, t) in &rules {
             if !re.is_match(&k) {
                 continue;
             }
             let ours = re.replace(&k, *rep).to_string();
+            if !ours.is_empty() {
+                official.insert(ours.clone(), k.clone());
+            }
             match t {
                 Transform::Copy => {
                     tensors.insert(ours, v);
@@ -249,7 +299,7 @@ fn map_official(raw: BTreeMap<String, HostTensor>, cfg: &ExperimentConfig) -> Ma
         }
         unexpected.push(k);
     }
-    Mapped { tensors, unexpected, problems }
+    Mapped { tensors, official, unexpected, problems }
 }
 
 /// The reference stores its front end's constants in the checkpoint; they must
@@ -353,6 +403,7 @@ impl ModuleMapper for Fill<'_> {
 fn fill_strict(
     model: NextTdnn,
     mut tensors: BTreeMap<String, HostTensor>,
+    official: &BTreeMap<String, String>,
     mut unexpected: Vec<String>,
     mut problems: Vec<String>,
     origin: &Path,
@@ -361,7 +412,10 @@ fn fill_strict(
     let mut fill = Fill { stack: vec![], source: &mut tensors, missing: vec![], mismatched: vec![] };
     let model = model.map(&mut fill);
     let (missing, mismatched) = (fill.missing, fill.mismatched);
-    unexpected.extend(tensors.into_keys());
+    unexpected.extend(tensors.into_keys().map(|k| match official.get(&k) {
+        Some(o) => format!("{o} (ours: {k})"),
+        None => k,
+    }));
     problems.extend(mismatched);
     if !missing.is_empty() || !unexpected.is_empty() || !problems.is_empty() {
         let mut msg = format!("{}: the checkpoint does not match the model config", origin.display());
@@ -385,7 +439,7 @@ pub fn import_official(path: &Path, cfg: &ExperimentConfig, device: &Device) -> 
     let raw = read_checkpoint(path)?;
     let mapped = map_official(raw, cfg);
     let model = NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, device);
-    let (net, aam) = fill_strict(model, mapped.tensors, mapped.unexpected, mapped.problems, path)?;
+    let (net, aam) = fill_strict(model, mapped.tensors, &mapped.official, mapped.unexpected, mapped.problems, path)?;
     let source_sha256 = sha256_file(path)?;
     Ok(SpeakerModel {
         config: cfg.clone(),
@@ -486,7 +540,7 @@ impl SpeakerModel {
         };
         let aam = tensors.remove(AAM_KEY);
         let model = NextTdnn::new(&config.model, config.frontend.n_mels, config.train.seed, device);
-        let (net, _) = fill_strict(model, tensors, vec![], vec![], path)?;
+        let (net, _) = fill_strict(model, tensors, &BTreeMap::new(), vec![], vec![], path)?;
         Ok(Self {
             config,
             net,

@@ -6,14 +6,28 @@ mod common;
 use common::*;
 use nexttdnn::eval::metrics::Roc;
 use nexttdnn::eval::score::AsNorm;
-use serde_json::Value;
+use tinyjson::JsonValue as Value;
 
+// tinyjson parses numbers with Rust's correctly rounded `str::parse`, so the
+// float64 values compare exactly.
 fn json(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+    std::fs::read_to_string(fixtures().join(name)).unwrap().parse().unwrap()
+}
+
+fn num(v: &Value) -> f64 {
+    match v {
+        Value::Number(x) => *x,
+        Value::Null => f64::INFINITY, // thresholds[0] = +inf is stored as null
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+fn arr(v: &Value) -> &Vec<Value> {
+    v.get::<Vec<Value>>().expect("array")
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::INFINITY)).collect()
+    arr(v).iter().map(num).collect()
 }
 
 #[test]
@@ -22,23 +36,23 @@ fn eer_and_min_dcf_match_reference_exactly() {
     for set in ["gauss_1000", "ties_400", "tiny_6", "collinear_20"] {
         let s = &m[set];
         let scores = f64s(&s["scores"]);
-        let labels: Vec<bool> = s["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap() == 1).collect();
+        let labels: Vec<bool> = arr(&s["labels"]).iter().map(|l| num(l) == 1.0).collect();
         let roc = Roc::new(&scores, &labels).unwrap();
         assert_eq!(roc.fpr, f64s(&s["roc"]["fpr"]), "{set}: fpr");
         assert_eq!(roc.tpr, f64s(&s["roc"]["tpr"]), "{set}: tpr");
         let eer = roc.eer();
-        let want = s["eer_percent"].as_f64().unwrap();
+        let want = num(&s["eer_percent"]);
         assert!((eer.value - want).abs() < 1e-9, "{set}: EER {} vs {want}", eer.value);
-        assert_eq!(eer.threshold, s["eer_threshold"].as_f64().unwrap(), "{set}: EER threshold");
+        assert_eq!(eer.threshold, num(&s["eer_threshold"]), "{set}: EER threshold");
         for (p, key) in [(0.05, "mindcf_p0.05"), (0.01, "mindcf_p0.01")] {
             let d = roc.min_dcf(p, 1.0, 1.0);
-            let want = s[key].as_f64().unwrap();
+            let want = num(&s[key]);
             assert!((d.value - want).abs() < 1e-9, "{set}: {key} {} vs {want}", d.value);
-            assert_eq!(d.threshold, s[&format!("{key}_threshold")].as_f64().unwrap(), "{set}: {key} threshold");
+            assert_eq!(d.threshold, num(&s[format!("{key}_threshold").as_str()]), "{set}: {key} threshold");
         }
     }
     // The collinear set is the one where dropping intermediate points matters.
-    assert!((m["collinear_20"]["eer_percent"].as_f64().unwrap() - 60.0).abs() < 1e-9);
+    assert!((num(&m["collinear_20"]["eer_percent"]) - 60.0).abs() < 1e-9);
 }
 
 #[test]
@@ -50,14 +64,14 @@ fn asnorm_matches_reference() {
         t.values.chunks(t.shape[1]).map(|c| c.to_vec()).collect()
     };
     let (enrol, test, cohort) = (rows("enrol"), rows("test"), rows("cohort"));
-    let top_k = a["top_k"].as_u64().unwrap() as usize;
+    let top_k = match &a["top_k"] { Value::String(s) => s.parse().unwrap(), v => num(v) as usize };
     let norm = AsNorm::new(&cohort, top_k);
-    let trials = a["trials"].as_array().unwrap();
+    let trials = arr(&a["trials"]);
     let mut labels = vec![];
     let mut got = [vec![], vec![], vec![], vec![]];
     for tr in trials {
-        let (e, t) = (tr["enrol"].as_u64().unwrap() as usize, tr["test"].as_u64().unwrap() as usize);
-        labels.push(tr["label"].as_i64().unwrap() == 1);
+        let (e, t) = (num(&tr["enrol"]) as usize, num(&tr["test"]) as usize);
+        labels.push(num(&tr["label"]) == 1.0);
         let raw = nexttdnn::eval::score::cosine(&enrol[e], &test[t]);
         let s = AsNorm::normalize(raw, norm.stats(&enrol[e]), norm.stats(&test[t]));
         for (i, v) in [s.raw, s.z, s.t, s.s].into_iter().enumerate() {
@@ -65,11 +79,11 @@ fn asnorm_matches_reference() {
         }
     }
     for (i, key) in ["origin", "znorm", "tnorm", "snorm"].iter().enumerate() {
-        let want = f64s(&a[key]["scores"]);
+        let want = f64s(&a[*key]["scores"]);
         let err = got[i].iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
         assert!(err < 1e-5, "{key}: max abs {err:e}");
         let roc = Roc::new(&got[i], &labels).unwrap();
-        assert!((roc.eer().value - a[key]["eer_percent"].as_f64().unwrap()).abs() < 1e-6, "{key} EER");
-        assert!((roc.min_dcf(0.05, 1.0, 1.0).value - a[key]["mindcf_p005"].as_f64().unwrap()).abs() < 1e-6, "{key} minDCF");
+        assert!((roc.eer().value - num(&a[*key]["eer_percent"])).abs() < 1e-6, "{key} EER");
+        assert!((roc.min_dcf(0.05, 1.0, 1.0).value - num(&a[*key]["mindcf_p005"])).abs() < 1e-6, "{key} minDCF");
     }
 }

@@ -73,10 +73,17 @@ impl AudioError {
     }
 }
 
+/// hound reports a short read as `ErrorKind::Other` with this text.
+const HOUND_SHORT_READ: &str = "Failed to read enough bytes";
+
+fn is_short_read(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::UnexpectedEof || e.to_string().contains(HOUND_SHORT_READ)
+}
+
 fn classify_hound(path: &Path, err: hound::Error) -> AudioError {
     let path = path.to_path_buf();
     match err {
-        hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        hound::Error::IoError(e) if is_short_read(&e) => {
             AudioError::Truncated {
                 path,
                 reason: "the file ends before the data its header announces".into(),
@@ -134,7 +141,7 @@ pub fn read_wav(path: &Path, expected_rate: u32, min_samples: usize) -> Result<W
     }
     let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| {
         match e {
-            hound::Error::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            hound::Error::IoError(ref io) if is_short_read(io) => {
                 AudioError::Truncated {
                     path: pb.clone(),
                     reason: "the header is incomplete".into(),
