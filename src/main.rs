@@ -26,6 +26,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
+        Command::Bench { config, model, seconds, frontend_batch, warmup, repeats, out } => commands::bench::run(
+            &config,
+            model.as_deref(),
+            &seconds,
+            frontend_batch,
+            warmup,
+            repeats,
+            out.as_deref(),
+            &dev,
+        ),
         Command::Devices => unreachable!(),
     }
 }

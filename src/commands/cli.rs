@@ -60,6 +60,28 @@ pub enum Command {
         /// Test recording (default: bundled example).
         test: Option<PathBuf>,
     },
+    /// Time embedding extraction and the front end (median of repeats) and report peak memory.
+    Bench {
+        /// Config to benchmark with fresh weights (ignored with --model).
+        #[arg(long, default_value = "configs/NeXt_TDNN_C256_B3_K65_7.ron")]
+        config: PathBuf,
+        /// Benchmark this model file instead.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Utterance lengths in seconds.
+        #[arg(long, value_delimiter = ',', default_value = "4,8")]
+        seconds: Vec<f64>,
+        /// Batch size of the front-end measurement (training crops); 0 skips it.
+        #[arg(long, default_value_t = 32)]
+        frontend_batch: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+        /// Write the report as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the devices this build can use on this machine.
     Devices,
 }

@@ -1,5 +1,6 @@
 //! One file per subcommand; each composes the library's stages.
 
+pub mod bench;
 pub mod cli;
 pub mod devices;
 pub mod embed;

@@ -1,0 +1,136 @@
+//! `bench`: timing of embedding extraction and the front end on one device.
+//!
+//! Each measurement is warmed up, repeated, and reported as the median (with
+//! min and max). The process's peak resident memory is reported too.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
+
+use crate::config::ExperimentConfig;
+use crate::device::{DeviceInfo, SelectedDevice};
+use crate::embed::Embedder;
+use crate::features::Frontend;
+use crate::weights::{write_atomic, ModelMeta, SpeakerModel};
+
+/// One timed operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub repeats: usize,
+}
+
+/// The whole report, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub config: String,
+    pub device: DeviceInfo,
+    pub crate_version: &'static str,
+    pub measurements: Vec<Measurement>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Measurement {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut ms: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let m = Measurement { name, median_ms: ms[ms.len() / 2], min_ms: ms[0], max_ms: ms[ms.len() - 1], repeats };
+    log::info!("{}: median {:.2} ms (min {:.2}, max {:.2})", m.name, m.median_ms, m.min_ms, m.max_ms);
+    m
+}
+
+/// Deterministic speech-like test signal (a few harmonics plus noise).
+fn signal(samples: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..samples)
+        .map(|i| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.02;
+            let t = i as f64 / 16000.0;
+            (0.1 * (2.0 * std::f64::consts::PI * 140.0 * t).sin() + 0.05 * (2.0 * std::f64::consts::PI * 610.0 * t).sin() + noise) as f32
+        })
+        .collect()
+}
+
+/// Peak resident set size of this process, from /proc (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    config: &Path,
+    model: Option<&Path>,
+    seconds: &[f64],
+    frontend_batch: usize,
+    warmup: usize,
+    repeats: usize,
+    out: Option<&Path>,
+    dev: &SelectedDevice,
+) -> Result<()> {
+    let m = match model {
+        Some(p) => SpeakerModel::load(p, &dev.device)?,
+        None => {
+            let cfg = ExperimentConfig::load(config)?;
+            let net = crate::model::NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, &dev.device);
+            SpeakerModel { config: cfg, net, aam: None, meta: ModelMeta::default() }
+        }
+    };
+    let cfg = m.config.clone();
+    let sr = cfg.frontend.sample_rate as f64;
+    let embedder = Embedder::new(&m, &dev.device);
+    let mut results = Vec::new();
+    for &s in seconds {
+        let wav = signal((s * sr) as usize, 7);
+        results.push(time(format!("embed {s} s (batch 1, waveform to embedding)"), warmup, repeats, || {
+            embedder.embed_samples(&wav).expect("embedding");
+        }));
+    }
+    if frontend_batch > 0 {
+        let len = cfg.train.crop_samples;
+        let fe = Frontend::new(&cfg.frontend, &dev.device);
+        let data: Vec<f32> = (0..frontend_batch).flat_map(|b| signal(len, b as u64)).collect();
+        results.push(time(format!("front end, batch {frontend_batch} x {len} samples"), warmup, repeats, || {
+            let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [frontend_batch, len]), &dev.device);
+            let _ = fe.forward(x).into_data();
+        }));
+    }
+    let report = Report {
+        config: cfg.name.clone(),
+        device: dev.info.clone(),
+        crate_version: env!("CARGO_PKG_VERSION"),
+        measurements: results,
+        peak_rss_mib: peak_rss_mib(),
+    };
+    println!("config {}  device {} ({}, {})", report.config, report.device.spec, report.device.adapter, report.device.backend);
+    println!("| measurement | median ms | min ms | max ms | repeats |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &report.measurements {
+        println!("| {} | {:.2} | {:.2} | {:.2} | {} |", r.name, r.median_ms, r.min_ms, r.max_ms, r.repeats);
+    }
+    if let Some(p) = report.peak_rss_mib {
+        println!("peak resident memory: {p:.0} MiB");
+    }
+    if let Some(o) = out {
+        write_atomic(o, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("wrote {}", o.display());
+    }
+    Ok(())
+}
