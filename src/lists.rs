@@ -74,3 +74,61 @@ pub fn read_trials(path: &Path) -> Result<Vec<Trial>> {
     }
     Ok(out)
 }
+
+/// The distinct files of a trial list, in order of first appearance, each
+/// with the line that first names it.
+pub fn trial_files(trials: &[Trial]) -> Vec<(String, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for t in trials {
+        for f in [&t.enroll, &t.test] {
+            if seen.insert(f.clone()) {
+                out.push((f.clone(), t.line));
+            }
+        }
+    }
+    out
+}
+
+/// Checks, before any long work, that every file exists and has a readable
+/// WAV header at the expected sample rate. The error names the list, the line
+/// and the file.
+pub fn preflight(list: &Path, files: &[(String, usize)], root: Option<&Path>, sample_rate: u32) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(files.len());
+    for (f, line) in files {
+        let p = resolve(root, f);
+        let at = format!("{}:{line}: {}", list.display(), p.display());
+        if !p.is_file() {
+            bail!("{at}: file not found");
+        }
+        let reader = hound::WavReader::open(&p).map_err(|e| anyhow::anyhow!("{at}: not a readable WAV file: {e}"))?;
+        let spec = reader.spec();
+        if spec.sample_rate != sample_rate {
+            bail!("{at}: sample rate {} Hz, the model expects {sample_rate} Hz", spec.sample_rate);
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// A cohort list for score normalisation: one file per line, or the
+/// reference's CSV (header `file_name`, ids without the `.wav` suffix).
+pub fn read_cohort(path: &Path) -> Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    for (n, line) in read_lines(path)? {
+        if n == 1 && line == "file_name" {
+            continue;
+        }
+        let fields: Vec<&str> = line.split([',', ' ', '\t']).filter(|s| !s.is_empty()).collect();
+        let file = match fields.as_slice() {
+            [p] | [_, p] => p.to_string(),
+            _ => bail!("{}:{n}: malformed cohort line {line:?}", path.display()),
+        };
+        let file = if file.ends_with(".wav") { file } else { format!("{file}.wav") };
+        out.push((file, n));
+    }
+    if out.is_empty() {
+        bail!("{}: the cohort list holds no files", path.display());
+    }
+    Ok(out)
+}

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cli;
 pub mod devices;
 pub mod embed;
+pub mod eval;
 pub mod import;
 pub mod verify;
 

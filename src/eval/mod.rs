@@ -1,4 +1,6 @@
-//! Scoring and detection metrics.
+//! Scoring, metrics, the embedding cache and plots.
 
+pub mod cache;
 pub mod metrics;
+pub mod plot;
 pub mod score;

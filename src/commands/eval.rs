@@ -1,0 +1,281 @@
+//! `eval`: embeddings of every file of a trial list (cached), cosine scoring,
+//! optional AS-norm, EER and minDCF, scores, summary and plots.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use sha2::Digest;
+
+use crate::config::ExperimentConfig;
+use crate::device::SelectedDevice;
+use crate::embed::Embedder;
+use crate::eval::cache::EmbeddingCache;
+use crate::eval::metrics::Roc;
+use crate::eval::plot;
+use crate::eval::score::{cosine, AsNorm, CohortStats};
+use crate::lists::{preflight, read_cohort, read_trials, trial_files, Trial};
+use crate::weights::{import_official, sha256_file, write_atomic, SpeakerModel};
+
+/// Options of `eval`.
+#[derive(Debug, Clone)]
+pub struct EvalArgs {
+    pub model: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub trials: Option<String>,
+    pub data_dir: PathBuf,
+    pub wav_root: Option<PathBuf>,
+    pub cohort: Option<PathBuf>,
+    pub cohort_root: Option<PathBuf>,
+    pub out: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub store_threshold: bool,
+    pub plots: bool,
+}
+
+/// Metrics of one score set.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreSummary {
+    pub trials: usize,
+    pub targets: usize,
+    /// Equal error rate in percent.
+    pub eer: f64,
+    pub eer_threshold: f64,
+    #[serde(flatten)]
+    pub min_dcf: std::collections::BTreeMap<String, f64>,
+}
+
+fn summarize(scores: &[f64], labels: &[bool], cfg: &ExperimentConfig) -> Result<(ScoreSummary, Roc)> {
+    let roc = Roc::new(scores, labels)?;
+    let eer = roc.eer();
+    let mut min_dcf = std::collections::BTreeMap::new();
+    for &p in &cfg.eval.p_targets {
+        let d = roc.min_dcf(p, cfg.eval.c_miss, cfg.eval.c_fa);
+        let key = dcf_key(p);
+        min_dcf.insert(key.clone(), d.value);
+        min_dcf.insert(format!("{key}_threshold"), d.threshold);
+    }
+    let summary = ScoreSummary {
+        trials: scores.len(),
+        targets: labels.iter().filter(|&&l| l).count(),
+        eer: eer.value,
+        eer_threshold: eer.threshold,
+        min_dcf,
+    };
+    Ok((summary, roc))
+}
+
+/// `min_dcf_p05` for P_target 0.05.
+pub fn dcf_key(p: f64) -> String {
+    let pct = p * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("min_dcf_p{:02}", pct.round() as u64)
+    } else {
+        format!("min_dcf_p{}", format!("{p}").replace("0.", ""))
+    }
+}
+
+/// Standard VoxCeleb1 trial lists, by short name.
+fn standard_list(name: &str) -> Option<&'static str> {
+    match name {
+        "vox1-o" => Some("veri_test2.txt"),
+        "vox1-e" => Some("list_test_all2.txt"),
+        "vox1-h" => Some("list_test_hard2.txt"),
+        _ => None,
+    }
+}
+
+/// Embeds `files` with the cache; returns embeddings in order and how many were computed.
+fn embed_all(embedder: &Embedder, cache: &EmbeddingCache, files: &[PathBuf], what: &str) -> Result<(Vec<Vec<f32>>, usize)> {
+    let mut out: Vec<Option<Vec<f32>>> = files.iter().map(|f| cache.get(f)).collect();
+    let todo: Vec<usize> = (0..files.len()).filter(|&i| out[i].is_none()).collect();
+    log::info!("{what}: {} files, {} cached, {} to embed", files.len(), files.len() - todo.len(), todo.len());
+    if !todo.is_empty() {
+        let pb = super::progress(todo.len() as u64, what);
+        for &i in &todo {
+            let e = embedder.embed_file(&files[i])?;
+            cache.put(&files[i], &e)?;
+            out[i] = Some(e);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+    }
+    Ok((out.into_iter().map(|e| e.expect("filled")).collect(), todo.len()))
+}
+
+pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
+    let started = Instant::now();
+    // The model and the hash that keys its cache.
+    let (mut model, model_hash, model_path) = match (&args.checkpoint, &args.model) {
+        (Some(ckpt), None) => {
+            let cfg_path = args.config.as_ref().context("--checkpoint needs --config")?;
+            let cfg = ExperimentConfig::load(cfg_path)?;
+            let m = import_official(ckpt, &cfg, &dev.device)?;
+            let hash = crate::weights::hex(&sha2::Sha256::digest(
+                format!("{}{}", m.meta.source_sha256.clone().unwrap_or_default(), cfg.to_ron()).as_bytes(),
+            ));
+            (m, hash, None)
+        }
+        (None, m) => {
+            let p = m.clone().unwrap_or_else(super::bundled_model);
+            let model = SpeakerModel::load(&p, &dev.device)?;
+            let hash = sha256_file(&p)?;
+            (model, hash, Some(p))
+        }
+        (Some(_), Some(_)) => bail!("give either --model or --checkpoint, not both"),
+    };
+    let cfg = model.config.clone();
+
+    // The trial list and where its files live.
+    let (trial_path, default_root) = match args.trials.as_deref() {
+        None => (super::assets_dir().join("trials.txt"), super::assets_dir().join("audio")),
+        Some(name) => {
+            let p = match standard_list(name) {
+                Some(file) => args.data_dir.join(file),
+                None => PathBuf::from(name),
+            };
+            let root = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            (p, root)
+        }
+    };
+    let wav_root = args.wav_root.clone().unwrap_or(default_root);
+    let trials = read_trials(&trial_path)?;
+    let unique = trial_files(&trials);
+    let sr = cfg.frontend.sample_rate;
+    let files = preflight(&trial_path, &unique, Some(&wav_root), sr)?;
+    let cohort_files = match &args.cohort {
+        Some(c) => {
+            let list = read_cohort(c)?;
+            let root = args.cohort_root.clone().or_else(|| c.parent().map(Path::to_path_buf));
+            Some(preflight(c, &list, root.as_deref(), sr)?)
+        }
+        None => None,
+    };
+    log::info!("{}: {} trials over {} files", trial_path.display(), trials.len(), files.len());
+
+    // Embeddings, cached per model and file.
+    let cache_root = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let cache = EmbeddingCache::new(&cache_root, &model_hash, cfg.model.embedding_dim)?;
+    let embedder = Embedder::new(&model, &dev.device);
+    let t_embed = Instant::now();
+    let (embs, computed) = embed_all(&embedder, &cache, &files, "embedding")?;
+    let embed_secs = t_embed.elapsed().as_secs_f64();
+    let index: HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+
+    // Raw cosine scores.
+    let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
+    let pair = |t: &Trial| (index[t.enroll.as_str()], index[t.test.as_str()]);
+    let raw: Vec<f64> = trials.iter().map(|t| { let (a, b) = pair(t); cosine(&embs[a], &embs[b]) }).collect();
+    let (raw_sum, raw_roc) = summarize(&raw, &labels, &cfg)?;
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    write_scores(&args.out.join("scores.txt"), &trials, &raw)?;
+    let mut summary = json!({
+        "trial_list": trial_path.display().to_string(),
+        "wav_root": wav_root.display().to_string(),
+        "trials": raw_sum.trials,
+        "targets": raw_sum.targets,
+        "eer": raw_sum.eer,
+        "eer_threshold": raw_sum.eer_threshold,
+        "threshold": raw_sum.eer_threshold,
+    });
+    for (k, v) in &raw_sum.min_dcf {
+        summary[k] = json!(v);
+    }
+
+    // Adaptive score normalisation against the cohort.
+    let mut rows = vec![("raw cosine".to_string(), raw_sum.clone())];
+    let mut curves = vec![("raw".to_string(), raw_roc)];
+    if let Some(cf) = &cohort_files {
+        let (cohort, _) = embed_all(&embedder, &cache, cf, "cohort")?;
+        let norm = AsNorm::new(&cohort, cfg.eval.asnorm_top_k);
+        let stats: Vec<CohortStats> = embs.iter().map(|e| norm.stats(e)).collect();
+        let normed: Vec<_> = trials
+            .iter()
+            .zip(&raw)
+            .map(|(t, &s)| { let (a, b) = pair(t); AsNorm::normalize(s, stats[a], stats[b]) })
+            .collect();
+        for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
+            let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
+            let (sum, roc) = summarize(&scores, &labels, &cfg)?;
+            summary[name] = serde_json::to_value(&sum)?;
+            if name == "snorm" {
+                write_scores(&args.out.join("scores_snorm.txt"), &trials, &scores)?;
+                if args.plots {
+                    plot::histogram(&args.out.join("hist_snorm"), &scores, &labels, "Score distribution (s-norm)")?;
+                }
+                curves.push(("s-norm".into(), roc));
+            }
+            rows.push((name.to_string(), sum));
+        }
+        summary["cohort"] = json!({ "list": cf.len(), "top_k": cfg.eval.asnorm_top_k });
+    }
+    if args.plots {
+        let refs: Vec<(&str, &Roc)> = curves.iter().map(|(n, r)| (n.as_str(), r)).collect();
+        plot::det(&args.out.join("det"), &refs)?;
+        plot::histogram(&args.out.join("hist"), &raw, &labels, "Score distribution (raw cosine)")?;
+    }
+
+    // Provenance and throughput.
+    let peak = super::bench::peak_rss_mib();
+    summary["model"] = json!({
+        "path": model_path.as_ref().map(|p| p.display().to_string()),
+        "sha256": model_hash,
+        "config": cfg.name,
+        "source": model.meta.source,
+    });
+    summary["device"] = serde_json::to_value(&dev.info)?;
+    summary["crate_version"] = json!(env!("CARGO_PKG_VERSION"));
+    summary["files"] = json!(files.len());
+    summary["embedded"] = json!(computed);
+    summary["from_cache"] = json!(files.len() - computed);
+    summary["embed_seconds"] = json!(embed_secs);
+    summary["files_per_second"] = json!(if computed > 0 { computed as f64 / embed_secs } else { 0.0 });
+    summary["total_seconds"] = json!(started.elapsed().as_secs_f64());
+    summary["peak_rss_mib"] = json!(peak);
+    write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+
+    // The table.
+    let dcf_keys: Vec<String> = cfg.eval.p_targets.iter().map(|&p| dcf_key(p)).collect();
+    println!("{} on {} ({} trials, {} files; {} embedded, {} from cache)", cfg.name, trial_path.display(), trials.len(), files.len(), computed, files.len() - computed);
+    let head: Vec<String> = cfg.eval.p_targets.iter().map(|p| format!("minDCF@{p}")).collect();
+    println!("| scores | trials | EER % | {} |", head.join(" | "));
+    println!("|---|---:|---:|{}", "---:|".repeat(head.len()));
+    for (name, s) in &rows {
+        let dcfs: Vec<String> = dcf_keys.iter().map(|k| format!("{:.4}", s.min_dcf[k])).collect();
+        println!("| {name} | {} | {:.3} | {} |", s.trials, s.eer, dcfs.join(" | "));
+    }
+    println!("threshold (raw cosine at the EER point): {:.6}", raw_sum.eer_threshold);
+    println!("results in {}", args.out.display());
+
+    if args.store_threshold {
+        let Some(p) = model_path else {
+            bail!("--store-threshold needs --model (an imported model file), not --checkpoint");
+        };
+        model.meta.threshold = Some(raw_sum.eer_threshold);
+        model.save(&p)?;
+        println!("stored threshold {:.6} in {}", raw_sum.eer_threshold, p.display());
+    }
+    Ok(())
+}
+
+fn write_scores(path: &Path, trials: &[Trial], scores: &[f64]) -> Result<()> {
+    let mut text = String::with_capacity(trials.len() * 64);
+    for (t, s) in trials.iter().zip(scores) {
+        text.push_str(&format!("{} {} {s:.6} {}\n", t.enroll, t.test, t.target as u8));
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// `$XDG_CACHE_HOME/nexttdnn/embeddings`, else `~/.cache/nexttdnn/embeddings`.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("nexttdnn").join("embeddings")
+}
