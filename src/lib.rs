@@ -13,5 +13,6 @@ pub mod eval;
 pub mod features;
 pub mod lists;
 pub mod model;
+pub mod train;
 pub mod npy;
 pub mod weights;

@@ -51,7 +51,8 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
-    fn transpose2(&self) -> Self {
+    /// The transpose of a matrix.
+    pub fn transpose2(&self) -> Self {
         let (r, c) = (self.shape[0], self.shape[1]);
         let mut values = vec![0.0; r * c];
         for i in 0..r {
@@ -105,6 +106,22 @@ const KEY_MAP: &[(&str, &str, Transform)] = &[
     (r"^loss_function\.weight$", AAM_KEY, Transform::Copy),
     (r"^feature_extractor\..*$", "", Transform::Frontend),
 ];
+
+/// How an official tensor maps to ours: our name, and whether the values are
+/// transposed (`Linear`) on the way. `None` for keys that map to no parameter.
+pub fn official_to_ours(key: &str) -> Option<(String, bool)> {
+    for (pat, rep, t) in KEY_MAP {
+        let re = Regex::new(pat).expect("valid key pattern");
+        if re.is_match(key) {
+            return match t {
+                Transform::Copy | Transform::Flatten => Some((re.replace(key, *rep).to_string(), false)),
+                Transform::Transpose => Some((re.replace(key, *rep).to_string(), true)),
+                Transform::Counter | Transform::Frontend => None,
+            };
+        }
+    }
+    None
+}
 
 /// Our name of the AAM-softmax class matrix `[n_classes, E]`.
 pub const AAM_KEY: &str = "aam.weight";
@@ -432,6 +449,23 @@ fn fill_strict(
         bail!(msg);
     }
     Ok((model, aam))
+}
+
+/// Every parameter and buffer of a network, by our dotted names.
+pub fn net_tensors(net: &NextTdnn) -> Result<BTreeMap<String, HostTensor>> {
+    let mut c = Collect { stack: vec![], out: vec![], shapes_only: false, shapes: vec![] };
+    net.visit(&mut c);
+    c.out
+        .into_iter()
+        .map(|(name, data)| Ok((name, host_from_data(data)?)))
+        .collect()
+}
+
+/// Copies the weights of `src` into `dst` (same config), keeping `dst`'s
+/// device and gradient settings.
+pub fn copy_weights(src: &NextTdnn, dst: NextTdnn) -> Result<NextTdnn> {
+    let tensors = net_tensors(src)?;
+    Ok(fill_strict(dst, tensors, &BTreeMap::new(), vec![], vec![], Path::new("(model)"))?.0)
 }
 
 /// Imports an official checkpoint (`.pt` or `.safetensors`) for `cfg`.

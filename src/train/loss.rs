@@ -1,0 +1,76 @@
+//! Additive angular margin softmax (spec §4).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::LossConfig;
+
+/// AAM-softmax with the cos(π − m) fallback (not "easy margin").
+#[derive(Debug, Clone)]
+pub struct AamSoftmax {
+    pub margin: f64,
+    pub scale: f64,
+}
+
+/// Loss, logits and accuracy of one batch.
+pub struct AamOutput {
+    /// Mean cross-entropy, `[1]`.
+    pub loss: Tensor<1>,
+    /// Scaled logits with the margin on the target class, `[B, N]`.
+    pub logits: Tensor<2>,
+}
+
+/// Rows divided by their L2 norm (clamped at 1e-12, as `F.normalize`).
+fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// One-hot `[B, N]` of integer labels.
+pub fn one_hot(labels: &[usize], n: usize, device: &Device) -> Tensor<2> {
+    let mut v = vec![0.0f32; labels.len() * n];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * n + l] = 1.0;
+    }
+    Tensor::from_data(TensorData::new(v, [labels.len(), n]), device)
+}
+
+impl AamSoftmax {
+    pub fn new(cfg: &LossConfig) -> Self {
+        Self { margin: cfg.margin, scale: cfg.scale }
+    }
+
+    /// `x`: embeddings `[B, E]`; `weight`: class matrix `[N, E]`.
+    pub fn forward(&self, x: Tensor<2>, weight: Tensor<2>, labels: &[usize]) -> AamOutput {
+        let [b, _] = x.dims();
+        let [n, _] = weight.dims();
+        let device = x.device();
+        let m = self.margin;
+        let (cos_m, sin_m) = (m.cos(), m.sin());
+        let th = (std::f64::consts::PI - m).cos();
+        let mm = (std::f64::consts::PI - m).sin() * m;
+
+        let cosine = l2_normalize(x).matmul(l2_normalize(weight).transpose()); // [B, N]
+        let sine = cosine.clone().powi_scalar(2).neg().add_scalar(1.0).clamp(0.0, 1.0).sqrt();
+        let phi = cosine.clone().mul_scalar(cos_m) - sine.mul_scalar(sin_m);
+        let keep = cosine.clone().sub_scalar(th).greater_elem(0.0);
+        let phi = cosine.clone().sub_scalar(mm).mask_where(keep, phi);
+        let hot = one_hot(labels, n, &device);
+        let logits = (hot.clone() * phi + (hot.clone().neg().add_scalar(1.0)) * cosine).mul_scalar(self.scale);
+        let nll = (log_softmax(logits.clone(), 1) * hot).sum().neg().div_scalar(b as f64);
+        AamOutput { loss: nll.reshape([1]), logits }
+    }
+}
+
+/// Top-1 accuracy in percent.
+pub fn accuracy_percent(logits: &[f32], n: usize, labels: &[usize]) -> f64 {
+    let correct = logits
+        .chunks(n)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let arg = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc }).0;
+            arg == l
+        })
+        .count();
+    100.0 * correct as f64 / labels.len().max(1) as f64
+}

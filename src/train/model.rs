@@ -1,0 +1,58 @@
+//! The trainable model: the network plus the AAM-softmax class matrix.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::ExperimentConfig;
+use crate::model::NextTdnn;
+use crate::weights::{HostTensor, ModelMeta, SpeakerModel};
+
+/// Network and classifier, trained together.
+#[derive(Module, Debug)]
+pub struct TrainModel {
+    pub net: NextTdnn,
+    /// AAM-softmax class matrix `[n_classes, E]`.
+    pub aam: Param<Tensor<2>>,
+}
+
+impl TrainModel {
+    /// A fresh model (spec §3.7); the class matrix is Xavier-normal.
+    pub fn new(cfg: &ExperimentConfig, device: &Device) -> Self {
+        let net = NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, device);
+        let (n, e) = (cfg.train.loss.n_classes, cfg.model.embedding_dim);
+        let std = (2.0 / (n + e) as f64).sqrt();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.train.seed ^ 0xAA4D);
+        let normal = Normal::new(0.0, std).expect("valid std");
+        let w: Vec<f32> = (0..n * e).map(|_| normal.sample(&mut rng) as f32).collect();
+        Self { net, aam: Param::from_data(TensorData::new(w, [n, e]), device) }
+    }
+
+    /// Starts from an existing model (fine-tuning); its class matrix is kept
+    /// when it has the configured number of classes.
+    pub fn from_model(m: &SpeakerModel, cfg: &ExperimentConfig, device: &Device) -> anyhow::Result<Self> {
+        let fresh = Self::new(cfg, device);
+        let net = crate::weights::copy_weights(&m.net, fresh.net)?;
+        let aam = match &m.aam {
+            Some(a) if a.shape == [cfg.train.loss.n_classes, cfg.model.embedding_dim] => {
+                Param::from_data(TensorData::new(a.values.clone(), [a.shape[0], a.shape[1]]), device)
+            }
+            _ => fresh.aam,
+        };
+        Ok(Self { net, aam })
+    }
+
+    /// The inference model (no autodiff), with its config, for saving or validation.
+    pub fn to_speaker_model(&self, cfg: &ExperimentConfig, meta: ModelMeta) -> SpeakerModel {
+        let v = self.valid();
+        let shape = v.aam.val().dims();
+        let values = v.aam.val().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+        SpeakerModel {
+            config: cfg.clone(),
+            net: v.net,
+            aam: Some(HostTensor { shape: shape.to_vec(), values }),
+            meta,
+        }
+    }
+}
