@@ -36,6 +36,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out.as_deref(),
             &dev,
         ),
+        Command::Train {
+            config,
+            train_list,
+            wav_root,
+            musan,
+            rir,
+            no_spec_augment,
+            val_trials,
+            val_root,
+            out,
+            resume,
+            init_model,
+            epochs,
+            batch_size,
+            n_classes,
+            workers,
+            checkpoint_every,
+            stop_after_steps,
+        } => {
+            let mut cfg = nexttdnn::config::ExperimentConfig::load(&config)?;
+            if let Some(e) = epochs {
+                cfg.train.max_epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.train.batch_size = b;
+            }
+            if let Some(n) = n_classes {
+                cfg.train.loss.n_classes = n;
+            }
+            let spec = nexttdnn::train::run::RunSpec {
+                cfg,
+                train_list,
+                wav_root,
+                augment: musan.zip(rir),
+                spec_augment: !no_spec_augment,
+                val_trials,
+                val_root,
+                out,
+                resume,
+                init_model,
+                workers,
+                checkpoint_every,
+                stop_after_steps,
+            };
+            commands::train::run(&spec, &dev)
+        }
         Command::Eval {
             model,
             checkpoint,

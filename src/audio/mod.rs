@@ -1,5 +1,6 @@
 //! Audio input: reading and checking WAV files.
 
+pub mod augment;
 pub mod wav;
 
 pub use wav::{read_wav, AudioError, Waveform};

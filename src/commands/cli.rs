@@ -82,6 +82,60 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train a model (or resume a run) on a train list, with validation EER per epoch.
+    Train {
+        /// Config (configs/*.ron).
+        #[arg(long)]
+        config: PathBuf,
+        /// Train list in voxceleb_trainer format (`speaker path`).
+        #[arg(long)]
+        train_list: PathBuf,
+        /// Root of the train list's paths.
+        #[arg(long)]
+        wav_root: PathBuf,
+        /// MUSAN root (split or flat layout); with --rir enables waveform augmentation.
+        #[arg(long, requires = "rir")]
+        musan: Option<PathBuf>,
+        /// Root of the room impulse responses.
+        #[arg(long, requires = "musan")]
+        rir: Option<PathBuf>,
+        /// Turn SpecAugment off.
+        #[arg(long)]
+        no_spec_augment: bool,
+        /// Validation trial list (EER after each epoch).
+        #[arg(long)]
+        val_trials: Option<PathBuf>,
+        /// Root of the validation list's paths (default: the list's folder).
+        #[arg(long)]
+        val_root: Option<PathBuf>,
+        /// Run directory (config, metrics, curves, checkpoints, models).
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Start from this model file (fine-tuning).
+        #[arg(long)]
+        init_model: Option<PathBuf>,
+        /// Override train.max_epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override train.batch_size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Override train.loss.n_classes (the number of training speakers).
+        #[arg(long)]
+        n_classes: Option<usize>,
+        /// Data-loading threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Also checkpoint every N steps inside epochs (0: at epoch ends only).
+        #[arg(long, default_value_t = 0)]
+        checkpoint_every: usize,
+        /// Stop after this many optimiser steps (with a checkpoint to resume from).
+        #[arg(long)]
+        stop_after_steps: Option<usize>,
+    },
     /// Evaluate on a trial list: EER, minDCF, optional AS-norm, scores, summary and plots.
     Eval {
         /// Model file (default: the bundled demonstration model).

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod embed;
 pub mod eval;
 pub mod import;
+pub mod train;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -196,3 +196,46 @@ mod tests {
         }
     }
 }
+
+fn panels_on<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| anyhow!("{e:?}"))?;
+    let cols = 2;
+    let rows = panels.len().div_ceil(cols).max(1);
+    let areas = root.split_evenly((rows, cols));
+    for ((name, pts), area) in panels.iter().zip(areas.iter()) {
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (x0, x1) = if pts.is_empty() { (0.0, 1.0) } else if x1 > x0 { (x0, x1) } else { (x0 - 0.5, x1 + 0.5) };
+        let (y0, y1) = if pts.is_empty() { (0.0, 1.0) } else if y1 > y0 { (y0, y1) } else { (y0 - 0.5, y1 + 0.5) };
+        let pad = (y1 - y0) * 0.05;
+        let mut chart = ChartBuilder::on(area)
+            .caption(*name, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        chart.configure_mesh().x_desc("epoch").draw().map_err(|e| anyhow!("{e:?}"))?;
+        chart.draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2))).map_err(|e| anyhow!("{e:?}"))?;
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
+            .map_err(|e| anyhow!("{e:?}"))?;
+    }
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+/// Writes `STEM.png` and `STEM.svg` with one line chart per panel.
+pub fn panels(stem: &Path, title: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    register_font();
+    let png = stem.with_extension("png");
+    panels_on(&BitMapBackend::new(&png, (1000, 700)).into_drawing_area(), title, panels)?;
+    let svg = stem.with_extension("svg");
+    let area = SVGBackend::new(&svg, (1000, 700)).into_drawing_area();
+    panels_on(&area, title, panels)
+}

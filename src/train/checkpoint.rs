@@ -1,0 +1,109 @@
+//! Training checkpoints: model (with BatchNorm statistics), optimiser state,
+//! schedule and progress, written atomically as one directory.
+//!
+//! A checkpoint is written under a temporary name and renamed when complete,
+//! so an interrupted write never leaves a directory that looks complete.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use super::model::TrainModel;
+
+/// One row of the per-epoch history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    pub eer: Option<f64>,
+    pub crops_per_sec: f64,
+    pub loader_wait_secs: f64,
+    pub step_secs: f64,
+    pub rss_mib: Option<f64>,
+}
+
+/// One row of the per-step history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRow {
+    pub global_step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub config_name: String,
+    /// Epoch in progress and steps of it already done.
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    pub global_step: usize,
+    pub schedule_count: usize,
+    pub epochs: Vec<EpochRow>,
+    pub steps: Vec<StepRow>,
+    /// Kept models: (EER, path).
+    pub best: Vec<(f64, PathBuf)>,
+}
+
+fn dir_name(global_step: usize) -> String {
+    format!("step-{global_step:09}")
+}
+
+/// Writes a checkpoint into `root/step-N/` and removes older ones.
+pub fn save(root: &Path, model: &TrainModel, optim: &ModuleOptimizer, state: &TrainState) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let name = dir_name(state.global_step);
+    let tmp = root.join(format!(".{name}.partial"));
+    std::fs::remove_dir_all(&tmp).ok();
+    std::fs::create_dir_all(&tmp)?;
+    model.clone().save_file(tmp.join("model.bpk")).map_err(|e| anyhow::anyhow!("saving model: {e:?}"))?;
+    optim.save(tmp.join("optim.bpk")).map_err(|e| anyhow::anyhow!("saving optimiser: {e:?}"))?;
+    std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
+    let done = root.join(&name);
+    std::fs::remove_dir_all(&done).ok();
+    std::fs::rename(&tmp, &done).with_context(|| format!("cannot complete checkpoint {}", done.display()))?;
+    // Older checkpoints are superseded.
+    for e in std::fs::read_dir(root)? {
+        let p = e?.path();
+        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if p.is_dir() && n.starts_with("step-") && n != name {
+            std::fs::remove_dir_all(&p).ok();
+        }
+    }
+    Ok(done)
+}
+
+/// The newest complete checkpoint under `root`.
+pub fn latest(root: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .filter(|p| p.join("state.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+/// Restores model, optimiser and state from a checkpoint directory.
+pub fn load(dir: &Path, model: TrainModel, optim: ModuleOptimizer) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
+    let state: TrainState = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("state.json")).with_context(|| format!("{}: no state.json", dir.display()))?,
+    )
+    .with_context(|| format!("{}: corrupt state.json", dir.display()))?;
+    let model = model
+        .try_load_file(dir.join("model.bpk"))
+        .map_err(|e| anyhow::anyhow!("{}: cannot load model.bpk: {e:?}", dir.display()))?;
+    let optim = optim
+        .load(dir.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("{}: cannot load optim.bpk: {e:?}", dir.display()))?;
+    Ok((model, optim, state))
+}

@@ -1,0 +1,183 @@
+//! Training data: the train list, the epoch order, and a pool of CPU threads
+//! that decodes, crops and augments batches ahead of the device.
+//!
+//! Everything random is a pure function of (seed, epoch, position), so a run
+//! resumed from a checkpoint sees exactly the batches it would have seen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::audio::augment::{crop, Augmenter};
+use crate::audio::read_wav;
+
+/// Utterances with integer speaker labels in order of first appearance.
+#[derive(Debug, Clone)]
+pub struct TrainSet {
+    pub files: Vec<PathBuf>,
+    pub labels: Vec<usize>,
+    pub speakers: Vec<String>,
+}
+
+impl TrainSet {
+    /// Reads a voxceleb_trainer list (`speaker path`) and checks every file exists.
+    pub fn load(list: &Path, root: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(list).with_context(|| format!("{}: cannot read train list", list.display()))?;
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut set = TrainSet { files: vec![], labels: vec![], speakers: vec![] };
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [spk, path] = f.as_slice() else {
+                bail!("{}:{}: malformed line {line:?}: expected `speaker path`", list.display(), i + 1)
+            };
+            let p = root.join(path);
+            if !p.is_file() {
+                bail!("{}:{}: {}: file not found", list.display(), i + 1, p.display());
+            }
+            let next = set.speakers.len();
+            let label = *index.entry(spk.to_string()).or_insert_with(|| {
+                set.speakers.push(spk.to_string());
+                next
+            });
+            set.files.push(p);
+            set.labels.push(label);
+        }
+        if set.files.is_empty() {
+            bail!("{}: the train list holds no utterances", list.display());
+        }
+        Ok(set)
+    }
+}
+
+/// A stream of 64-bit seeds mixed from its inputs (SplitMix64 finaliser).
+pub fn mix(parts: &[u64]) -> u64 {
+    let mut z: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &p in parts {
+        z = z.wrapping_add(p).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
+/// The visiting order of an epoch: every utterance once, shuffled.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(mix(&[seed, epoch as u64, 1])));
+    order
+}
+
+/// Full batches per epoch (the last partial batch is dropped).
+pub fn steps_per_epoch(n: usize, batch: usize) -> usize {
+    n / batch
+}
+
+/// One batch of crops, ready for the device.
+pub struct Batch {
+    pub step: usize,
+    /// `[B, crop]` row-major.
+    pub wav: Vec<f32>,
+    pub labels: Vec<usize>,
+}
+
+/// Settings of a loader.
+#[derive(Clone)]
+pub struct LoaderSpec {
+    pub set: Arc<TrainSet>,
+    pub augmenter: Option<Arc<Augmenter>>,
+    pub batch: usize,
+    pub crop: usize,
+    pub seed: u64,
+    pub sample_rate: u32,
+    pub workers: usize,
+    pub prefetch: usize,
+}
+
+/// Batches of one epoch from `first_step` on, produced by worker threads and
+/// delivered in order.
+pub struct Loader {
+    rx: Receiver<(usize, Result<Batch>)>,
+    pending: BTreeMap<usize, Result<Batch>>,
+    next: usize,
+    end: usize,
+    /// Seconds the consumer spent waiting for data.
+    pub wait_secs: f64,
+}
+
+fn make_batch(spec: &LoaderSpec, order: &[usize], epoch: usize, step: usize) -> Result<Batch> {
+    let mut wav = Vec::with_capacity(spec.batch * spec.crop);
+    let mut labels = Vec::with_capacity(spec.batch);
+    for j in 0..spec.batch {
+        let pos = step * spec.batch + j;
+        let idx = order[pos];
+        let mut rng = StdRng::seed_from_u64(mix(&[spec.seed, epoch as u64, pos as u64, 2]));
+        let path = &spec.set.files[idx];
+        let audio = read_wav(path, spec.sample_rate, 1)?;
+        let mut x = crop(&audio.samples, spec.crop, &mut rng);
+        if let Some(aug) = &spec.augmenter {
+            aug.apply(&mut x, &mut rng).with_context(|| format!("augmenting {}", path.display()))?;
+        }
+        wav.extend_from_slice(&x);
+        labels.push(spec.set.labels[idx]);
+    }
+    Ok(Batch { step, wav, labels })
+}
+
+impl Loader {
+    pub fn start(spec: &LoaderSpec, epoch: usize, first_step: usize) -> Self {
+        let order = Arc::new(epoch_order(spec.set.files.len(), spec.seed, epoch));
+        let end = steps_per_epoch(spec.set.files.len(), spec.batch);
+        let counter = Arc::new(AtomicUsize::new(first_step));
+        let (tx, rx) = sync_channel(spec.prefetch.max(1));
+        for _ in 0..spec.workers.max(1) {
+            let (tx, counter, order, spec) = (tx.clone(), counter.clone(), order.clone(), spec.clone());
+            std::thread::spawn(move || loop {
+                let step = counter.fetch_add(1, Ordering::SeqCst);
+                if step >= end {
+                    break;
+                }
+                let b = make_batch(&spec, &order, epoch, step);
+                if tx.send((step, b)).is_err() {
+                    break;
+                }
+            });
+        }
+        Self { rx, pending: BTreeMap::new(), next: first_step, end, wait_secs: 0.0 }
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let t = Instant::now();
+        while !self.pending.contains_key(&self.next) {
+            match self.rx.recv() {
+                Ok((s, b)) => {
+                    self.pending.insert(s, b);
+                }
+                Err(_) => return Some(Err(anyhow::anyhow!("data loader threads stopped"))),
+            }
+        }
+        self.wait_secs += t.elapsed().as_secs_f64();
+        let b = self.pending.remove(&self.next);
+        self.next += 1;
+        b
+    }
+}
