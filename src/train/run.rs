@@ -212,7 +212,7 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
         let epoch_lr = if schedule.per_step() { None } else { Some(schedule.lr_at(epoch)) };
         let mut loader = Loader::start(&loader_spec, epoch, state.step_in_epoch);
         let pb = crate::commands::progress((steps - state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs));
-        let (mut loss_sum, mut acc_sum, mut n) = (0.0, 0.0, 0usize);
+        let mut n = 0usize;
         let (t_epoch, mut step_secs) = (Instant::now(), 0.0);
         while let Some(batch) = loader.next() {
             let batch = batch?;
@@ -234,8 +234,6 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             let (m, _) = backward_and_step(model, &mut optim, out.loss, lr, tc.optimizer.grad_clip_norm);
             model = m;
             step_secs += t.elapsed().as_secs_f64();
-            loss_sum += loss;
-            acc_sum += acc;
             n += 1;
             state.global_step += 1;
             state.step_in_epoch = batch.step + 1;
@@ -270,11 +268,14 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             Some(v) => Some(v.eer(&speaker_model, plain)?),
             None => None,
         };
+        // Over every step of the epoch, including those before a resume.
+        let rows: Vec<&StepRow> = state.steps.iter().filter(|r| r.epoch == epoch).collect();
+        let count = rows.len().max(1) as f64;
         let row = EpochRow {
             epoch,
-            steps: n,
-            loss: loss_sum / n.max(1) as f64,
-            accuracy: acc_sum / n.max(1) as f64,
+            steps: rows.len(),
+            loss: rows.iter().map(|r| r.loss).sum::<f64>() / count,
+            accuracy: rows.iter().map(|r| r.accuracy).sum::<f64>() / count,
             lr: epoch_lr.unwrap_or_else(|| schedule.lr_at(state.global_step.saturating_sub(1))),
             eer,
             crops_per_sec: (n * tc.batch_size) as f64 / elapsed,
