@@ -15,6 +15,21 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Devices => return commands::devices::run(),
+        Command::Compare { model, devices, trials, wav_root, out, emb_tol, eer_tol } => {
+            let args = commands::compare::CompareArgs {
+                model: model.clone(),
+                devices: devices.clone(),
+                trials: trials.clone(),
+                wav_root: wav_root.clone(),
+                out: out.clone(),
+                emb_tol: *emb_tol,
+                eer_tol: *eer_tol,
+            };
+            if !commands::compare::run(&args)? {
+                anyhow::bail!("devices disagree beyond the tolerance (see the report)");
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let dev = device::select(cli.device)?;
@@ -27,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
         Command::Bench { config, model, seconds, frontend_batch, warmup, repeats, out } => commands::bench::run(
-            &config,
+            config.as_deref(),
             model.as_deref(),
             &seconds,
             frontend_batch,
@@ -112,6 +127,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             &dev,
         ),
-        Command::Devices => unreachable!(),
+        Command::Devices | Command::Compare { .. } => unreachable!(),
     }
 }

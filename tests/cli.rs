@@ -49,6 +49,9 @@ fn import_embed_verify() {
     let index: Vec<String> = std::fs::read_to_string(out.join("index.txt")).unwrap().lines().map(String::from).collect();
     assert_eq!(index.len(), 3);
     assert!(index[0].ends_with("utt_0p500s.wav") && index[2].ends_with("utt_3p015s.wav"), "{index:?}");
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["device"]["backend"], "flex");
+    assert_eq!(prov["model_sha256"].as_str().unwrap(), nexttdnn::weights::sha256_file(&model).unwrap());
     let device = burn::tensor::Device::flex();
     let m = nexttdnn::weights::SpeakerModel::load(&model, &device).unwrap();
     let e = nexttdnn::embed::Embedder::new(&m, &device);
@@ -96,4 +99,31 @@ fn unavailable_backend_names_the_feature() {
     }
     let err = run_err(bin().args(["--device", "cuda", "verify"]));
     assert!(err.contains("--features cuda"), "{err}");
+}
+
+#[test]
+fn compare_cpu_against_wgpu() {
+    let has_wgpu = cfg!(feature = "wgpu") && nexttdnn::device::available().len() > 1;
+    let devices = if has_wgpu { "cpu,wgpu" } else { "cpu,cpu" };
+    if !has_wgpu {
+        eprintln!("NOTE: no wgpu adapter; comparing cpu with itself");
+    }
+    let dir = tmpdir("compare");
+    let text = run_ok(bin().args(["compare", "--devices", devices, "--out"]).arg(&dir));
+    assert!(text.contains("| cpu |") && text.contains("tolerance"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    let devs = report["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    assert_eq!(devs[0]["emb_max_abs_dev"], 0.0);
+    for d in devs {
+        assert!(d["device"]["adapter"].as_str().is_some_and(|a| !a.is_empty()));
+        assert!(d["files_per_second"].as_f64().unwrap() > 0.0);
+    }
+    if has_wgpu {
+        // Backends differ in rounding, so a zero tolerance must fail the health check.
+        assert!(devs[1]["emb_max_abs_dev"].as_f64().unwrap() > 0.0);
+        let err = run_err(bin().args(["compare", "--devices", "cpu,wgpu", "--emb-tol", "0", "--out"]).arg(dir.join("strict")));
+        assert!(err.contains("disagree"), "{err}");
+    }
 }

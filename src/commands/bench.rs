@@ -30,6 +30,8 @@ pub struct Measurement {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub config: String,
+    /// SHA-256 of the model file, when one was given.
+    pub model_sha256: Option<String>,
     pub device: DeviceInfo,
     pub crate_version: &'static str,
     pub measurements: Vec<Measurement>,
@@ -76,7 +78,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    config: &Path,
+    config: Option<&Path>,
     model: Option<&Path>,
     seconds: &[f64],
     frontend_batch: usize,
@@ -88,7 +90,8 @@ pub fn run(
     let m = match model {
         Some(p) => SpeakerModel::load(p, &dev.device)?,
         None => {
-            let cfg = ExperimentConfig::load(config)?;
+            let default = super::configs_dir().join("NeXt_TDNN_C256_B3_K65_7.ron");
+            let cfg = ExperimentConfig::load(config.unwrap_or(&default))?;
             let net = crate::model::NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, &dev.device);
             SpeakerModel { config: cfg, net, aam: None, meta: ModelMeta::default() }
         }
@@ -114,6 +117,7 @@ pub fn run(
     }
     let report = Report {
         config: cfg.name.clone(),
+        model_sha256: model.map(crate::weights::sha256_file).transpose()?,
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
         measurements: results,

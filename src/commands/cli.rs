@@ -62,9 +62,10 @@ pub enum Command {
     },
     /// Time embedding extraction and the front end (median of repeats) and report peak memory.
     Bench {
-        /// Config to benchmark with fresh weights (ignored with --model).
-        #[arg(long, default_value = "configs/NeXt_TDNN_C256_B3_K65_7.ron")]
-        config: PathBuf,
+        /// Config to benchmark with fresh weights (ignored with --model);
+        /// default: the C256 B3 configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Benchmark this model file instead.
         #[arg(long)]
         model: Option<PathBuf>,
@@ -175,6 +176,30 @@ pub enum Command {
         /// Skip the PNG/SVG plots.
         #[arg(long)]
         no_plots: bool,
+    },
+    /// Run one model on several devices and compare results, deviations and speed.
+    Compare {
+        /// Model file (default: the bundled model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Devices, comma-separated; the first is the reference (e.g. cpu,wgpu:0,cuda:0).
+        #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
+        devices: Vec<DeviceSpec>,
+        /// Trial list (default: the bundled list).
+        #[arg(long)]
+        trials: Option<PathBuf>,
+        /// Root of the trial list's paths (default: the list's folder).
+        #[arg(long)]
+        wav_root: Option<PathBuf>,
+        /// Output directory for compare.json.
+        #[arg(long, default_value = "compare-results")]
+        out: PathBuf,
+        /// Tolerance on embeddings, relative to the largest reference value.
+        #[arg(long, default_value_t = 1e-3)]
+        emb_tol: f64,
+        /// Tolerance on the EER, in percentage points.
+        #[arg(long, default_value_t = 0.01)]
+        eer_tol: f64,
     },
     /// List the devices this build can use on this machine.
     Devices,

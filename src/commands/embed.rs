@@ -31,9 +31,9 @@ pub fn run(
             bail!("{}: file not found", f.display());
         }
     }
-    let model = super::load_model(model, dev)?;
-    let embedder = Embedder::new(&model, &dev.device);
-    let dim = model.config.model.embedding_dim;
+    let loaded = super::load_model(model, dev)?;
+    let embedder = Embedder::new(&loaded, &dev.device);
+    let dim = loaded.config.model.embedding_dim;
     let mut values = Vec::with_capacity(files.len() * dim);
     let pb = super::progress(files.len() as u64, "embedding");
     for f in &files {
@@ -45,6 +45,17 @@ pub fn run(
     write_atomic(&out.join("embeddings.npy"), &npy::encode_f32(&values, files.len(), dim)?)?;
     let index: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
     write_atomic(&out.join("index.txt"), index.as_bytes())?;
+    let model_path = model.map(Path::to_path_buf).unwrap_or_else(super::bundled_model);
+    let provenance = serde_json::json!({
+        "model": model_path.display().to_string(),
+        "model_sha256": crate::weights::sha256_file(&model_path)?,
+        "config": embedder.config.name,
+        "device": dev.info,
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "files": files.len(),
+        "dimension": dim,
+    });
+    write_atomic(&out.join("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
     println!("wrote {} embeddings of dimension {dim} to {}", files.len(), out.display());
     Ok(())
 }

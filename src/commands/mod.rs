@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod devices;
 pub mod embed;
 pub mod eval;
@@ -19,6 +20,11 @@ use crate::weights::SpeakerModel;
 /// Directory of the bundled assets (small model and audio).
 pub fn assets_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// The configurations shipped with the crate.
+pub fn configs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs")
 }
 
 /// The bundled demonstration model.

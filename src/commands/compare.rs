@@ -1,0 +1,200 @@
+//! `compare`: one model and one trial list on several devices, side by side.
+//!
+//! Every device embeds every file afresh (no cache). The first device is the
+//! reference: for the others the report gives the EER and minDCF differences,
+//! the embedding deviations, and the fraction of trials whose decision at the
+//! reference's EER threshold flips. The run fails when a device disagrees
+//! beyond the tolerances, so it doubles as a health check of a new driver.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::device::{select, DeviceInfo, DeviceSpec};
+use crate::embed::{cosine, Embedder};
+use crate::eval::metrics::Roc;
+use crate::lists::{preflight, read_trials, trial_files};
+use crate::weights::{sha256_file, write_atomic, SpeakerModel};
+
+/// Options of `compare`.
+#[derive(Debug, Clone)]
+pub struct CompareArgs {
+    pub model: Option<PathBuf>,
+    pub devices: Vec<DeviceSpec>,
+    pub trials: Option<PathBuf>,
+    pub wav_root: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Largest allowed embedding deviation, relative to the largest reference value.
+    pub emb_tol: f64,
+    /// Largest allowed EER difference, in points.
+    pub eer_tol: f64,
+}
+
+/// Results of one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceResult {
+    pub device: DeviceInfo,
+    pub eer: f64,
+    pub min_dcf_p05: f64,
+    pub min_dcf_p01: f64,
+    pub eer_threshold: f64,
+    pub eer_diff: f64,
+    pub min_dcf_p05_diff: f64,
+    pub emb_max_abs_dev: f64,
+    pub emb_mean_abs_dev: f64,
+    pub emb_max_rel_dev: f64,
+    pub decision_flips: f64,
+    pub files_per_second: f64,
+    pub seconds: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub within_tolerance: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct CompareReport {
+    pub model: String,
+    pub model_sha256: String,
+    pub config: String,
+    pub crate_version: &'static str,
+    pub trial_list: String,
+    pub trials: usize,
+    pub files: usize,
+    pub emb_tolerance_rel: f64,
+    pub eer_tolerance_points: f64,
+    pub devices: Vec<DeviceResult>,
+    pub passed: bool,
+}
+
+pub fn run(args: &CompareArgs) -> Result<bool> {
+    if args.devices.is_empty() {
+        bail!("--devices needs at least one device");
+    }
+    let model_path = args.model.clone().unwrap_or_else(super::bundled_model);
+    let model_sha = sha256_file(&model_path)?;
+    let (trial_path, default_root) = match &args.trials {
+        Some(t) => (t.clone(), t.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => (super::assets_dir().join("trials.txt"), super::assets_dir().join("audio")),
+    };
+    let root = args.wav_root.clone().unwrap_or(default_root);
+    let trials = read_trials(&trial_path)?;
+    let unique = trial_files(&trials);
+    let index: std::collections::HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+    let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
+
+    let mut reference: Option<(Vec<Vec<f32>>, Vec<f64>, f64, f64)> = None;
+    let mut results = Vec::new();
+    let mut config_name = String::new();
+    for spec in &args.devices {
+        let dev = select(Some(*spec))?;
+        let model = SpeakerModel::load(&model_path, &dev.device)?;
+        config_name = model.config.name.clone();
+        let files = preflight(&trial_path, &unique, Some(&root), model.config.frontend.sample_rate)?;
+        let embedder = Embedder::new(&model, &dev.device);
+        // One file first, untimed: kernel compilation and autotuning.
+        embedder.embed_file(&files[0])?;
+        let t = Instant::now();
+        let pb = super::progress(files.len() as u64, &format!("embedding on {spec}"));
+        let mut embs = Vec::with_capacity(files.len());
+        for f in &files {
+            embs.push(embedder.embed_file(f)?);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let secs = t.elapsed().as_secs_f64();
+        let scores: Vec<f64> = trials.iter().map(|t| cosine(&embs[index[t.enroll.as_str()]], &embs[index[t.test.as_str()]])).collect();
+        let roc = Roc::new(&scores, &labels)?;
+        let eer = roc.eer();
+        let d05 = roc.min_dcf(0.05, 1.0, 1.0).value;
+        let d01 = roc.min_dcf(0.01, 1.0, 1.0).value;
+        let (ref_embs, ref_scores, ref_eer, ref_d05) = reference.get_or_insert_with(|| (embs.clone(), scores.clone(), eer.value, d05));
+        let ref_threshold = Roc::new(ref_scores, &labels)?.eer().threshold;
+        let (mut max_abs, mut sum_abs, mut n, mut max_ref) = (0.0f64, 0.0f64, 0usize, 0.0f64);
+        for (a, b) in embs.iter().zip(ref_embs.iter()) {
+            for (x, y) in a.iter().zip(b) {
+                let d = (*x as f64 - *y as f64).abs();
+                max_abs = max_abs.max(d);
+                sum_abs += d;
+                n += 1;
+                max_ref = max_ref.max((*y as f64).abs());
+            }
+        }
+        let flips = scores.iter().zip(ref_scores.iter()).filter(|(s, r)| (**s >= ref_threshold) != (**r >= ref_threshold)).count();
+        let rel = max_abs / max_ref.max(1e-12);
+        let eer_diff = eer.value - *ref_eer;
+        results.push(DeviceResult {
+            device: dev.info.clone(),
+            eer: eer.value,
+            min_dcf_p05: d05,
+            min_dcf_p01: d01,
+            eer_threshold: eer.threshold,
+            eer_diff,
+            min_dcf_p05_diff: d05 - *ref_d05,
+            emb_max_abs_dev: max_abs,
+            emb_mean_abs_dev: sum_abs / n.max(1) as f64,
+            emb_max_rel_dev: rel,
+            decision_flips: flips as f64 / trials.len() as f64,
+            files_per_second: files.len() as f64 / secs,
+            seconds: secs,
+            peak_rss_mib: super::bench::peak_rss_mib(),
+            within_tolerance: rel <= args.emb_tol && eer_diff.abs() <= args.eer_tol,
+        });
+    }
+    let passed = results.iter().all(|r| r.within_tolerance);
+    let report = CompareReport {
+        model: model_path.display().to_string(),
+        model_sha256: model_sha,
+        config: config_name,
+        crate_version: env!("CARGO_PKG_VERSION"),
+        trial_list: trial_path.display().to_string(),
+        trials: trials.len(),
+        files: unique.len(),
+        emb_tolerance_rel: args.emb_tol,
+        eer_tolerance_points: args.eer_tol,
+        devices: results,
+        passed,
+    };
+    print_markdown(&report);
+    std::fs::create_dir_all(&args.out)?;
+    write_atomic(&args.out.join("compare.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("\nwrote {}", args.out.join("compare.json").display());
+    Ok(passed)
+}
+
+fn print_markdown(r: &CompareReport) {
+    println!("### nexttdnn compare");
+    println!();
+    println!(
+        "model `{}` ({}, sha256 {}), nexttdnn {}; {} trials over {} files of `{}`",
+        r.model, r.config, &r.model_sha256[..12], r.crate_version, r.trials, r.files, r.trial_list
+    );
+    println!(
+        "tolerance: embeddings {:.0e} of the largest reference value, EER {} points; reference = first device",
+        r.emb_tolerance_rel, r.eer_tolerance_points
+    );
+    println!();
+    println!("| device | backend | adapter | driver | EER % | ΔEER | minDCF 0.05 | minDCF 0.01 | max \\|Δemb\\| | mean \\|Δemb\\| | rel | flips | files/s | peak RSS MiB | ok |");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for d in &r.devices {
+        println!(
+            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.2e} | {:.2}% | {:.1} | {} | {} |",
+            d.device.spec,
+            d.device.backend,
+            d.device.adapter,
+            d.device.driver,
+            d.eer,
+            d.eer_diff,
+            d.min_dcf_p05,
+            d.min_dcf_p01,
+            d.emb_max_abs_dev,
+            d.emb_mean_abs_dev,
+            d.emb_max_rel_dev,
+            d.decision_flips * 100.0,
+            d.files_per_second,
+            d.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "n/a".into()),
+            if d.within_tolerance { "yes" } else { "**no**" }
+        );
+    }
+}
