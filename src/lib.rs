@@ -15,4 +15,5 @@ pub mod lists;
 pub mod model;
 pub mod train;
 pub mod npy;
+pub mod prepare;
 pub mod weights;

@@ -15,6 +15,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Devices => return commands::devices::run(),
+        Command::Prepare { what } => return commands::prepare::run(what),
         Command::Compare { model, devices, trials, wav_root, out, emb_tol, eer_tol } => {
             let args = commands::compare::CompareArgs {
                 model: model.clone(),
@@ -41,11 +42,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench { config, model, seconds, frontend_batch, warmup, repeats, out } => commands::bench::run(
+        Command::Bench { config, model, seconds, frontend_batch, train_batch, warmup, repeats, out } => commands::bench::run(
             config.as_deref(),
             model.as_deref(),
             &seconds,
             frontend_batch,
+            train_batch,
             warmup,
             repeats,
             out.as_deref(),
@@ -127,6 +129,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             &dev,
         ),
-        Command::Devices | Command::Compare { .. } => unreachable!(),
+        Command::Devices | Command::Compare { .. } | Command::Prepare { .. } => unreachable!(),
     }
 }

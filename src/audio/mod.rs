@@ -1,6 +1,7 @@
 //! Audio input: reading and checking WAV files.
 
 pub mod augment;
+pub mod m4a;
 pub mod wav;
 
 pub use wav::{read_wav, AudioError, Waveform};

@@ -82,6 +82,7 @@ pub fn run(
     model: Option<&Path>,
     seconds: &[f64],
     frontend_batch: usize,
+    train_batch: usize,
     warmup: usize,
     repeats: usize,
     out: Option<&Path>,
@@ -113,6 +114,26 @@ pub fn run(
         results.push(time(format!("front end, batch {frontend_batch} x {len} samples"), warmup, repeats, || {
             let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [frontend_batch, len]), &dev.device);
             let _ = fe.forward(x).into_data();
+        }));
+    }
+    if train_batch > 0 {
+        let device = dev.device.clone().autodiff();
+        let len = cfg.train.crop_samples;
+        let mut optim = crate::train::optim::adamw(&cfg.train.optimizer);
+        let frontend = Frontend::new(&cfg.frontend, &device);
+        let aam = crate::train::loss::AamSoftmax::new(&cfg.train.loss);
+        let data: Vec<f32> = (0..train_batch).flat_map(|b| signal(len, 100 + b as u64)).collect();
+        let labels: Vec<usize> = (0..train_batch).map(|i| i % cfg.train.loss.n_classes).collect();
+        let name = format!("training step, batch {train_batch} x {len} samples ({} classes): forward, backward, AdamW", cfg.train.loss.n_classes);
+        let mut holder = Some(crate::train::model::TrainModel::new(&cfg, &device));
+        results.push(time(name, warmup.min(1), repeats, || {
+            let m = holder.take().expect("model");
+            let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [train_batch, len]), &device);
+            let (_, out) = crate::train::step::train_forward(&m, &frontend, x, &labels, &aam, None);
+            let (m, _) = crate::train::step::backward_and_step(m, &mut optim, out.loss, 1e-4, cfg.train.optimizer.grad_clip_norm);
+            // Wait for the device before the clock stops.
+            let _ = m.aam.val().slice([0..1, 0..1]).into_data();
+            holder = Some(m);
         }));
     }
     let report = Report {

@@ -75,6 +75,9 @@ pub enum Command {
         /// Batch size of the front-end measurement (training crops); 0 skips it.
         #[arg(long, default_value_t = 32)]
         frontend_batch: usize,
+        /// Batch size of a training-step measurement (crops of the config's length); 0 skips it.
+        #[arg(long, default_value_t = 0)]
+        train_batch: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
         #[arg(long, default_value_t = 10)]
@@ -201,6 +204,74 @@ pub enum Command {
         #[arg(long, default_value_t = 0.01)]
         eer_tol: f64,
     },
+    /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.
+    Prepare {
+        #[command(subcommand)]
+        what: PrepareCommand,
+    },
     /// List the devices this build can use on this machine.
     Devices,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrepareCommand {
+    /// Scan a VoxCeleb tree (<speaker>/<video>/<utt>.wav|.m4a), validate every file,
+    /// decode .m4a to WAV, and write train_list.txt, speakers.txt and report.tsv.
+    Voxceleb {
+        /// Root of the tree.
+        root: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        /// Shortest usable file, in seconds.
+        #[arg(long, default_value_t = 0.5)]
+        min_seconds: f64,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Replace existing outputs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Split MUSAN into 5 s chunks every 3 s: OUT/<type>/<source>/<file>/<start>.wav.
+    Musan {
+        /// The MUSAN root (music/, noise/, speech/).
+        root: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        #[arg(long, default_value_t = 5.0)]
+        chunk_seconds: f64,
+        #[arg(long, default_value_t = 3.0)]
+        hop_seconds: f64,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Select the simulated small and medium rooms of RIRS_NOISES.
+    Rir {
+        /// The RIRS_NOISES root (or its simulated_rirs folder).
+        root: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Rooms to keep.
+        #[arg(long, value_delimiter = ',', default_value = "smallroom,mediumroom")]
+        rooms: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that every file of a trial list exists; with several roots
+    /// (VoxCeleb1 dev and test apart), build a merged tree of links.
+    Trials {
+        list: PathBuf,
+        /// Audio roots, searched in order.
+        #[arg(long = "root", required = true)]
+        roots: Vec<PathBuf>,
+        /// Where to build the merged tree (needed with several roots).
+        #[arg(long)]
+        merged: Option<PathBuf>,
+    },
 }

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod embed;
 pub mod eval;
 pub mod import;
+pub mod prepare;
 pub mod train;
 pub mod verify;
 

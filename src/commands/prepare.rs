@@ -1,0 +1,50 @@
+//! `prepare`: data preparation steps (see [`crate::prepare`]).
+
+use anyhow::Result;
+
+use super::cli::PrepareCommand;
+use crate::prepare::{musan, trials, voxceleb};
+
+fn jobs(j: Option<usize>) -> usize {
+    j.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+pub fn run(what: &PrepareCommand) -> Result<()> {
+    match what {
+        PrepareCommand::Voxceleb { root, out, sample_rate, min_seconds, jobs: j, force } => {
+            let s = voxceleb::prepare(&voxceleb::VoxArgs {
+                root: root.clone(),
+                out: out.clone(),
+                sample_rate: *sample_rate,
+                min_seconds: *min_seconds,
+                jobs: jobs(*j),
+                force: *force,
+            })?;
+            println!(
+                "{} files: {} usable ({} decoded from m4a, {} from an earlier run), {} bad (see {}); {:.1} files/s",
+                s.files,
+                s.good,
+                s.converted,
+                s.resumed,
+                s.bad,
+                out.join("report.tsv").display(),
+                s.files as f64 / s.seconds.max(1e-9)
+            );
+            println!("train with: --train-list {} --wav-root {}", s.list.display(), s.wav_root.display());
+        }
+        PrepareCommand::Musan { root, out, sample_rate, chunk_seconds, hop_seconds, jobs: j, force } => {
+            let n = musan::split_musan(root, out, *sample_rate, *chunk_seconds, *hop_seconds, jobs(*j), *force)?;
+            println!("{n} chunks in {}", out.display());
+        }
+        PrepareCommand::Rir { root, out, rooms, force } => {
+            let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+            let n = musan::select_rirs(root, out, &rooms, *force)?;
+            println!("{n} impulse responses in {}", out.display());
+        }
+        PrepareCommand::Trials { list, roots, merged } => {
+            let (root, n) = trials::check(list, roots, merged.as_deref())?;
+            println!("all {n} files of {} found; evaluate with --wav-root {}", list.display(), root.display());
+        }
+    }
+    Ok(())
+}
