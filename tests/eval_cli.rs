@@ -37,7 +37,9 @@ fn audio_root(dir: &Path) -> PathBuf {
     }
     for e in std::fs::read_dir(root_dir().join("assets/audio")).unwrap() {
         let p = e.unwrap().path();
-        std::fs::copy(&p, root.join("assets").join(p.file_name().unwrap())).unwrap();
+        if p.extension().is_some_and(|x| x == "wav") {
+            std::fs::copy(&p, root.join("assets").join(p.file_name().unwrap())).unwrap();
+        }
     }
     root
 }

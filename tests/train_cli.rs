@@ -45,7 +45,11 @@ fn noise_wav(path: &Path, seed: u32, len: usize) {
 fn corpus(dir: &Path) -> PathBuf {
     let c = dir.join("corpus");
     let mut sources: Vec<PathBuf> = UTTS.iter().map(|u| fixtures().join(format!("{u}.wav"))).collect();
-    let mut assets: Vec<PathBuf> = std::fs::read_dir(root().join("assets/audio")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut assets: Vec<PathBuf> = std::fs::read_dir(root().join("assets/audio"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
     assets.sort();
     sources.extend(assets);
     let mut list = String::new();
