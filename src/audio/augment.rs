@@ -232,9 +232,10 @@ mod tests {
 
     #[test]
     fn snr_is_as_drawn() {
-        // Mixing at a fixed SNR: noise energy relative to speech energy.
+        // Mixing at a fixed SNR: noise energy relative to speech energy (both
+        // loud enough for the -40 dB floor to be negligible).
         let clean: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
-        let noise: Vec<f32> = (0..16000).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect();
+        let noise: Vec<f32> = (0..16000).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
         let (c, n) = (energy_db(&clean, 1e-4), energy_db(&noise, 1e-4));
         let gain = (10f64.powf((c - n - 10.0) / 10.0)).sqrt() as f32;
         let scaled: Vec<f32> = noise.iter().map(|v| v * gain).collect();

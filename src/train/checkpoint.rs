@@ -13,18 +13,56 @@ use serde::{Deserialize, Serialize};
 
 use super::model::TrainModel;
 
+/// Floats as their shortest exact decimal strings: serde_json's float parser
+/// may be off by one unit in the last place, and a resumed run must see the
+/// history bit for bit.
+mod exact {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:?}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+
+    pub mod opt {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(x) => s.serialize_some(&format!("{x:?}")),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            Option::<String>::deserialize(d)?.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+        }
+    }
+}
+
 /// One row of the per-epoch history.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochRow {
     pub epoch: usize,
     pub steps: usize,
+    #[serde(with = "exact")]
     pub loss: f64,
+    #[serde(with = "exact")]
     pub accuracy: f64,
+    #[serde(with = "exact")]
     pub lr: f64,
+    #[serde(with = "exact::opt")]
     pub eer: Option<f64>,
+    #[serde(with = "exact")]
     pub crops_per_sec: f64,
+    #[serde(with = "exact")]
     pub loader_wait_secs: f64,
+    #[serde(with = "exact")]
     pub step_secs: f64,
+    #[serde(with = "exact::opt")]
     pub rss_mib: Option<f64>,
 }
 
@@ -33,8 +71,11 @@ pub struct EpochRow {
 pub struct StepRow {
     pub global_step: usize,
     pub epoch: usize,
+    #[serde(with = "exact")]
     pub loss: f64,
+    #[serde(with = "exact")]
     pub accuracy: f64,
+    #[serde(with = "exact")]
     pub lr: f64,
 }
 
