@@ -99,36 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             commands::train::run(&spec, &dev)
         }
-        Command::Eval {
-            model,
-            checkpoint,
-            config,
-            trials,
-            data_dir,
-            wav_root,
-            cohort,
-            cohort_root,
-            out,
-            cache_dir,
-            store_threshold,
-            no_plots,
-        } => commands::eval::run(
-            &commands::eval::EvalArgs {
-                model,
-                checkpoint,
-                config,
-                trials,
-                data_dir,
-                wav_root,
-                cohort,
-                cohort_root,
-                out,
-                cache_dir,
-                store_threshold,
-                plots: !no_plots,
-            },
-            &dev,
-        ),
+        Command::Eval(args) => commands::eval::run(&args, &dev),
         Command::Devices | Command::Compare { .. } | Command::Prepare { .. } => unreachable!(),
     }
 }

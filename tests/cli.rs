@@ -2,33 +2,20 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexttdnn"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nexttdnn-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn run_ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let (ok, out, err) = run_cmd(c);
+    assert!(ok, "failed: {out}\n{err}");
+    out
 }
 
 fn run_err(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).to_string()
+    let (ok, out, err) = run_cmd(c);
+    assert!(!ok, "unexpected success: {out}");
+    err
 }
 
 #[test]
@@ -106,7 +93,7 @@ fn compare_cpu_against_wgpu() {
     let has_wgpu = cfg!(feature = "wgpu") && nexttdnn::device::available().len() > 1;
     let devices = if has_wgpu { "cpu,wgpu" } else { "cpu,cpu" };
     if !has_wgpu {
-        eprintln!("NOTE: no wgpu adapter; comparing cpu with itself");
+        skip("compare against wgpu: no wgpu adapter; comparing cpu with itself");
     }
     let dir = tmpdir("compare");
     let text = run_ok(bin().args(["compare", "--devices", devices, "--out"]).arg(&dir));

@@ -9,22 +9,8 @@ use std::process::Command;
 use common::*;
 use nexttdnn::eval::metrics::Roc;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexttdnn"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nexttdnn-eval-{}-{name}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn run(c: &mut Command) -> (bool, String, String) {
-    let out = c.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    run_cmd(c)
 }
 
 /// Audio root with the four fixture files and the six bundled ones.

@@ -126,7 +126,7 @@ fn tiny_light_matches_reference() {
 fn c256_b3_matches_reference() {
     match shared_fixtures() {
         Some(dir) => check_variant(&dir, "C256_B3_K65_7", "NeXt_TDNN_C256_B3_K65_7"),
-        None => eprintln!("SKIPPED c256_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
+        None => skip("c256_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
     }
 }
 
@@ -134,14 +134,14 @@ fn c256_b3_matches_reference() {
 fn light_c128_b3_matches_reference() {
     match shared_fixtures() {
         Some(dir) => check_variant(&dir, "light_C128_B3_K65", "NeXt_TDNN_light_C128_B3_K65"),
-        None => eprintln!("SKIPPED light_c128_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
+        None => skip("light_c128_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
     }
 }
 
 #[test]
 fn safetensors_checkpoint_imports_like_pt() {
     let Some(dir) = shared_fixtures() else {
-        eprintln!("SKIPPED safetensors_checkpoint_imports_like_pt: ../shared/fixtures is absent");
+        skip("safetensors_checkpoint_imports_like_pt: ../shared/fixtures is absent");
         return;
     };
     let cfg = ExperimentConfig::load(&config("tiny_C32_B1_K65_7")).unwrap();

@@ -8,22 +8,9 @@ use std::process::Command;
 
 use common::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexttdnn"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nexttdnn-train-{}-{name}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn run(c: &mut Command) -> (bool, String) {
-    let out = c.output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let (ok, out, err) = run_cmd(c);
+    (ok, format!("{out}{err}"))
 }
 
 fn noise_wav(path: &Path, seed: u32, len: usize) {

@@ -141,45 +141,7 @@ pub enum Command {
         stop_after_steps: Option<usize>,
     },
     /// Evaluate on a trial list: EER, minDCF, optional AS-norm, scores, summary and plots.
-    Eval {
-        /// Model file (default: the bundled demonstration model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Evaluate an official checkpoint directly (imported on the fly; needs --config).
-        #[arg(long, conflicts_with = "model")]
-        checkpoint: Option<PathBuf>,
-        /// Config of --checkpoint.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Trial list (`label enroll test`), or vox1-o, vox1-e, vox1-h for the
-        /// standard cleaned lists under --data-dir. Default: the bundled list.
-        #[arg(long)]
-        trials: Option<String>,
-        /// Where vox1-o/e/h lists live.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// Root of the trial list's audio paths (default: the list's folder).
-        #[arg(long)]
-        wav_root: Option<PathBuf>,
-        /// Cohort list for AS-norm (one path per line, or the reference's CSV of ids).
-        #[arg(long)]
-        cohort: Option<PathBuf>,
-        /// Root of the cohort's audio paths (default: the cohort list's folder).
-        #[arg(long)]
-        cohort_root: Option<PathBuf>,
-        /// Output directory.
-        #[arg(long, default_value = "eval-results")]
-        out: PathBuf,
-        /// Embedding cache (default: ~/.cache/nexttdnn/embeddings).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// Store the EER threshold in the model file, for `verify`.
-        #[arg(long)]
-        store_threshold: bool,
-        /// Skip the PNG/SVG plots.
-        #[arg(long)]
-        no_plots: bool,
-    },
+    Eval(super::eval::EvalArgs),
     /// Run one model on several devices and compare results, deviations and speed.
     Compare {
         /// Model file (default: the bundled model).

@@ -21,20 +21,45 @@ use crate::lists::{preflight, read_cohort, read_trials, trial_files, Trial};
 use crate::weights::{import_official, sha256_file, write_atomic, SpeakerModel};
 
 /// Options of `eval`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
+    /// Model file (default: the bundled model).
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Evaluate an official checkpoint directly (imported on the fly; needs --config).
+    #[arg(long, conflicts_with = "model")]
     pub checkpoint: Option<PathBuf>,
+    /// Config of --checkpoint.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Trial list (`label enroll test`), or vox1-o, vox1-e, vox1-h for the
+    /// standard cleaned lists under --data-dir. Default: the bundled list.
+    #[arg(long)]
     pub trials: Option<String>,
+    /// Where vox1-o/e/h lists live.
+    #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// Root of the trial list's audio paths (default: the list's folder).
+    #[arg(long)]
     pub wav_root: Option<PathBuf>,
+    /// Cohort list for AS-norm (one path per line, or the reference's CSV of ids).
+    #[arg(long)]
     pub cohort: Option<PathBuf>,
+    /// Root of the cohort's audio paths (default: the cohort list's folder).
+    #[arg(long)]
     pub cohort_root: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "eval-results")]
     pub out: PathBuf,
+    /// Embedding cache (default: ~/.cache/nexttdnn/embeddings).
+    #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Store the EER threshold in the model file, for `verify`.
+    #[arg(long)]
     pub store_threshold: bool,
-    pub plots: bool,
+    /// Skip the PNG/SVG plots.
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 /// Metrics of one score set.
@@ -205,7 +230,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
             summary[name] = serde_json::to_value(&sum)?;
             if name == "snorm" {
                 write_scores(&args.out.join("scores_snorm.txt"), &trials, &scores)?;
-                if args.plots {
+                if !args.no_plots {
                     plot::histogram(&args.out.join("hist_snorm"), &scores, &labels, "Score distribution (s-norm)")?;
                 }
                 curves.push(("s-norm".into(), roc));
@@ -214,7 +239,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
         }
         summary["cohort"] = json!({ "list": cf.len(), "top_k": cfg.eval.asnorm_top_k });
     }
-    if args.plots {
+    if !args.no_plots {
         let refs: Vec<(&str, &Roc)> = curves.iter().map(|(n, r)| (n.as_str(), r)).collect();
         plot::det(&args.out.join("det"), &refs)?;
         plot::histogram(&args.out.join("hist"), &raw, &labels, "Score distribution (raw cosine)")?;

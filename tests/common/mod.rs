@@ -45,7 +45,7 @@ pub fn test_devices() -> Vec<(String, Device)> {
             if cfg!(feature = "wgpu") && !nexttdnn::device::available().iter().skip(1).next().is_none() {
                 v.push("wgpu".into());
             } else {
-                eprintln!("NOTE: no wgpu adapter found; parity runs on cpu only");
+                skip("wgpu parity: no wgpu adapter found; parity runs on cpu only");
             }
             v
         }
@@ -90,3 +90,31 @@ pub fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
 }
 
 pub const UTTS: [&str; 4] = ["utt_0p500s", "utt_1p370s", "utt_3p015s", "utt_7p900s"];
+
+/// The `nexttdnn` binary, quiet except for warnings.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nexttdnn"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A fresh temporary directory for one test.
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nexttdnn-test-{}-{tag}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs a command: (success, stdout, stderr).
+pub fn run_cmd(c: &mut std::process::Command) -> (bool, String, String) {
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Reports a skipped check on the real stderr, past the test harness's output
+/// capture, so that a skip is never silent.
+pub fn skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {message}");
+}
