@@ -16,6 +16,57 @@ fn bad(path: &Path, reason: impl Into<String>) -> AudioError {
     AudioError::NotWav { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// Samples to drop at the start: the encoder's priming, as the MP4 edit list
+/// (`moov/trak/edts/elst`) states it, in the track's sample units. symphonia
+/// 0.5 parses but does not apply edit lists; ffmpeg does, so without this the
+/// audio would start 1024 samples (AAC priming) late compared with the
+/// reference's ffmpeg conversion.
+fn priming_samples(bytes: &[u8], sample_rate: u32) -> Option<u64> {
+    fn boxes(data: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 8 <= data.len() {
+            let size32 = u32::from_be_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+            let kind = &data[i + 4..i + 8];
+            let (head, size) = match size32 {
+                1 if i + 16 <= data.len() => (16, u64::from_be_bytes(data[i + 8..i + 16].try_into().unwrap()) as usize),
+                0 => (8, data.len() - i),
+                n => (8, n),
+            };
+            if size < head || i + size > data.len() {
+                break;
+            }
+            out.push((kind, &data[i + head..i + size]));
+            i += size;
+        }
+        out
+    }
+    let find = |data: &'_ [u8], kind: &[u8]| -> Option<Vec<u8>> {
+        boxes(data).into_iter().find(|(k, _)| *k == kind).map(|(_, b)| b.to_vec())
+    };
+    let moov = find(bytes, b"moov")?;
+    let trak = find(&moov, b"trak")?;
+    let elst = find(&find(&trak, b"edts")?, b"elst")?;
+    let mdhd = find(&find(&trak, b"mdia")?, b"mdhd")?;
+    let u32_at = |b: &[u8], o: usize| b.get(o..o + 4).map(|s| u32::from_be_bytes(s.try_into().unwrap()));
+    let timescale = if mdhd.first()? == &1 { u32_at(&mdhd, 20)? } else { u32_at(&mdhd, 12)? };
+    let v1 = elst.first()? == &1;
+    let count = u32_at(&elst, 4)? as usize;
+    let entry = if v1 { 20 } else { 12 };
+    for k in 0..count {
+        let o = 8 + k * entry;
+        let media_time: i64 = if v1 {
+            i64::from_be_bytes(elst.get(o + 8..o + 16)?.try_into().unwrap())
+        } else {
+            u32_at(&elst, o + 4)? as i32 as i64
+        };
+        if media_time >= 0 {
+            return Some(media_time as u64 * sample_rate as u64 / timescale.max(1) as u64);
+        }
+    }
+    None
+}
+
 /// Decodes an `.m4a` file to mono float samples at its own sample rate.
 /// Multi-channel audio is averaged. A file that ends before the length its
 /// header announces is reported as truncated.
@@ -34,7 +85,7 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
     let mut hint = Hint::new();
     hint.with_extension("m4a");
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .format(&hint, mss, &FormatOptions { enable_gapless: true, ..Default::default() }, &MetadataOptions::default())
         .map_err(|e| match e {
             SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 AudioError::Truncated { path: path.to_path_buf(), reason: "the MP4 container ends early".into() }
@@ -83,6 +134,10 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
                 reason: format!("decoded {frames} of the {n} samples its header announces"),
             });
         }
+    }
+    let skip = std::fs::read(path).ok().and_then(|b| priming_samples(&b, rate)).unwrap_or(0) as usize;
+    if skip > 0 && skip < mono.len() {
+        mono.drain(..skip);
     }
     if mono.is_empty() {
         return Err(AudioError::Empty { path: path.to_path_buf() });
