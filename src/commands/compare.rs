@@ -49,6 +49,8 @@ pub struct DeviceResult {
     pub files_per_second: f64,
     pub seconds: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Device memory reserved by the allocator after the run (GPU backends).
+    pub device_reserved_mib: Option<f64>,
     pub within_tolerance: bool,
 }
 
@@ -139,6 +141,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             files_per_second: files.len() as f64 / secs,
             seconds: secs,
             peak_rss_mib: super::bench::peak_rss_mib(),
+            device_reserved_mib: dev.device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
             within_tolerance: rel <= args.emb_tol && eer_diff.abs() <= args.eer_tol,
         });
     }
@@ -175,11 +178,11 @@ fn print_markdown(r: &CompareReport) {
         r.emb_tolerance_rel, r.eer_tolerance_points
     );
     println!();
-    println!("| device | backend | adapter | driver | EER % | ΔEER | minDCF 0.05 | minDCF 0.01 | max \\|Δemb\\| | mean \\|Δemb\\| | rel | flips | files/s | peak RSS MiB | ok |");
-    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| device | backend | adapter | driver | EER % | ΔEER | minDCF 0.05 | minDCF 0.01 | max \\|Δemb\\| | mean \\|Δemb\\| | rel | flips | files/s | peak RSS MiB | device MiB | ok |");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for d in &r.devices {
         println!(
-            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.2e} | {:.2}% | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.2e} | {:.2}% | {:.1} | {} | {} | {} |",
             d.device.spec,
             d.device.backend,
             d.device.adapter,
@@ -194,6 +197,7 @@ fn print_markdown(r: &CompareReport) {
             d.decision_flips * 100.0,
             d.files_per_second,
             d.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "n/a".into()),
+            d.device_reserved_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "n/a".into()),
             if d.within_tolerance { "yes" } else { "**no**" }
         );
     }

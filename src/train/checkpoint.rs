@@ -64,6 +64,12 @@ pub struct EpochRow {
     pub step_secs: f64,
     #[serde(with = "exact::opt")]
     pub rss_mib: Option<f64>,
+    /// Device memory held by live tensors and reserved by the allocator, on
+    /// backends that report it (the GPU backends).
+    #[serde(with = "exact::opt")]
+    pub device_in_use_mib: Option<f64>,
+    #[serde(with = "exact::opt")]
+    pub device_reserved_mib: Option<f64>,
 }
 
 /// One row of the per-step history.

@@ -81,12 +81,25 @@ fn rss_mib() -> Option<f64> {
 }
 
 fn write_csvs(out: &Path, state: &TrainState) -> Result<()> {
-    let mut e = String::from("epoch,steps,loss,accuracy_percent,lr,eer_percent,crops_per_sec,loader_wait_secs,step_secs,rss_mib\n");
+    let mut e = String::from(
+        "epoch,steps,loss,accuracy_percent,lr,eer_percent,crops_per_sec,loader_wait_secs,step_secs,rss_mib,device_in_use_mib,device_reserved_mib\n",
+    );
     for r in &state.epochs {
         let opt = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
         e.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
-            r.epoch, r.steps, r.loss, r.accuracy, r.lr, opt(r.eer), r.crops_per_sec, r.loader_wait_secs, r.step_secs, opt(r.rss_mib)
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.epoch,
+            r.steps,
+            r.loss,
+            r.accuracy,
+            r.lr,
+            opt(r.eer),
+            r.crops_per_sec,
+            r.loader_wait_secs,
+            r.step_secs,
+            opt(r.rss_mib),
+            opt(r.device_in_use_mib),
+            opt(r.device_reserved_mib)
         ));
     }
     write_atomic(&out.join("metrics.csv"), e.as_bytes())?;
@@ -282,9 +295,11 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             loader_wait_secs: loader.wait_secs,
             step_secs,
             rss_mib: rss_mib(),
+            device_in_use_mib: plain.memory_pool_usage().map(|u| u.bytes_in_use as f64 / (1 << 20) as f64),
+            device_reserved_mib: plain.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
         };
         log::info!(
-            "epoch {}: loss {:.4}, accuracy {:.2}%, lr {:.3e}{}, {:.1} crops/s (loader wait {:.1} s, steps {:.1} s), RSS {:.0} MiB",
+            "epoch {}: loss {:.4}, accuracy {:.2}%, lr {:.3e}{}, {:.1} crops/s (loader wait {:.1} s, steps {:.1} s), RSS {:.0} MiB{}",
             epoch + 1,
             row.loss,
             row.accuracy,
@@ -293,7 +308,10 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             row.crops_per_sec,
             row.loader_wait_secs,
             row.step_secs,
-            row.rss_mib.unwrap_or(0.0)
+            row.rss_mib.unwrap_or(0.0),
+            row.device_reserved_mib
+                .map(|r| format!(", device memory {:.0} MiB in use, {r:.0} MiB reserved", row.device_in_use_mib.unwrap_or(0.0)))
+                .unwrap_or_default()
         );
         if let Some(e) = eer {
             let best_dir = spec.out.join("best");
