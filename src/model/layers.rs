@@ -13,9 +13,15 @@ use super::init::Init;
 
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))`.
 ///
-/// Written out rather than calling Burn's `gelu`, so that the backward pass
-/// is the exact derivative on every backend.
+/// When gradients may be needed (an autodiff device) it is written out, so
+/// that the backward pass is the exact derivative on every backend (the
+/// CubeCL backends differentiate Burn's `gelu` as the tanh approximation).
+/// For inference, Burn's fused exact `gelu` computes the same formula in one
+/// pass.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !x.device().is_autodiff() {
+        return burn::tensor::activation::gelu(x);
+    }
     let cdf = x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0);
     x.mul(cdf).mul_scalar(0.5)
 }
