@@ -124,20 +124,6 @@ fn eval_outputs_cache_and_threshold() {
     assert!(ok && stdout.contains("threshold"), "{stdout}");
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn preflight_stops_before_embedding() {
     let dir = tmpdir("pre");

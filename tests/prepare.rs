@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -84,19 +84,6 @@ fn voxceleb_tree_with_m4a_and_bad_files() {
     assert!(ok && log.contains("3 decoded"), "{log}");
     // An interrupted conversion leaves only a .partial file, never a complete-looking WAV.
     assert!(walk(&out).iter().all(|p| !p.to_string_lossy().ends_with(".partial")));
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
