@@ -120,6 +120,23 @@ pub struct SelectedDevice {
     pub info: DeviceInfo,
 }
 
+/// A field of `/proc/self/status` in MiB (Linux; `None` elsewhere).
+fn proc_status_mib(field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resident memory of this process now.
+pub fn resident_mib() -> Option<f64> {
+    proc_status_mib("VmRSS:")
+}
+
+/// Peak resident memory of this process so far.
+pub fn peak_resident_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
 /// Resolves `--device` (or the default) to a live device and logs it.
 ///
 /// A GPU runtime can be initialised once per process, so devices are

@@ -76,11 +76,3 @@ impl Embedder {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
-
-/// Cosine similarity of two embeddings.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-12)
-}

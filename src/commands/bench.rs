@@ -68,14 +68,6 @@ fn signal(samples: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Peak resident set size of this process, from /proc (Linux).
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     config: Option<&Path>,
@@ -142,7 +134,7 @@ pub fn run(
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
         measurements: results,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::device::peak_resident_mib(),
     };
     println!("config {}  device {} ({}, {})", report.config, report.device.spec, report.device.adapter, report.device.backend);
     println!("| measurement | median ms | min ms | max ms | repeats |");

@@ -13,7 +13,8 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::device::{select, DeviceInfo, DeviceSpec};
-use crate::embed::{cosine, Embedder};
+use crate::embed::Embedder;
+use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
 use crate::lists::{preflight, read_trials, trial_files};
 use crate::weights::{sha256_file, write_atomic, SpeakerModel};
@@ -140,7 +141,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             decision_flips: flips as f64 / trials.len() as f64,
             files_per_second: files.len() as f64 / secs,
             seconds: secs,
-            peak_rss_mib: super::bench::peak_rss_mib(),
+            peak_rss_mib: crate::device::peak_resident_mib(),
             device_reserved_mib: dev.device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
             within_tolerance: rel <= args.emb_tol && eer_diff.abs() <= args.eer_tol,
         });

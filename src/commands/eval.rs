@@ -246,7 +246,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     }
 
     // Provenance and throughput.
-    let peak = super::bench::peak_rss_mib();
+    let peak = crate::device::peak_resident_mib();
     summary["model"] = json!({
         "path": model_path.as_ref().map(|p| p.display().to_string()),
         "sha256": model_hash,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::device::SelectedDevice;
-use crate::embed::{cosine, Embedder};
+use crate::embed::Embedder;
+use crate::eval::score::cosine;
 
 pub fn run(
     model: Option<&Path>,

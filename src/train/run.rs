@@ -19,7 +19,8 @@ use super::optim::{adamw, Schedule};
 use super::step::{backward_and_step, spec_augment_mask, train_forward};
 use crate::audio::augment::{Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
-use crate::embed::{cosine, Embedder};
+use crate::embed::Embedder;
+use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
 use crate::features::Frontend;
 use crate::lists::{preflight, read_trials, trial_files};
@@ -72,12 +73,6 @@ impl Validation {
         let labels: Vec<bool> = self.trials.iter().map(|t| t.target).collect();
         Ok(Roc::new(&scores, &labels)?.eer().value)
     }
-}
-
-fn rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn write_csvs(out: &Path, state: &TrainState) -> Result<()> {
@@ -294,7 +289,7 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             crops_per_sec: (n * tc.batch_size) as f64 / elapsed,
             loader_wait_secs: loader.wait_secs,
             step_secs,
-            rss_mib: rss_mib(),
+            rss_mib: crate::device::resident_mib(),
             device_in_use_mib: plain.memory_pool_usage().map(|u| u.bytes_in_use as f64 / (1 << 20) as f64),
             device_reserved_mib: plain.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
         };

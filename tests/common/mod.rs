@@ -75,7 +75,7 @@ pub fn max_ref(b: &[f32]) -> f64 {
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    nexttdnn::embed::cosine(a, b)
+    nexttdnn::eval::score::cosine(a, b)
 }
 
 /// Transposes a row-major `[r, c]` matrix.
