@@ -15,5 +15,10 @@ pub mod lists;
 pub mod model;
 pub mod train;
 pub mod npy;
+pub mod ops;
 pub mod prepare;
 pub mod weights;
+
+#[cfg(feature = "kernels")]
+#[path = "../shaders/mod.rs"]
+pub mod shaders;

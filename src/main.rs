@@ -42,15 +42,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench { config, model, seconds, frontend_batch, train_batch, warmup, repeats, out } => commands::bench::run(
+        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, depthwise } => commands::bench::run(
             config.as_deref(),
             model.as_deref(),
             &seconds,
             frontend_batch,
             train_batch,
+            op_batch,
             warmup,
             repeats,
             out.as_deref(),
+            &depthwise,
             &dev,
         ),
         Command::Train {

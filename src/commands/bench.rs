@@ -24,6 +24,9 @@ pub struct Measurement {
     pub min_ms: f64,
     pub max_ms: f64,
     pub repeats: usize,
+    /// Memory traffic over the median time, for single-operation measurements:
+    /// the bytes the operation must read and write at least, in GB/s.
+    pub gb_per_s: Option<f64>,
 }
 
 /// The whole report, as written to JSON.
@@ -34,6 +37,8 @@ pub struct Report {
     pub model_sha256: Option<String>,
     pub device: DeviceInfo,
     pub crate_version: &'static str,
+    /// Depthwise-convolution path (`extension` or `generic`).
+    pub depthwise: String,
     pub measurements: Vec<Measurement>,
     pub peak_rss_mib: Option<f64>,
 }
@@ -50,7 +55,7 @@ fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Me
         })
         .collect();
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let m = Measurement { name, median_ms: ms[ms.len() / 2], min_ms: ms[0], max_ms: ms[ms.len() - 1], repeats };
+    let m = Measurement { name, median_ms: ms[ms.len() / 2], min_ms: ms[0], max_ms: ms[ms.len() - 1], repeats, gb_per_s: None };
     log::info!("{}: median {:.2} ms (min {:.2}, max {:.2})", m.name, m.median_ms, m.min_ms, m.max_ms);
     m
 }
@@ -75,11 +80,15 @@ pub fn run(
     seconds: &[f64],
     frontend_batch: usize,
     train_batch: usize,
+    op_batch: usize,
     warmup: usize,
     repeats: usize,
     out: Option<&Path>,
+    depthwise: &str,
     dev: &SelectedDevice,
 ) -> Result<()> {
+    use crate::ops::depthwise::{set_path, Path as DwPath};
+    set_path(if depthwise == "generic" { DwPath::Generic } else { DwPath::Extension });
     let m = match model {
         Some(p) => SpeakerModel::load(p, &dev.device)?,
         None => {
@@ -128,19 +137,27 @@ pub fn run(
             holder = Some(m);
         }));
     }
+    if op_batch > 0 {
+        results.extend(depthwise_ops(&cfg, op_batch, warmup, repeats, &dev.device));
+    }
     let report = Report {
         config: cfg.name.clone(),
         model_sha256: model.map(crate::weights::sha256_file).transpose()?,
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
+        depthwise: depthwise.to_string(),
         measurements: results,
         peak_rss_mib: crate::device::peak_resident_mib(),
     };
-    println!("config {}  device {} ({}, {})", report.config, report.device.spec, report.device.adapter, report.device.backend);
+    println!(
+        "config {}  device {} ({}, {})  depthwise {}",
+        report.config, report.device.spec, report.device.adapter, report.device.backend, report.depthwise
+    );
     println!("| measurement | median ms | min ms | max ms | repeats |");
     println!("|---|---:|---:|---:|---:|");
     for r in &report.measurements {
-        println!("| {} | {:.2} | {:.2} | {:.2} | {} |", r.name, r.median_ms, r.min_ms, r.max_ms, r.repeats);
+        let bw = r.gb_per_s.map(|g| format!(" ({g:.1} GB/s)")).unwrap_or_default();
+        println!("| {}{bw} | {:.2} | {:.2} | {:.2} | {} |", r.name, r.median_ms, r.min_ms, r.max_ms, r.repeats);
     }
     if let Some(p) = report.peak_rss_mib {
         println!("peak resident memory: {p:.0} MiB");
@@ -150,4 +167,62 @@ pub fn run(
         println!("wrote {}", o.display());
     }
     Ok(())
+}
+
+/// The depthwise convolutions of the config alone, at the shape a training
+/// crop gives them: forward, and forward + backward.
+fn depthwise_ops(
+    cfg: &ExperimentConfig,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+    device: &burn::tensor::Device,
+) -> Vec<Measurement> {
+    use crate::config::BlockKind;
+    use crate::ops::depthwise::depthwise_conv1d;
+    let m = &cfg.model;
+    let channels = match m.block {
+        BlockKind::TsConvNeXt => m.channels / m.kernels.len(),
+        BlockKind::Light => m.channels,
+    };
+    let frames = cfg.train.crop_samples / cfg.frontend.hop_length + 1;
+    let mut kernels = m.kernels.clone();
+    kernels.dedup();
+    let mut out = Vec::new();
+    for k in kernels {
+        let pad = (k - 1) / 2;
+        let n = batch * channels * frames;
+        let data = |seed: u64, len: usize| signal(len, seed);
+        let shape = format!("[{batch}, {channels}, {frames}]");
+        let make = |dev: &burn::tensor::Device| {
+            let x = Tensor::<3>::from_data(TensorData::new(data(1, n), [batch, channels, frames]), dev);
+            let w = Tensor::<3>::from_data(TensorData::new(data(2, channels * k), [channels, 1, k]), dev);
+            let b = Tensor::<1>::from_data(TensorData::new(data(3, channels), [channels]), dev);
+            (x, w, b)
+        };
+        let (x, w, b) = make(device);
+        let mut fwd = time(format!("depthwise k={k} {shape}: forward"), warmup, repeats, || {
+            let y = depthwise_conv1d(x.clone(), w.clone(), b.clone(), pad);
+            let _ = y.slice([0..1, 0..1, 0..1]).into_data();
+            device.sync().expect("device sync");
+        });
+        // Read x, write y.
+        fwd.gb_per_s = Some(2.0 * n as f64 * 4.0 / (fwd.median_ms * 1e6));
+        out.push(fwd);
+        let ad = device.clone().autodiff();
+        let (x, w, b) = make(&ad);
+        let r = Tensor::<3>::from_data(TensorData::new(data(4, n), [batch, channels, frames]), &ad);
+        let mut both = time(format!("depthwise k={k} {shape}: forward + backward"), warmup, repeats, || {
+            let (x, w, b) = (x.clone().require_grad(), w.clone().require_grad(), b.clone().require_grad());
+            let y = depthwise_conv1d(x.clone(), w.clone(), b, pad);
+            let grads = (y * r.clone()).sum().backward();
+            let _ = x.grad(&grads).expect("x grad").slice([0..1, 0..1, 0..1]).into_data();
+            let _ = w.grad(&grads).expect("w grad").slice([0..1, 0..1, 0..1]).into_data();
+            ad.sync().expect("device sync");
+        });
+        // Forward: read x, write y. Backward: read g and x (weight), read g, write dx (input).
+        both.gb_per_s = Some(6.0 * n as f64 * 4.0 / (both.median_ms * 1e6));
+        out.push(both);
+    }
+    out
 }

@@ -78,6 +78,10 @@ pub enum Command {
         /// Batch size of a training-step measurement (crops of the config's length); 0 skips it.
         #[arg(long, default_value_t = 0)]
         train_batch: usize,
+        /// Batch size of single-operation measurements (the depthwise
+        /// convolutions at a training crop's shape); 0 skips them.
+        #[arg(long, default_value_t = 0)]
+        op_batch: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
         #[arg(long, default_value_t = 10)]
@@ -85,6 +89,11 @@ pub enum Command {
         /// Write the report as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Depthwise convolution: `extension` (our kernels on the CubeCL
+        /// backends, our weight gradient on the CPU) or `generic` (Burn's
+        /// grouped conv1d), for comparisons.
+        #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
+        depthwise: String,
     },
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.
     Train {

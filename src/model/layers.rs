@@ -10,6 +10,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::init::Init;
+use crate::ops::depthwise::depthwise_conv1d;
 
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))`.
 ///
@@ -57,6 +58,10 @@ impl Conv1d {
 
     /// `[B, C_in, T] -> [B, C_out, T + 2·padding - k + 1]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [c_out, per_group, _] = self.weight.dims();
+        if per_group == 1 && self.groups == c_out {
+            return depthwise_conv1d(x, self.weight.val(), self.bias.val(), self.padding);
+        }
         conv1d(
             x,
             self.weight.val(),

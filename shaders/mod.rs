@@ -1,0 +1,8 @@
+//! CubeCL kernels for the CubeCL backends (wgpu/WGSL, Vulkan, Metal, CUDA).
+//!
+//! Each kernel is launched from a host function taking and returning Burn's
+//! `CubeTensor`s; `crate::ops` wires them in as backend-extension operations
+//! with an autodiff backward, and keeps Burn's generic path for the other
+//! backends.
+
+pub mod depthwise;

@@ -1,0 +1,349 @@
+//! Depthwise 1-D convolution (`groups == channels`, stride 1, symmetric zero
+//! padding) as a Burn backend extension.
+//!
+//! * CubeCL backends: the shared-memory kernels in `shaders/depthwise.rs`.
+//! * Flex (CPU): Burn's `conv1d` forward (it has a depthwise fast path) and a
+//!   weight gradient of our own (`cpu` below).
+//! * Autodiff: a backward written with the same two operations: the input
+//!   gradient is the forward with the taps reversed and padding `K-1-pad`,
+//!   the weight gradient is its own operation, the bias gradient a sum.
+//!
+//! [`depthwise_conv1d`] takes this path on the devices above and Burn's
+//! generic grouped convolution elsewhere; [`set_path`] forces the generic
+//! path for comparisons.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::{
+    backend_extension,
+    ops::{FloatTensorOps, ModuleOps},
+    tensor::FloatTensor,
+    Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
+};
+use burn::tensor::module::conv1d;
+use burn::tensor::ops::ConvOptions;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+
+/// Depthwise convolution primitives.
+#[backend_extension(
+    Flex,
+    Cube: cfg(all(feature = "kernels", not(feature = "fusion"))),
+    Autodiff,
+)]
+pub trait DepthwiseOps: Backend {
+    /// `x [B, C, T]`, `weight [C, K]`, `bias [C]` → `[B, C, T + 2·pad - K + 1]`:
+    /// `out[b, c, t] = bias[c] + Σ_k w[c, k] · x[b, c, t - pad + k]`, with the
+    /// taps read in reverse order when `flip` is set.
+    fn depthwise_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+        flip: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient `[C, K]` of the unflipped forward's weight, given its input
+    /// `x [B, C, T]` and the output gradient `grad [B, C, T + 2·pad - K + 1]`.
+    fn depthwise_conv1d_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        pad: usize,
+        kernel: usize,
+    ) -> FloatTensor<Self>;
+}
+
+fn options(pad: usize, channels: usize) -> ConvOptions<1> {
+    ConvOptions::new([1], [pad], [1], channels)
+}
+
+impl DepthwiseOps for Flex {
+    fn depthwise_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+        flip: bool,
+    ) -> FloatTensor<Self> {
+        let [c, k] = weight.shape().dims::<2>();
+        let mut w = Self::float_reshape(weight, Shape::new([c, 1, k]));
+        if flip {
+            w = Self::float_flip(w, &[2]);
+        }
+        Self::conv1d(x, w, Some(bias), options(pad, c))
+    }
+
+    fn depthwise_conv1d_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        pad: usize,
+        kernel: usize,
+    ) -> FloatTensor<Self> {
+        let [b, c, t_in] = x.shape().dims::<3>();
+        let t_out = grad.shape()[2];
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            // Other precisions: Burn's generic weight backward.
+            let device = x.device();
+            let like = Self::float_zeros(Shape::new([c, 1, kernel]), &device, x.dtype().into());
+            let w = Self::conv1d_weight_backward(x, like, grad, options(pad, c));
+            return Self::float_reshape(w, Shape::new([c, kernel]));
+        }
+        let x = x.to_contiguous();
+        let grad = grad.to_contiguous();
+        let xs = x.as_slice::<f32>().expect("contiguous f32");
+        let gs = grad.as_slice::<f32>().expect("contiguous f32");
+        let w = cpu::weight_grad(xs, gs, [b, c, t_in, t_out], kernel, pad);
+        FlexTensor::from_data(TensorData::new(w, [c, kernel]))
+    }
+}
+
+/// The CPU weight gradient, by hand: Burn's generic `conv1d_weight_backward`
+/// treats a depthwise convolution as `C` separate grouped GEMMs and is about
+/// 20× slower than the forward here; written directly it is `K` dot products
+/// per (batch, channel) row, parallel over channels.
+mod cpu {
+    use rayon::prelude::*;
+
+    /// `Σ a[i]·b[i]` with eight independent partial sums, so that the
+    /// compiler can keep them in one SIMD register.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        let mut tail = 0.0;
+        for (x, y) in ra.iter().zip(rb) {
+            tail += x * y;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// `w[c, k] = Σ_b Σ_t g[b, c, t] · x[b, c, t - pad + k]` for
+    /// `x [B, C, T_in]` and `g [B, C, T_out]`, both contiguous.
+    pub fn weight_grad(
+        x: &[f32],
+        g: &[f32],
+        [b, c, t_in, t_out]: [usize; 4],
+        kernel: usize,
+        pad: usize,
+    ) -> Vec<f32> {
+        let mut w = vec![0.0f32; c * kernel];
+        w.par_chunks_mut(kernel).enumerate().for_each(|(ci, wc)| {
+            for bi in 0..b {
+                let row = bi * c + ci;
+                let xr = &x[row * t_in..(row + 1) * t_in];
+                let gr = &g[row * t_out..(row + 1) * t_out];
+                for (k, wk) in wc.iter_mut().enumerate() {
+                    // Output steps t whose input index t - pad + k is inside 0..T_in.
+                    let lo = pad.saturating_sub(k);
+                    let hi = t_out.min((t_in + pad).saturating_sub(k));
+                    if lo < hi {
+                        let shift = lo + k - pad;
+                        *wk += dot(&gr[lo..hi], &xr[shift..shift + hi - lo]);
+                    }
+                }
+            }
+        });
+        w
+    }
+}
+
+#[cfg(all(feature = "kernels", not(feature = "fusion")))]
+impl DepthwiseOps for burn_cubecl::CubeBackend {
+    fn depthwise_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+        flip: bool,
+    ) -> FloatTensor<Self> {
+        crate::shaders::depthwise::depthwise_conv1d(x, weight, bias, pad, flip)
+    }
+
+    fn depthwise_conv1d_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        pad: usize,
+        kernel: usize,
+    ) -> FloatTensor<Self> {
+        let c = x.shape()[1];
+        let partial =
+            crate::shaders::depthwise::depthwise_conv1d_weight_grad_partials(x, grad, pad, kernel);
+        Self::float_reshape(Self::float_sum_dim(partial, 0), Shape::new([c, kernel]))
+    }
+}
+
+mod autodiff {
+    use super::DepthwiseOps;
+    use burn::backend::autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients,
+        ops::{Backward, Ops, OpsKind},
+        NodeId,
+    };
+    use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
+    use burn::backend::tensor::FloatTensor;
+    use burn::tensor::Shape;
+
+    #[derive(Debug)]
+    struct DepthwiseBackward;
+
+    impl<B: Backend + DepthwiseOps> Backward<B, 3> for DepthwiseBackward {
+        // (x, weight) checkpoints, padding, flip.
+        type State = (NodeId, NodeId, usize, bool);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_w, node_b] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let (x_state, w_state, pad, flip) = ops.state;
+            let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+            let w = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(w_state);
+            let [c, k] = w.shape().dims::<2>();
+
+            if let Some(node) = node_b {
+                let g = B::float_sum_dim(B::float_sum_dim(grad.clone(), 0), 2);
+                grads.register::<B>(node.id, B::float_reshape(g, Shape::new([c])));
+            }
+            if let Some(node) = node_x {
+                // out[t] = Σ_k w'[k] x[t - pad + k]  ⇒  ∂x[s] = Σ_k w'[K-1-k] ∂out[s - (K-1-pad) + k].
+                let device = grad.device();
+                let zero = B::float_zeros(Shape::new([c]), &device, grad.dtype().into());
+                let gx = B::depthwise_conv1d(grad.clone(), w, zero, k - 1 - pad, !flip);
+                grads.register::<B>(node.id, gx);
+            }
+            if let Some(node) = node_w {
+                let mut gw = B::depthwise_conv1d_weight_grad(x, grad, pad, k);
+                if flip {
+                    gw = B::float_flip(gw, &[1]);
+                }
+                grads.register::<B>(node.id, gw);
+            }
+        }
+    }
+
+    impl<B: Backend + DepthwiseOps, C: CheckpointStrategy> DepthwiseOps for Autodiff<B, C> {
+        fn depthwise_conv1d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            pad: usize,
+            flip: bool,
+        ) -> FloatTensor<Self> {
+            match DepthwiseBackward
+                .prepare::<C>([x.node(), weight.node(), bias.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&x);
+                    let w_state = prep.checkpoint(&weight);
+                    let out = B::depthwise_conv1d(
+                        x.into_primitive(),
+                        weight.into_primitive(),
+                        bias.into_primitive(),
+                        pad,
+                        flip,
+                    );
+                    prep.finish((x_state, w_state, pad, flip), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv1d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    pad,
+                    flip,
+                )),
+            }
+        }
+
+        fn depthwise_conv1d_weight_grad(
+            x: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            pad: usize,
+            kernel: usize,
+        ) -> FloatTensor<Self> {
+            // A gradient is not differentiated again: the result is a constant.
+            let out = B::depthwise_conv1d_weight_grad(
+                x.into_primitive(),
+                grad.into_primitive(),
+                pad,
+                kernel,
+            );
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
+        }
+    }
+}
+
+/// Which implementation [`depthwise_conv1d`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The extension wherever it runs (the default).
+    Extension,
+    /// Burn's generic grouped `conv1d` everywhere.
+    Generic,
+}
+
+static GENERIC: AtomicBool = AtomicBool::new(false);
+
+/// Selects the implementation for the whole process (benchmarks).
+pub fn set_path(path: Path) {
+    GENERIC.store(path == Path::Generic, Ordering::Relaxed);
+}
+
+/// Whether the extension has a kernel of ours on this device.
+pub fn has_kernel(device: &burn::tensor::Device) -> bool {
+    #[cfg(all(feature = "kernels", not(feature = "fusion")))]
+    {
+        matches!(device.as_dispatch().clone().inner(), DispatchDevice::Cube(_))
+    }
+    #[cfg(not(all(feature = "kernels", not(feature = "fusion"))))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Whether the extension can run on this device at all.
+pub fn supported(device: &burn::tensor::Device) -> bool {
+    has_kernel(device) || matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+}
+
+/// Depthwise convolution: `x [B, C, T]`, `weight [C, 1, K]`, `bias [C]`,
+/// symmetric zero padding → `[B, C, T + 2·pad - K + 1]`.
+pub fn depthwise_conv1d(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: usize) -> Tensor<3> {
+    let device = x.device();
+    let use_extension = !GENERIC.load(Ordering::Relaxed) && supported(&device);
+    if !use_extension {
+        let c = weight.dims()[0];
+        return conv1d(x, weight, Some(bias), options(pad, c));
+    }
+    depthwise_conv1d_extension(x, weight, bias, pad)
+}
+
+/// [`depthwise_conv1d`] through the extension, on a device where it is
+/// implemented (see [`supported`]).
+pub fn depthwise_conv1d_extension(
+    x: Tensor<3>,
+    weight: Tensor<3>,
+    bias: Tensor<1>,
+    pad: usize,
+) -> Tensor<3> {
+    let [c, _, k] = weight.dims();
+    let weight = weight.reshape([c, k]);
+    Tensor::from_dispatch(<Dispatch as DepthwiseOps>::depthwise_conv1d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        pad,
+        false,
+    ))
+}

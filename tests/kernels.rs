@@ -1,0 +1,105 @@
+//! The depthwise-convolution extension (our CubeCL kernels on wgpu, Burn's
+//! ops on the CPU, our autodiff backward on both) against Burn's generic
+//! grouped `conv1d`, on fresh random inputs every run.
+
+mod common;
+
+use burn::tensor::module::conv1d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{max_abs, test_devices, to_vec};
+use nexttdnn::ops::depthwise::{depthwise_conv1d_extension, supported};
+use rand::{RngExt, SeedableRng};
+
+fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kernel comparison seed {s}");
+    s
+}
+
+/// Shapes of the models (kernels 7 and 65, 'same' padding) plus odd lengths,
+/// a length below one tile, a multi-tile length and an input shorter than
+/// the kernel.
+const CASES: &[(usize, usize, usize, usize, usize)] = &[
+    // (batch, channels, time, kernel, pad)
+    (1, 32, 301, 65, 32),
+    (3, 16, 517, 7, 3),
+    (2, 8, 40, 65, 32),
+    (1, 4, 1000, 65, 32),
+    (2, 5, 64, 7, 0),
+    (1, 3, 9, 5, 4),
+    (2, 6, 300, 3, 1),
+];
+
+fn tensors(
+    rng: &mut rand::rngs::StdRng,
+    (b, c, t, k, _): (usize, usize, usize, usize, usize),
+    device: &Device,
+) -> (Tensor<3>, Tensor<3>, Tensor<1>) {
+    let x = Tensor::from_data(TensorData::new(random(rng, b * c * t), [b, c, t]), device);
+    let w = Tensor::from_data(TensorData::new(random(rng, c * k), [c, 1, k]), device);
+    let bias = Tensor::from_data(TensorData::new(random(rng, c), [c]), device);
+    (x, w, bias)
+}
+
+fn generic(x: Tensor<3>, w: Tensor<3>, b: Tensor<1>, pad: usize) -> Tensor<3> {
+    let c = w.dims()[0];
+    conv1d(x, w, Some(b), ConvOptions::new([1], [pad], [1], c))
+}
+
+#[test]
+fn depthwise_forward_matches_generic_conv1d() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    for (name, device) in test_devices() {
+        assert!(supported(&device), "{name}: the depthwise extension must run here");
+        for &case in CASES {
+            let (x, w, b) = tensors(&mut rng, case, &device);
+            let ours = to_vec(depthwise_conv1d_extension(x.clone(), w.clone(), b.clone(), case.4));
+            let reference = to_vec(generic(x, w, b, case.4));
+            assert_eq!(ours.len(), reference.len(), "{name} {case:?}: output length");
+            let err = max_abs(&ours, &reference);
+            assert!(err < 1e-5, "{name} {case:?}: forward differs by {err:e}");
+        }
+    }
+}
+
+#[test]
+fn depthwise_gradients_match_generic_conv1d() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    for (name, device) in test_devices() {
+        let device = device.autodiff();
+        for &case in CASES {
+            let (x, w, b) = tensors(&mut rng, case, &device);
+            let (bb, c, t, k, pad) = case;
+            let t_out = t + 2 * pad + 1 - k;
+            let r: Tensor<3> =
+                Tensor::from_data(TensorData::new(random(&mut rng, bb * c * t_out), [bb, c, t_out]), &device);
+            let mut results = Vec::new();
+            for extension in [true, false] {
+                let (x, w, b) = (x.clone().require_grad(), w.clone().require_grad(), b.clone().require_grad());
+                let y = if extension {
+                    depthwise_conv1d_extension(x.clone(), w.clone(), b.clone(), pad)
+                } else {
+                    generic(x.clone(), w.clone(), b.clone(), pad)
+                };
+                let grads = (y * r.clone()).sum().backward();
+                results.push([
+                    to_vec(x.grad(&grads).expect("x grad")),
+                    to_vec(w.grad(&grads).expect("w grad")),
+                    to_vec(b.grad(&grads).expect("b grad")),
+                ]);
+            }
+            for (i, what) in ["input", "weight", "bias"].iter().enumerate() {
+                let (ours, reference) = (&results[0][i], &results[1][i]);
+                assert_eq!(ours.len(), reference.len(), "{name} {case:?}: {what} gradient length");
+                let scale = reference.iter().fold(1.0f64, |m, v| m.max(v.abs() as f64));
+                let err = max_abs(ours, reference);
+                assert!(err < 1e-5 * scale, "{name} {case:?}: {what} gradient differs by {err:e} (scale {scale})");
+            }
+        }
+    }
+}
