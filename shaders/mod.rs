@@ -6,3 +6,4 @@
 //! backends.
 
 pub mod depthwise;
+pub mod gelu;

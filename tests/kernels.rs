@@ -103,3 +103,34 @@ fn depthwise_gradients_match_generic_conv1d() {
         }
     }
 }
+
+#[test]
+fn gelu_matches_erf_composite() {
+    use nexttdnn::ops::gelu::{gelu, gelu_composite};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    for (name, device) in test_devices() {
+        let device = device.autodiff();
+        for &n in &[1usize, 1000, 70_001] {
+            // Mostly the bulk of activations, plus the tails.
+            let mut v: Vec<f32> = random(&mut rng, n).into_iter().map(|x| x * 6.0).collect();
+            for (i, extreme) in [-30.0f32, -9.0, -5.5, 0.0, 5.5, 9.0, 30.0].iter().enumerate() {
+                if i < n {
+                    v[i] = *extreme;
+                }
+            }
+            let x: Tensor<1> = Tensor::from_data(TensorData::new(v, [n]), &device);
+            let r: Tensor<1> = Tensor::from_data(TensorData::new(random(&mut rng, n), [n]), &device);
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let x = x.clone().require_grad();
+                let y = if fused { gelu(x.clone()) } else { gelu_composite(x.clone()) };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                results.push((to_vec(y), to_vec(x.grad(&grads).expect("x grad"))));
+            }
+            let fwd = max_abs(&results[0].0, &results[1].0);
+            let bwd = max_abs(&results[0].1, &results[1].1);
+            assert!(fwd < 3e-6, "{name} n={n}: GELU differs by {fwd:e}");
+            assert!(bwd < 3e-6, "{name} n={n}: GELU gradient differs by {bwd:e}");
+        }
+    }
+}

@@ -12,20 +12,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::init::Init;
 use crate::ops::depthwise::depthwise_conv1d;
 
-/// Exact GELU, `0.5·x·(1 + erf(x/√2))`.
-///
-/// When gradients may be needed (an autodiff device) it is written out, so
-/// that the backward pass is the exact derivative on every backend (the
-/// CubeCL backends differentiate Burn's `gelu` as the tanh approximation).
-/// For inference, Burn's fused exact `gelu` computes the same formula in one
-/// pass.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !x.device().is_autodiff() {
-        return burn::tensor::activation::gelu(x);
-    }
-    let cdf = x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0);
-    x.mul(cdf).mul_scalar(0.5)
-}
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))`: one fused pass forward and one
+/// backward where our extension runs (`crate::ops::gelu`).
+pub use crate::ops::gelu::gelu;
 
 /// 1-D convolution with bias; weight `[out, in/groups, k]`, symmetric zero padding.
 #[derive(Module, Debug)]

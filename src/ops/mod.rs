@@ -3,3 +3,4 @@
 //! autodiff backward.
 
 pub mod depthwise;
+pub mod gelu;
