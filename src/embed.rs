@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::audio::{read_wav, AudioError};
 use crate::config::ExperimentConfig;
 use crate::features::Frontend;
-use crate::model::NextTdnn;
+use crate::model::{NextTdnn, Precision};
 use crate::weights::SpeakerModel;
 
 /// Fewest samples a model accepts: the centred STFT's reflect padding needs
@@ -27,15 +27,22 @@ pub struct Embedder {
     pub frontend: Frontend,
     pub net: NextTdnn,
     pub device: Device,
+    pub precision: Precision,
 }
 
 impl Embedder {
     pub fn new(model: &SpeakerModel, device: &Device) -> Self {
+        Self::with_precision(model, device, Precision::F32)
+    }
+
+    /// With the backbone in `precision` (see [`Precision`]).
+    pub fn with_precision(model: &SpeakerModel, device: &Device, precision: Precision) -> Self {
         Self {
             config: model.config.clone(),
             frontend: Frontend::new(&model.config.frontend, device),
-            net: model.net.clone(),
+            net: model.net.clone().with_precision(precision),
             device: device.clone(),
+            precision,
         }
     }
 

@@ -37,13 +37,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dev = device::select(cli.device)?;
     match cli.command {
         Command::Import { checkpoint, config, out } => commands::import::run(&checkpoint, &config, &out, &dev),
-        Command::Embed { model, out, list, wav_root, wavs } => {
-            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, &dev)
+        Command::Embed { model, out, list, wav_root, wavs, precision } => {
+            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, precision, &dev)
         }
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, depthwise } => commands::bench::run(
+        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, depthwise, precision } => commands::bench::run(
             config.as_deref(),
             model.as_deref(),
             &seconds,
@@ -54,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             out.as_deref(),
             &depthwise,
+            precision,
             &dev,
         ),
         Command::Train {

@@ -39,6 +39,8 @@ pub struct Report {
     pub crate_version: &'static str,
     /// Depthwise-convolution path (`extension` or `generic`).
     pub depthwise: String,
+    /// Backbone precision of the embedding measurements.
+    pub precision: String,
     pub measurements: Vec<Measurement>,
     pub peak_rss_mib: Option<f64>,
 }
@@ -85,6 +87,7 @@ pub fn run(
     repeats: usize,
     out: Option<&Path>,
     depthwise: &str,
+    precision: crate::model::Precision,
     dev: &SelectedDevice,
 ) -> Result<()> {
     use crate::ops::depthwise::{set_path, Path as DwPath};
@@ -100,7 +103,7 @@ pub fn run(
     };
     let cfg = m.config.clone();
     let sr = cfg.frontend.sample_rate as f64;
-    let embedder = Embedder::new(&m, &dev.device);
+    let embedder = Embedder::with_precision(&m, &dev.device, precision);
     let mut results = Vec::new();
     for &s in seconds {
         let wav = signal((s * sr) as usize, 7);
@@ -146,12 +149,13 @@ pub fn run(
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
         depthwise: depthwise.to_string(),
+        precision: precision.to_string(),
         measurements: results,
         peak_rss_mib: crate::device::peak_resident_mib(),
     };
     println!(
-        "config {}  device {} ({}, {})  depthwise {}",
-        report.config, report.device.spec, report.device.adapter, report.device.backend, report.depthwise
+        "config {}  device {} ({}, {})  depthwise {}  precision {}",
+        report.config, report.device.spec, report.device.adapter, report.device.backend, report.depthwise, report.precision
     );
     println!("| measurement | median ms | min ms | max ms | repeats |");
     println!("|---|---:|---:|---:|---:|");

@@ -44,6 +44,9 @@ pub enum Command {
         /// Root for relative paths in --list.
         #[arg(long)]
         wav_root: Option<PathBuf>,
+        /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
+        #[arg(long, default_value = "f32")]
+        precision: crate::model::Precision,
         /// WAV files.
         wavs: Vec<PathBuf>,
     },
@@ -94,6 +97,9 @@ pub enum Command {
         /// grouped conv1d), for comparisons.
         #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
         depthwise: String,
+        /// Backbone precision of the embedding measurements: f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        precision: crate::model::Precision,
     },
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.
     Train {

@@ -16,6 +16,7 @@ pub fn run(
     list: Option<&Path>,
     wav_root: Option<&Path>,
     wavs: &[PathBuf],
+    precision: crate::model::Precision,
     dev: &SelectedDevice,
 ) -> Result<()> {
     let mut files: Vec<PathBuf> = wavs.to_vec();
@@ -32,7 +33,7 @@ pub fn run(
         }
     }
     let loaded = super::load_model(model, dev)?;
-    let embedder = Embedder::new(&loaded, &dev.device);
+    let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
     let mut values = Vec::with_capacity(files.len() * dim);
     let pb = super::progress(files.len() as u64, "embedding");
@@ -51,6 +52,7 @@ pub fn run(
         "model_sha256": crate::weights::sha256_file(&model_path)?,
         "config": embedder.config.name,
         "device": dev.info,
+        "precision": precision.name(),
         "crate_version": env!("CARGO_PKG_VERSION"),
         "files": files.len(),
         "dimension": dim,

@@ -60,6 +60,9 @@ pub struct EvalArgs {
     /// Skip the PNG/SVG plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: crate::model::Precision,
 }
 
 /// Metrics of one score set.
@@ -184,8 +187,10 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
 
     // Embeddings, cached per model and file.
     let cache_root = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    let cache = EmbeddingCache::new(&cache_root, &model_hash, cfg.model.embedding_dim)?;
-    let embedder = Embedder::new(&model, &dev.device);
+    // Embeddings of another precision are other embeddings: keyed apart.
+    let variant = (args.precision != crate::model::Precision::F32).then(|| args.precision.name());
+    let cache = EmbeddingCache::new(&cache_root, &model_hash, variant, cfg.model.embedding_dim)?;
+    let embedder = Embedder::with_precision(&model, &dev.device, args.precision);
     let t_embed = Instant::now();
     let (embs, computed) = embed_all(&embedder, &cache, &files, "embedding")?;
     let embed_secs = t_embed.elapsed().as_secs_f64();
@@ -254,6 +259,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
         "source": model.meta.source,
     });
     summary["device"] = serde_json::to_value(&dev.info)?;
+    summary["precision"] = json!(args.precision.name());
     summary["crate_version"] = json!(env!("CARGO_PKG_VERSION"));
     summary["files"] = json!(files.len());
     summary["embedded"] = json!(computed);

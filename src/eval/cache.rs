@@ -35,9 +35,14 @@ fn stamp(audio: &Path) -> Result<(u64, u64)> {
 }
 
 impl EmbeddingCache {
-    /// The cache of the model with hash `model_hash` under `root`.
-    pub fn new(root: &Path, model_hash: &str, dim: usize) -> Result<Self> {
-        let dir = root.join(&model_hash[..model_hash.len().min(32)]);
+    /// The cache of the model with hash `model_hash` under `root`; a
+    /// `variant` (e.g. a reduced precision) gets a folder of its own.
+    pub fn new(root: &Path, model_hash: &str, variant: Option<&str>, dim: usize) -> Result<Self> {
+        let mut name = model_hash[..model_hash.len().min(32)].to_string();
+        if let Some(v) = variant {
+            name = format!("{name}-{v}");
+        }
+        let dir = root.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cache {}", dir.display()))?;
         Ok(Self { dir, dim })
     }
@@ -119,7 +124,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let audio = dir.join("a.wav");
         std::fs::write(&audio, b"pretend audio").unwrap();
-        let cache = EmbeddingCache::new(&dir.join("cache"), "0123456789abcdef0123456789abcdef", 3).unwrap();
+        let cache = EmbeddingCache::new(&dir.join("cache"), "0123456789abcdef0123456789abcdef", None, 3).unwrap();
         assert!(cache.get(&audio).is_none());
         cache.put(&audio, &[1.0, -2.0, 3.5]).unwrap();
         assert_eq!(cache.get(&audio).unwrap(), vec![1.0, -2.0, 3.5]);
@@ -142,6 +147,13 @@ mod tests {
         cache.put(&audio, &[1.0, 2.0, 3.0]).unwrap();
         std::fs::write(&audio, b"other, longer audio data").unwrap();
         assert!(cache.get(&audio).is_none());
+
+        // Another variant of the same model (e.g. f16) has its own entries.
+        cache.put(&audio, &[1.0, 2.0, 3.0]).unwrap();
+        let half = EmbeddingCache::new(&dir.join("cache"), "0123456789abcdef0123456789abcdef", Some("f16"), 3).unwrap();
+        assert_ne!(half.dir(), cache.dir());
+        assert!(half.get(&audio).is_none());
+        assert!(cache.get(&audio).is_some());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

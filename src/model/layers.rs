@@ -7,7 +7,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::module::{batch_norm, batch_norm_train, conv1d, layer_norm};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::init::Init;
 use crate::ops::depthwise::depthwise_conv1d;
@@ -131,8 +131,10 @@ impl Grn {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let c = x.dims()[2];
         // G: L2 norm over time [B, 1, C]; N: divided by its mean over channels.
-        let g = x.clone().powi_scalar(2).sum_dim(1).sqrt();
-        let n = g.clone().div(g.mean_dim(2).add_scalar(self.eps));
+        // In f32 whatever the input's precision: the sum of squares over time
+        // can leave f16's range.
+        let g = x.clone().cast(FloatDType::F32).powi_scalar(2).sum_dim(1).sqrt();
+        let n = g.clone().div(g.mean_dim(2).add_scalar(self.eps)).cast(x.dtype());
         let gamma = self.gamma.val().reshape([1, 1, c]);
         let beta = self.beta.val().reshape([1, 1, c]);
         x.clone().mul(n).mul(gamma).add(beta).add(x)

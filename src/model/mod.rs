@@ -5,5 +5,7 @@ pub mod init;
 pub mod layers;
 pub mod net;
 pub mod pooling;
+pub mod precision;
 
 pub use net::{min_frames, NextTdnn, Trace};
+pub use precision::Precision;

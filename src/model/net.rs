@@ -2,7 +2,7 @@
 //! and the pooling head (spec §3.1).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use super::block::Block;
 use super::init::{Init, Scheme};
@@ -69,6 +69,8 @@ impl NextTdnn {
     }
 
     fn run(&self, feats: Tensor<3>, train: bool, keep: bool) -> (Tensor<2>, Option<Trace>) {
+        // The backbone runs in its parameters' precision (`with_precision`).
+        let feats = feats.cast(self.stem.weight.val().dtype());
         let stem_conv = self.stem.forward(feats); // [B, C, T-3]
         let mut x = self.stem_norm.forward_channels_first(stem_conv.clone());
         let stem = x.clone();
@@ -81,7 +83,7 @@ impl NextTdnn {
         }
         let cat = Tensor::cat(outs.clone(), 1); // [B, 3C, T']
         let mfa_conv = self.mfa_conv.forward(cat);
-        let mfa = self.mfa_norm.forward_channels_first(mfa_conv.clone());
+        let mfa = self.mfa_norm.forward_channels_first(mfa_conv.clone()).cast(FloatDType::F32);
         let mut ptrace = None;
         let emb = self.head.forward(mfa.clone(), train, if keep { Some(&mut ptrace) } else { None });
         let trace = keep.then(|| Trace {
