@@ -54,6 +54,31 @@ fn frontend_matches_reference() {
             let e = max_abs(&to_vec(feat), &r.values);
             eprintln!("[{name}] front end {utt}: max abs {e:.2e}");
             assert!(e < 5e-4, "[{name}] {utt}: features differ by {e:e}");
+            // The tensor-operation path too (`forward` is fused on the CPU).
+            let x = Tensor::<2>::from_data(TensorData::new(wav.clone(), [1, wav.len()]), &device);
+            let e = max_abs(&to_vec(fe.forward_tensor(x)), &r.values);
+            assert!(e < 5e-4, "[{name}] {utt}: tensor-path features differ by {e:e}");
+        }
+
+        // A batch of three rows (an odd number of frames in all, so one FFT
+        // pair spans two rows) equals the rows one by one.
+        let wav = fixture_wav(&fixtures(), "utt_0p500s");
+        let n = wav.len();
+        let rows: Vec<Vec<f32>> = vec![
+            wav.clone(),
+            wav.iter().rev().map(|v| 0.5 * v).collect(),
+            (0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect(),
+        ];
+        let flat: Vec<f32> = rows.concat();
+        let batch = to_vec(fe.forward(Tensor::<2>::from_data(TensorData::new(flat, [3, n]), &device)));
+        let per_row = batch.len() / 3;
+        for (i, row) in rows.iter().enumerate() {
+            let one = to_vec(fe.forward(Tensor::<2>::from_data(TensorData::new(row.clone(), [1, n]), &device)));
+            let e = max_abs(&batch[i * per_row..(i + 1) * per_row], &one);
+            // Frames are transformed two per FFT, so a frame's partner (and
+            // its rounding) depends on the batch: equal to float rounding of
+            // log-mel values of magnitude ~10.
+            assert!(e < 5e-5, "[{name}] batch row {i} differs from the row alone by {e:e}");
         }
     }
 }
