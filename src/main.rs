@@ -43,7 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, depthwise, precision } => commands::bench::run(
+        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, ops, precision } => commands::bench::run(
             config.as_deref(),
             model.as_deref(),
             &seconds,
@@ -53,7 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             warmup,
             repeats,
             out.as_deref(),
-            &depthwise,
+            &ops,
             precision,
             &dev,
         ),

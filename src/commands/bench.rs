@@ -37,8 +37,8 @@ pub struct Report {
     pub model_sha256: Option<String>,
     pub device: DeviceInfo,
     pub crate_version: &'static str,
-    /// Depthwise-convolution path (`extension` or `generic`).
-    pub depthwise: String,
+    /// Custom operations (`extension`) or Burn's generic ones (`generic`).
+    pub ops: String,
     /// Backbone precision of the embedding measurements.
     pub precision: String,
     pub measurements: Vec<Measurement>,
@@ -86,12 +86,11 @@ pub fn run(
     warmup: usize,
     repeats: usize,
     out: Option<&Path>,
-    depthwise: &str,
+    ops: &str,
     precision: crate::model::Precision,
     dev: &SelectedDevice,
 ) -> Result<()> {
-    use crate::ops::depthwise::{set_path, Path as DwPath};
-    set_path(if depthwise == "generic" { DwPath::Generic } else { DwPath::Extension });
+    crate::ops::set_generic(ops == "generic");
     let m = match model {
         Some(p) => SpeakerModel::load(p, &dev.device)?,
         None => {
@@ -142,20 +141,21 @@ pub fn run(
     }
     if op_batch > 0 {
         results.extend(depthwise_ops(&cfg, op_batch, warmup, repeats, &dev.device));
+        results.extend(gelu_ops(&cfg, op_batch, warmup, repeats, &dev.device));
     }
     let report = Report {
         config: cfg.name.clone(),
         model_sha256: model.map(crate::weights::sha256_file).transpose()?,
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
-        depthwise: depthwise.to_string(),
+        ops: ops.to_string(),
         precision: precision.to_string(),
         measurements: results,
         peak_rss_mib: crate::device::peak_resident_mib(),
     };
     println!(
-        "config {}  device {} ({}, {})  depthwise {}  precision {}",
-        report.config, report.device.spec, report.device.adapter, report.device.backend, report.depthwise, report.precision
+        "config {}  device {} ({}, {})  ops {}  precision {}",
+        report.config, report.device.spec, report.device.adapter, report.device.backend, report.ops, report.precision
     );
     println!("| measurement | median ms | min ms | max ms | repeats |");
     println!("|---|---:|---:|---:|---:|");
@@ -229,4 +229,40 @@ fn depthwise_ops(
         out.push(both);
     }
     out
+}
+
+/// GELU at the FFN's hidden width for a training crop: forward, and
+/// forward + backward.
+fn gelu_ops(
+    cfg: &ExperimentConfig,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+    device: &burn::tensor::Device,
+) -> Vec<Measurement> {
+    use crate::ops::gelu::gelu;
+    let frames = cfg.train.crop_samples / cfg.frontend.hop_length + 1;
+    let hidden = cfg.model.ffn_expansion * cfg.model.channels;
+    let n = batch * frames * hidden;
+    let shape = format!("[{batch}, {frames}, {hidden}]");
+    let make = |dev: &burn::tensor::Device, seed: u64| {
+        Tensor::<3>::from_data(TensorData::new(signal(n, seed), [batch, frames, hidden]), dev).mul_scalar(20.0)
+    };
+    let x = make(device, 5);
+    let mut fwd = time(format!("gelu {shape}: forward"), warmup, repeats, || {
+        let _ = gelu(x.clone()).slice([0..1, 0..1, 0..1]).into_data();
+        device.sync().expect("device sync");
+    });
+    fwd.gb_per_s = Some(2.0 * n as f64 * 4.0 / (fwd.median_ms * 1e6));
+    let ad = device.clone().autodiff();
+    let (x, r) = (make(&ad, 5), make(&ad, 6));
+    let mut both = time(format!("gelu {shape}: forward + backward"), warmup, repeats, || {
+        let x = x.clone().require_grad();
+        let grads = (gelu(x.clone()) * r.clone()).sum().backward();
+        let _ = x.grad(&grads).expect("x grad").slice([0..1, 0..1, 0..1]).into_data();
+        ad.sync().expect("device sync");
+    });
+    // Forward: read x, write y. Backward: read x and ∂y, write ∂x.
+    both.gb_per_s = Some(5.0 * n as f64 * 4.0 / (both.median_ms * 1e6));
+    vec![fwd, both]
 }

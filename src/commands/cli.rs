@@ -92,11 +92,11 @@ pub enum Command {
         /// Write the report as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Depthwise convolution: `extension` (our kernels on the CubeCL
-        /// backends, our weight gradient on the CPU) or `generic` (Burn's
-        /// grouped conv1d), for comparisons.
+        /// Depthwise convolution and GELU: `extension` (our kernels on the
+        /// CubeCL backends, our CPU code on flex) or `generic` (Burn's own
+        /// operations), for comparisons.
         #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
-        depthwise: String,
+        ops: String,
         /// Backbone precision of the embedding measurements: f32, f16 or bf16.
         #[arg(long, default_value = "f32")]
         precision: crate::model::Precision,

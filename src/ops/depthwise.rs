@@ -9,10 +9,8 @@
 //!   the weight gradient is its own operation, the bias gradient a sum.
 //!
 //! [`depthwise_conv1d`] takes this path on the devices above and Burn's
-//! generic grouped convolution elsewhere; [`set_path`] forces the generic
-//! path for comparisons.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! generic grouped convolution elsewhere; [`super::set_generic`] forces the
+//! generic path for comparisons.
 
 use burn::backend::{
     backend_extension,
@@ -283,22 +281,6 @@ mod autodiff {
     }
 }
 
-/// Which implementation [`depthwise_conv1d`] uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// The extension wherever it runs (the default).
-    Extension,
-    /// Burn's generic grouped `conv1d` everywhere.
-    Generic,
-}
-
-static GENERIC: AtomicBool = AtomicBool::new(false);
-
-/// Selects the implementation for the whole process (benchmarks).
-pub fn set_path(path: Path) {
-    GENERIC.store(path == Path::Generic, Ordering::Relaxed);
-}
-
 /// Whether the extension has a kernel of ours on this device.
 pub fn has_kernel(device: &burn::tensor::Device) -> bool {
     #[cfg(all(feature = "kernels", not(feature = "fusion")))]
@@ -321,7 +303,7 @@ pub fn supported(device: &burn::tensor::Device) -> bool {
 /// symmetric zero padding → `[B, C, T + 2·pad - K + 1]`.
 pub fn depthwise_conv1d(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: usize) -> Tensor<3> {
     let device = x.device();
-    let use_extension = !GENERIC.load(Ordering::Relaxed) && supported(&device);
+    let use_extension = !super::generic() && supported(&device);
     if !use_extension {
         let c = weight.dims()[0];
         return conv1d(x, weight, Some(bias), options(pad, c));

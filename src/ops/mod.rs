@@ -4,3 +4,17 @@
 
 pub mod depthwise;
 pub mod gelu;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static GENERIC: AtomicBool = AtomicBool::new(false);
+
+/// Makes every operation here take Burn's generic path for the rest of the
+/// process (`bench --ops generic`, for side-by-side timings).
+pub fn set_generic(generic: bool) {
+    GENERIC.store(generic, Ordering::Relaxed);
+}
+
+fn generic() -> bool {
+    GENERIC.load(Ordering::Relaxed)
+}
