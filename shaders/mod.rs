@@ -6,4 +6,5 @@
 //! backends.
 
 pub mod depthwise;
+pub mod frontend;
 pub mod gelu;

@@ -18,6 +18,10 @@ pub struct Frontend {
     window: Tensor<1>,
     filterbank: Tensor<2>,
     cpu: cpu::CpuFrontend,
+    /// For the CubeCL kernels: the window centred in `n_fft` zeros, and each
+    /// mel band's non-zero bin range `[n_mels, 2]`.
+    window_padded: Tensor<1>,
+    bands: Tensor<2>,
 }
 
 impl Frontend {
@@ -31,7 +35,10 @@ impl Frontend {
         let fb_for_cpu = fb.clone();
         let filterbank = Tensor::from_data(TensorData::new(fb, [n_freqs, cfg.n_mels]), device);
         let cpu = cpu::CpuFrontend::new(cfg, &hamming_periodic(cfg.win_length), &fb_for_cpu);
-        Self { cfg: cfg.clone(), window, filterbank, cpu }
+        let window_padded = Tensor::from_data(TensorData::new(cpu.window().to_vec(), [cfg.n_fft]), device);
+        let bands: Vec<f32> = cpu.bands().iter().flat_map(|(first, w)| [*first as f32, (first + w.len()) as f32]).collect();
+        let bands = Tensor::from_data(TensorData::new(bands, [cfg.n_mels, 2]), device);
+        Self { cfg: cfg.clone(), window, filterbank, cpu, window_padded, bands }
     }
 
     /// Pre-emphasis `y[n] = x[n] - coef·x[n-1]`, with `x[-1] := x[1]`. `[B, L] -> [B, L]`
@@ -62,8 +69,9 @@ impl Frontend {
 
     /// Full front end. `[B, L] -> [B, n_mels, T]`
     ///
-    /// On the CPU backend it runs as one fused pass per frame ([`cpu`]);
-    /// elsewhere as tensor operations on the device.
+    /// On the CPU backend it runs as one fused pass per frame ([`cpu`]), on
+    /// the CubeCL backends as our kernels (`shaders/frontend.rs`), elsewhere
+    /// as tensor operations on the device.
     pub fn forward(&self, wav: Tensor<2>) -> Tensor<3> {
         let device = wav.device();
         if is_cpu(&device) {
@@ -71,6 +79,21 @@ impl Frontend {
             let samples = wav.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 waveform");
             let (out, t) = self.cpu.logmel(&samples, b, l);
             return Tensor::from_data(TensorData::new(out, [b, self.cfg.n_mels, t]), &device);
+        }
+        #[cfg(all(feature = "kernels", not(feature = "fusion")))]
+        if crate::ops::depthwise::has_kernel(&device) && !crate::ops::generic() {
+            let c = &self.cfg;
+            let lm = crate::ops::frontend::logmel(
+                wav,
+                self.window_padded.clone(),
+                self.filterbank.clone(),
+                self.bands.clone(),
+                c.n_fft,
+                c.hop_length,
+                c.pre_emphasis as f32,
+                c.log_offset as f32,
+            );
+            return lm.clone() - lm.mean_dim(2);
         }
         self.forward_tensor(wav)
     }
@@ -178,6 +201,16 @@ pub mod cpu {
                 .collect();
             let fft = FftPlanner::new().plan_fft_forward(n_fft);
             Self { cfg: cfg.clone(), fft, window: padded, bands }
+        }
+
+        /// The window centred in `n_fft` zeros.
+        pub fn window(&self) -> &[f32] {
+            &self.window
+        }
+
+        /// Per mel band: its first non-zero bin and the weights from there.
+        pub fn bands(&self) -> &[(usize, Vec<f32>)] {
+            &self.bands
         }
 
         /// Frames of a signal of `len` samples (centred STFT).

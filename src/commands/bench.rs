@@ -108,6 +108,7 @@ pub fn run(
         let wav = signal((s * sr) as usize, 7);
         results.push(time(format!("embed {s} s (batch 1, waveform to embedding)"), warmup, repeats, || {
             embedder.embed_samples(&wav).expect("embedding");
+            dev.device.sync().expect("device sync");
         }));
     }
     if frontend_batch > 0 {
@@ -117,6 +118,7 @@ pub fn run(
         results.push(time(format!("front end, batch {frontend_batch} x {len} samples"), warmup, repeats, || {
             let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [frontend_batch, len]), &dev.device);
             let _ = fe.forward(x).into_data();
+            dev.device.sync().expect("device sync");
         }));
     }
     if train_batch > 0 {
@@ -136,6 +138,7 @@ pub fn run(
             let (m, _) = crate::train::step::backward_and_step(m, &mut optim, out.loss, 1e-4, cfg.train.optimizer.grad_clip_norm);
             // Wait for the device before the clock stops.
             let _ = m.aam.val().slice([0..1, 0..1]).into_data();
+            device.sync().expect("device sync");
             holder = Some(m);
         }));
     }

@@ -3,6 +3,8 @@
 //! autodiff backward.
 
 pub mod depthwise;
+#[cfg(all(feature = "kernels", not(feature = "fusion")))]
+pub mod frontend;
 pub mod gelu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +17,6 @@ pub fn set_generic(generic: bool) {
     GENERIC.store(generic, Ordering::Relaxed);
 }
 
-fn generic() -> bool {
+pub(crate) fn generic() -> bool {
     GENERIC.load(Ordering::Relaxed)
 }
