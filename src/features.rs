@@ -80,7 +80,7 @@ impl Frontend {
             let (out, t) = self.cpu.logmel(&samples, b, l);
             return Tensor::from_data(TensorData::new(out, [b, self.cfg.n_mels, t]), &device);
         }
-        #[cfg(all(feature = "kernels", not(feature = "fusion")))]
+        #[cfg(feature = "kernels")]
         if crate::ops::depthwise::has_kernel(&device) && !crate::ops::generic() {
             let c = &self.cfg;
             let lm = crate::ops::frontend::logmel(

@@ -26,13 +26,15 @@ use burn::tensor::{DType, Shape, Tensor, TensorData};
 /// Depthwise convolution primitives.
 #[backend_extension(
     Flex,
-    Cube: cfg(all(feature = "kernels", not(feature = "fusion"))),
+    Cube: cfg(feature = "kernels"),
     Autodiff,
+    Fusion: cfg(feature = "fusion"),
 )]
 pub trait DepthwiseOps: Backend {
     /// `x [B, C, T]`, `weight [C, K]`, `bias [C]` → `[B, C, T + 2·pad - K + 1]`:
     /// `out[b, c, t] = bias[c] + Σ_k w[c, k] · x[b, c, t - pad + k]`, with the
     /// taps read in reverse order when `flip` is set.
+    #[fusion(dtype = x, shape = conv_shape(x, weight, pad))]
     fn depthwise_conv1d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -43,12 +45,19 @@ pub trait DepthwiseOps: Backend {
 
     /// Gradient `[C, K]` of the unflipped forward's weight, given its input
     /// `x [B, C, T]` and the output gradient `grad [B, C, T + 2·pad - K + 1]`.
+    #[fusion(dtype = x, shape = Shape::new([x[1], *kernel]))]
     fn depthwise_conv1d_weight_grad(
         x: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         pad: usize,
         kernel: usize,
     ) -> FloatTensor<Self>;
+}
+
+/// Output shape of [`DepthwiseOps::depthwise_conv1d`].
+#[allow(dead_code)] // used by the fusion build only
+fn conv_shape(x: &Shape, weight: &Shape, pad: &usize) -> Shape {
+    Shape::new([x[0], x[1], x[2] + 2 * pad + 1 - weight[1]])
 }
 
 fn options(pad: usize, channels: usize) -> ConvOptions<1> {
@@ -150,7 +159,7 @@ mod cpu {
     }
 }
 
-#[cfg(all(feature = "kernels", not(feature = "fusion")))]
+#[cfg(feature = "kernels")]
 impl DepthwiseOps for burn_cubecl::CubeBackend {
     fn depthwise_conv1d(
         x: FloatTensor<Self>,
@@ -283,11 +292,11 @@ mod autodiff {
 
 /// Whether the extension has a kernel of ours on this device.
 pub fn has_kernel(device: &burn::tensor::Device) -> bool {
-    #[cfg(all(feature = "kernels", not(feature = "fusion")))]
+    #[cfg(feature = "kernels")]
     {
         matches!(device.as_dispatch().clone().inner(), DispatchDevice::Cube(_))
     }
-    #[cfg(not(all(feature = "kernels", not(feature = "fusion"))))]
+    #[cfg(not(feature = "kernels"))]
     {
         let _ = device;
         false

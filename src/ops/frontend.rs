@@ -5,13 +5,16 @@
 //! constant.
 
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch};
+#[allow(unused_imports)] // the fusion build's shape expression
+use burn::tensor::Shape;
 use burn::tensor::Tensor;
 
 /// Log-mel energies before mean removal.
-#[backend_extension(Cube, Autodiff)]
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait FrontendOps: Backend {
     /// `wav [B, L]` → `[B, n_mels, 1 + L/hop]`, see `shaders::frontend::logmel`.
     #[allow(clippy::too_many_arguments)]
+    #[fusion(dtype = wav, shape = Shape::new([wav[0], filterbank[1], 1 + wav[1] / *hop]))]
     fn logmel(
         wav: FloatTensor<Self>,
         window: FloatTensor<Self>,

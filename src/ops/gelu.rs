@@ -22,13 +22,16 @@ use burn::tensor::{DType, Tensor, TensorData};
 /// Exact GELU and its gradient.
 #[backend_extension(
     Flex,
-    Cube: cfg(all(feature = "kernels", not(feature = "fusion"))),
+    Cube: cfg(feature = "kernels"),
     Autodiff,
+    Fusion: cfg(feature = "fusion"),
 )]
 pub trait GeluOps: Backend {
     /// `x·Φ(x)`, elementwise.
+    #[fusion(dtype = x, shape = x)]
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `grad · (Φ(x) + x·φ(x))`, elementwise.
+    #[fusion(dtype = x, shape = x)]
     fn gelu_exact_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
@@ -170,7 +173,7 @@ mod cpu {
     }
 }
 
-#[cfg(all(feature = "kernels", not(feature = "fusion")))]
+#[cfg(feature = "kernels")]
 impl GeluOps for burn_cubecl::CubeBackend {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         crate::shaders::gelu::gelu(x)

@@ -3,7 +3,7 @@
 //! autodiff backward.
 
 pub mod depthwise;
-#[cfg(all(feature = "kernels", not(feature = "fusion")))]
+#[cfg(feature = "kernels")]
 pub mod frontend;
 pub mod gelu;
 

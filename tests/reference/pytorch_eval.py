@@ -12,7 +12,8 @@ outputs stored next to the checkpoints (`<variant>_outputs.safetensors`).
         --config configs/NeXt_TDNN_C256_B3_K65_7.ron --trials trials.txt \\
         --wav-root test/wav --check-fixtures ../shared/fixtures --out scores.txt
 
-Needs torch, numpy and scikit-learn; not run by `cargo test`.
+Needs torch, numpy, scikit-learn and (for --check-fixtures) safetensors; not
+run by `cargo test`.
 """
 import argparse
 import math
