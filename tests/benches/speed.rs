@@ -1,0 +1,44 @@
+//! `cargo bench`: the measurements of `nexttdnn bench` for every official
+//! model size, on one device (`NEXTTDNN_BENCH_DEVICE`, default `cpu`).
+//! Each configuration's report is printed and written to
+//! `target/nexttdnn-bench/<config>.json`. Timings live here and in `bench`,
+//! never in tests.
+
+use std::path::PathBuf;
+
+use nexttdnn::device::{select, DeviceSpec};
+use nexttdnn::model::Precision;
+
+fn main() -> anyhow::Result<()> {
+    let spec: DeviceSpec = std::env::var("NEXTTDNN_BENCH_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .map_err(|e| anyhow::anyhow!("NEXTTDNN_BENCH_DEVICE: {e}"))?;
+    let dev = select(Some(spec))?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("nexttdnn-bench");
+    std::fs::create_dir_all(&out_dir)?;
+    for config in ["NeXt_TDNN_C256_B3_K65_7", "NeXt_TDNN_C128_B3_K65_7", "NeXt_TDNN_light_C128_B3_K65"] {
+        let path = root.join("configs").join(format!("{config}.ron"));
+        let out = out_dir.join(format!("{config}.json"));
+        // Embedding at 4 s and 8 s, the front end at batch 32, single operations at batch 32.
+        nexttdnn::commands::bench::run(
+            Some(&path),
+            None,
+            &[4.0, 8.0],
+            32,
+            0,
+            32,
+            3,
+            15,
+            Some(&out),
+            "extension",
+            Precision::F32,
+            &dev,
+        )?;
+    }
+    Ok(())
+}
