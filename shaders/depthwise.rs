@@ -24,6 +24,32 @@ const PER_UNIT: usize = 4;
 /// Most units per cube of the weight-gradient kernel.
 const WGRAD_UNITS: usize = 256;
 
+/// Cooperatively stages `dst[i] = src[base + start + i - pad]` for `i` in
+/// `0..count` (all units of the cube, strided), with zero where
+/// `start + i - pad` falls outside `0..len`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage<F: Float>(
+    src: &Tensor<F>,
+    dst: &mut Shared<[F]>,
+    base: usize,
+    len: usize,
+    start: usize,
+    pad: usize,
+    count: usize,
+) {
+    let mut i = UNIT_POS_X as usize;
+    while i < count {
+        let shifted = start + i;
+        let mut value = F::new(0.0);
+        if shifted >= pad && shifted - pad < len {
+            value = src[base + shifted - pad];
+        }
+        dst[i] = value;
+        i += CUBE_DIM_X as usize;
+    }
+}
+
 /// `out[r, t] = bias[c] + Σ_k w[c, k'] · x[r, t - pad + k]`, with `r = b·C + c`,
 /// `k' = k` (or `K-1-k` when `flip`), and zero outside `0..T_in`.
 #[cube(launch_unchecked)]
@@ -60,16 +86,7 @@ fn depthwise_forward_kernel<F: Float>(
     let mut ws = Shared::<[F]>::new_slice(kernel);
 
     // Stage x[row, t0 - pad .. t0 - pad + span), zero outside the signal.
-    let mut i = unit;
-    while i < span {
-        let shifted = t0 + i;
-        let mut value = F::new(0.0);
-        if shifted >= pad && shifted - pad < t_in {
-            value = x[row * t_in + shifted - pad];
-        }
-        xs[i] = value;
-        i += units;
-    }
+    stage::<F>(x, &mut xs, row * t_in, t_in, t0, pad, span);
     let mut j = unit;
     while j < kernel {
         let mut tap = j;
@@ -154,7 +171,6 @@ fn depthwise_weight_grad_kernel<F: Float>(
     let t_out = grad.shape(2);
     let pad = pad as usize;
     let unit = UNIT_POS_X as usize;
-    let units = CUBE_DIM_X as usize;
     let groups = kernel.div_ceil(4);
     let chunk = tile.div_ceil(lanes);
 
@@ -163,25 +179,8 @@ fn depthwise_weight_grad_kernel<F: Float>(
     let mut gs = Shared::<[F]>::new_slice(tile);
     let mut sums = Shared::<[F]>::new_slice(lanes * groups * 4);
 
-    let mut i = unit;
-    while i < span {
-        let shifted = t0 + i;
-        let mut value = F::new(0.0);
-        if shifted >= pad && shifted - pad < t_in {
-            value = x[row * t_in + shifted - pad];
-        }
-        xs[i] = value;
-        i += units;
-    }
-    let mut j = unit;
-    while j < tile {
-        let mut value = F::new(0.0);
-        if t0 + j < t_out {
-            value = grad[row * t_out + t0 + j];
-        }
-        gs[j] = value;
-        j += units;
-    }
+    stage::<F>(x, &mut xs, row * t_in, t_in, t0, pad, span);
+    stage::<F>(grad, &mut gs, row * t_out, t_out, t0, 0, tile);
     sync_cube();
 
     if unit < lanes * groups {

@@ -19,7 +19,8 @@ use burn_cubecl::kernel::fft::rfft;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
+
+use super::elementwise_launch;
 use cubecl::prelude::*;
 
 #[cube(launch_unchecked)]
@@ -89,11 +90,6 @@ fn logmel_kernel<F: Float>(
     out[i] = F::ln(e + F::cast_from(offset));
 }
 
-fn launch_dims(client: &cubecl::client::Client, n: usize) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new(client, n);
-    (calculate_cube_count_elemwise(client, n, dim), dim)
-}
-
 /// Log-mel energies before mean removal: `wav [B, L]` → `[B, n_mels, 1 + L/hop]`.
 /// `window` is `[n_fft]` (already centred in zeros), `filterbank`
 /// `[n_fft/2 + 1, n_mels]`, `bands` `[n_mels, 2]` each band's non-zero bin
@@ -121,7 +117,7 @@ pub fn logmel(
     let dtype = wav.dtype;
     let client = wav.client.clone();
     let framed = empty_device_dtype(client.clone(), wav.device.clone(), Shape::new([batch, frames, n_fft]), dtype);
-    let (count, dim) = launch_dims(&client, batch * frames * n_fft);
+    let (count, dim) = elementwise_launch(&client, batch * frames * n_fft);
     // SAFETY: each unit writes its own index < len (checked in the kernel) and
     // reads wav at reflected indices inside 0..L (L > n_fft/2 asserted above).
     unsafe {
@@ -140,7 +136,7 @@ pub fn logmel(
     }
     let (re, im) = rfft(framed, 2, None);
     let out = empty_device_dtype(client.clone(), re.device.clone(), Shape::new([batch, n_mels, frames]), dtype);
-    let (count, dim) = launch_dims(&client, batch * n_mels * frames);
+    let (count, dim) = elementwise_launch(&client, batch * n_mels * frames);
     // SAFETY: band ranges lie inside 0..n_freqs (built from the filterbank).
     unsafe {
         logmel_kernel::launch_unchecked(

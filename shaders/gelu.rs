@@ -10,8 +10,9 @@ use burn::backend::cubecl::dtype_to_storage_type;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
+
+use super::elementwise_launch;
 use cubecl::prelude::*;
-use cubecl::calculate_cube_count_elemwise;
 use burn::backend::TensorMetadata;
 
 /// `(Φ(x), φ(x))`.
@@ -69,13 +70,13 @@ pub fn gelu(x: CubeTensor) -> CubeTensor {
     if n == 0 {
         return out;
     }
-    let cube_dim = CubeDim::new(&client, n);
+    let (cube_count, cube_dim) = elementwise_launch(&client, n);
     let dtype = x.dtype;
     // SAFETY: each unit reads and writes index ABSOLUTE_POS < len, checked in the kernel.
     unsafe {
         gelu_kernel::launch_unchecked(
             &client,
-            calculate_cube_count_elemwise(&client, n, cube_dim),
+            cube_count,
             cube_dim,
             x.into_tensor_arg(),
             out.clone().into_tensor_arg(),
@@ -96,13 +97,13 @@ pub fn gelu_grad(x: CubeTensor, grad: CubeTensor) -> CubeTensor {
     if n == 0 {
         return out;
     }
-    let cube_dim = CubeDim::new(&client, n);
+    let (cube_count, cube_dim) = elementwise_launch(&client, n);
     let dtype = x.dtype;
     // SAFETY: as for `gelu`.
     unsafe {
         gelu_grad_kernel::launch_unchecked(
             &client,
-            calculate_cube_count_elemwise(&client, n, cube_dim),
+            cube_count,
             cube_dim,
             x.into_tensor_arg(),
             grad.into_tensor_arg(),

@@ -8,3 +8,11 @@
 pub mod depthwise;
 pub mod frontend;
 pub mod gelu;
+
+use cubecl::prelude::{CubeCount, CubeDim};
+
+/// Cube count and size for elementwise kernels: one unit per element of `n`.
+pub(crate) fn elementwise_launch(client: &cubecl::client::Client, n: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(client, n);
+    (cubecl::calculate_cube_count_elemwise(client, n, dim), dim)
+}

@@ -6,7 +6,6 @@
 //! `[B, n_mels, T]` with `T = 1 + L / hop`.
 
 use burn::tensor::signal::{stft, StftOptions};
-use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::FrontendConfig;
@@ -26,15 +25,12 @@ pub struct Frontend {
 
 impl Frontend {
     pub fn new(cfg: &FrontendConfig, device: &Device) -> Self {
-        let window = Tensor::from_data(
-            TensorData::new(hamming_periodic(cfg.win_length), [cfg.win_length]),
-            device,
-        );
-        let n_freqs = cfg.n_fft / 2 + 1;
+        let hamming = hamming_periodic(cfg.win_length);
         let fb = mel_filterbank(cfg);
-        let fb_for_cpu = fb.clone();
+        let cpu = cpu::CpuFrontend::new(cfg, &hamming, &fb);
+        let window = Tensor::from_data(TensorData::new(hamming, [cfg.win_length]), device);
+        let n_freqs = cfg.n_fft / 2 + 1;
         let filterbank = Tensor::from_data(TensorData::new(fb, [n_freqs, cfg.n_mels]), device);
-        let cpu = cpu::CpuFrontend::new(cfg, &hamming_periodic(cfg.win_length), &fb_for_cpu);
         let window_padded = Tensor::from_data(TensorData::new(cpu.window().to_vec(), [cfg.n_fft]), device);
         let bands: Vec<f32> = cpu.bands().iter().flat_map(|(first, w)| [*first as f32, (first + w.len()) as f32]).collect();
         let bands = Tensor::from_data(TensorData::new(bands, [cfg.n_mels, 2]), device);
@@ -74,14 +70,14 @@ impl Frontend {
     /// as tensor operations on the device.
     pub fn forward(&self, wav: Tensor<2>) -> Tensor<3> {
         let device = wav.device();
-        if is_cpu(&device) {
+        if crate::ops::is_cpu(&device) {
             let [b, l] = wav.dims();
             let samples = wav.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 waveform");
             let (out, t) = self.cpu.logmel(&samples, b, l);
             return Tensor::from_data(TensorData::new(out, [b, self.cfg.n_mels, t]), &device);
         }
         #[cfg(feature = "kernels")]
-        if crate::ops::depthwise::has_kernel(&device) && !crate::ops::generic() {
+        if crate::ops::has_kernel(&device) && !crate::ops::generic() {
             let c = &self.cfg;
             let lm = crate::ops::frontend::logmel(
                 wav,
@@ -143,12 +139,6 @@ pub fn mel_filterbank(cfg: &FrontendConfig) -> Vec<f32> {
         }
     }
     fb
-}
-
-/// Whether tensors on `device` live in this process's memory (the `flex` CPU
-/// backend, with or without autodiff).
-fn is_cpu(device: &Device) -> bool {
-    matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
 /// The front end fused per frame on the CPU, by hand: as tensor operations it
@@ -213,11 +203,6 @@ pub mod cpu {
             &self.bands
         }
 
-        /// Frames of a signal of `len` samples (centred STFT).
-        pub fn frames(&self, len: usize) -> usize {
-            1 + len / self.cfg.hop_length
-        }
-
         /// Windowed frame `t` of the pre-emphasised, reflect-padded signal `y`.
         fn frame(&self, y: &[f32], t: usize, out: &mut [f32]) {
             let (n_fft, pad) = (self.cfg.n_fft, self.cfg.n_fft / 2);
@@ -247,7 +232,7 @@ pub mod cpu {
             let cfg = &self.cfg;
             let (n_fft, n_mels) = (cfg.n_fft, cfg.n_mels);
             let n_freqs = n_fft / 2 + 1;
-            let t = self.frames(len);
+            let t = self.cfg.num_frames(len);
             let coef = cfg.pre_emphasis as f32;
             // Pre-emphasis with x[-1] := x[1].
             let pre: Vec<f32> = (0..batch)

@@ -8,7 +8,8 @@ use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{max_abs, test_devices, to_vec};
-use nexttdnn::ops::depthwise::{depthwise_conv1d_extension, supported};
+use nexttdnn::ops::depthwise::depthwise_conv1d_extension;
+use nexttdnn::ops::supported;
 use rand::{RngExt, SeedableRng};
 
 fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {

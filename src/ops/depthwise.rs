@@ -16,7 +16,7 @@ use burn::backend::{
     backend_extension,
     ops::{FloatTensorOps, ModuleOps},
     tensor::FloatTensor,
-    Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
+    Backend, Dispatch, Flex, TensorMetadata,
 };
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
@@ -290,30 +290,10 @@ mod autodiff {
     }
 }
 
-/// Whether the extension has a kernel of ours on this device.
-pub fn has_kernel(device: &burn::tensor::Device) -> bool {
-    #[cfg(feature = "kernels")]
-    {
-        matches!(device.as_dispatch().clone().inner(), DispatchDevice::Cube(_))
-    }
-    #[cfg(not(feature = "kernels"))]
-    {
-        let _ = device;
-        false
-    }
-}
-
-/// Whether the extension can run on this device at all.
-pub fn supported(device: &burn::tensor::Device) -> bool {
-    has_kernel(device) || matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
-}
-
 /// Depthwise convolution: `x [B, C, T]`, `weight [C, 1, K]`, `bias [C]`,
 /// symmetric zero padding → `[B, C, T + 2·pad - K + 1]`.
 pub fn depthwise_conv1d(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: usize) -> Tensor<3> {
-    let device = x.device();
-    let use_extension = !super::generic() && supported(&device);
-    if !use_extension {
+    if !super::use_extension(&x.device()) {
         let c = weight.dims()[0];
         return conv1d(x, weight, Some(bias), options(pad, c));
     }
@@ -321,7 +301,7 @@ pub fn depthwise_conv1d(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: u
 }
 
 /// [`depthwise_conv1d`] through the extension, on a device where it is
-/// implemented (see [`supported`]).
+/// implemented (see [`super::supported`]).
 pub fn depthwise_conv1d_extension(
     x: Tensor<3>,
     weight: Tensor<3>,

@@ -230,27 +230,21 @@ mod autodiff {
     }
 }
 
-/// Whether the extension runs on this device (Flex and the CubeCL backends).
-pub fn supported(device: &burn::tensor::Device) -> bool {
-    super::depthwise::supported(device)
-}
-
 /// Exact GELU through the extension where it runs; elsewhere Burn's `gelu`
 /// for inference and the `erf` composite when gradients may be needed.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if !super::generic() && supported(&device) {
+    if super::use_extension(&device) {
         return Tensor::from_dispatch(<Dispatch as GeluOps>::gelu_exact(x.into_dispatch()));
     }
     if !device.is_autodiff() {
         return burn::tensor::activation::gelu(x);
     }
-    let cdf = x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0);
-    x.mul(cdf).mul_scalar(0.5)
+    gelu_composite(x)
 }
 
-/// The composite `0.5·x·(1 + erf(x/√2))` from Burn's tensor operations, for
-/// comparisons.
+/// The composite `0.5·x·(1 + erf(x/√2))` from Burn's tensor operations: the
+/// differentiable fallback, and the reference in comparisons.
 pub fn gelu_composite<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let cdf = x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0);
     x.mul(cdf).mul_scalar(0.5)

@@ -9,6 +9,9 @@ pub mod gelu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::backend::DispatchDevice;
+use burn::tensor::Device;
+
 static GENERIC: AtomicBool = AtomicBool::new(false);
 
 /// Makes every operation here take Burn's generic path for the rest of the
@@ -19,4 +22,36 @@ pub fn set_generic(generic: bool) {
 
 pub(crate) fn generic() -> bool {
     GENERIC.load(Ordering::Relaxed)
+}
+
+/// Whether tensors on `device` live in this process's memory (the `flex` CPU
+/// backend, with or without autodiff).
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+}
+
+/// Whether our CubeCL kernels run on `device` (a CubeCL backend in a build
+/// with them).
+pub fn has_kernel(device: &Device) -> bool {
+    #[cfg(feature = "kernels")]
+    {
+        matches!(device.as_dispatch().clone().inner(), DispatchDevice::Cube(_))
+    }
+    #[cfg(not(feature = "kernels"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Whether the extension operations run on `device` at all (the CPU backend
+/// and the CubeCL backends).
+pub fn supported(device: &Device) -> bool {
+    has_kernel(device) || is_cpu(device)
+}
+
+/// Whether to take the extension path on `device`: supported there, and not
+/// switched off by [`set_generic`].
+pub(crate) fn use_extension(device: &Device) -> bool {
+    !generic() && supported(device)
 }
