@@ -88,3 +88,17 @@ impl NextTdnn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Precision;
+
+    #[test]
+    fn parses_names_and_rejects_others_clearly() {
+        assert_eq!("F16".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("bfloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!("fp32".parse::<Precision>(), Ok(Precision::F32));
+        let err = "f8".parse::<Precision>().unwrap_err();
+        assert!(err.contains("`f8`") && err.contains("f32, f16 or bf16"), "{err}");
+    }
+}
