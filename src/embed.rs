@@ -1,17 +1,45 @@
-//! Waveform to speaker embedding, in eval mode, one whole utterance at a time
-//! (the reference's protocol: GRN and the attention pool are global over time,
-//! so padding to batch several files would change the result).
+//! Waveforms to speaker embeddings, in eval mode.
+//!
+//! GRN and the attention pool are global over time, so a naive padded batch
+//! would change every embedding. Here files are grouped by length into
+//! zero-padded batches and a frame mask ([`crate::model::FrameMask`]) keeps
+//! each utterance's result what it is for the file alone. Decoding and the
+//! CPU front end of the next batches run on worker threads while the device
+//! computes the current one, and each batch is read back once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::audio::{read_wav, AudioError};
 use crate::config::ExperimentConfig;
+use crate::features::cpu::CpuFrontend;
 use crate::features::Frontend;
+use crate::lists::ListedFile;
 use crate::model::{NextTdnn, Precision};
 use crate::weights::SpeakerModel;
+
+/// Default `--batch-seconds` on the CPU: enough audio per batch that every
+/// operation has work for all cores (measured in BENCHMARKS.md).
+pub const DEFAULT_BATCH_SECONDS_CPU: f64 = 60.0;
+/// Default `--batch-seconds` on a GPU: large enough to fill the device.
+pub const DEFAULT_BATCH_SECONDS_GPU: f64 = 400.0;
+/// Batches decoded ahead of the one the device is computing.
+const PREFETCH_BATCHES: usize = 2;
+
+/// The default `--batch-seconds` on `device`.
+pub fn default_batch_seconds(device: &Device) -> f64 {
+    if crate::ops::is_cpu(device) {
+        DEFAULT_BATCH_SECONDS_CPU
+    } else {
+        DEFAULT_BATCH_SECONDS_GPU
+    }
+}
 
 /// Fewest samples a model accepts: the centred STFT's reflect padding needs
 /// more than `n_fft / 2`, and the unpadded stem needs `stem_kernel` frames.
@@ -19,6 +47,61 @@ pub fn min_samples(cfg: &ExperimentConfig) -> usize {
     let f = &cfg.frontend;
     let for_stem = (cfg.model.stem_kernel.saturating_sub(1)) * f.hop_length;
     f.min_samples().max(for_stem)
+}
+
+/// Log-mel features of one utterance on the host: `[n_mels, frames]` row-major.
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub values: Vec<f32>,
+    pub frames: usize,
+}
+
+/// What a loader gives for one file of [`Embedder::embed_files`].
+pub enum Loaded {
+    /// The embedding is already known (e.g. from a cache).
+    Embedding(Vec<f32>),
+    /// Mono samples at the model's rate, to embed.
+    Samples(Vec<f32>),
+}
+
+/// Groups utterances of `lengths` samples into batches whose padded size
+/// (files × longest) stays within `budget` samples; longest first, and at
+/// least one file per batch. A budget of 0 gives one file per batch.
+pub fn plan_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        // Sorted longest first: the batch's first file sets its padded length.
+        let longest = current.first().map_or(lengths[i], |&f| lengths[f]);
+        if !current.is_empty() && (current.len() + 1) * longest > budget {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Where the time of [`Embedder::embed_files`] went. `load_secs` and
+/// `features_secs` are summed over worker threads (thread-seconds); the
+/// others are wall time of the calling thread.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PipelineStats {
+    pub files: usize,
+    pub batches: usize,
+    /// Files whose loader returned an embedding (e.g. from a cache).
+    pub known: usize,
+    pub load_secs: f64,
+    pub features_secs: f64,
+    /// Padding, the network, and the read-back.
+    pub network_secs: f64,
+    /// The device waiting for the workers.
+    pub wait_secs: f64,
+    pub total_secs: f64,
 }
 
 /// A model and its front end on one device.
@@ -55,10 +138,15 @@ impl Embedder {
         Ok(read_wav(path, self.config.frontend.sample_rate, self.min_samples())?.samples)
     }
 
-    /// Log-mel features of one waveform: `[1, n_mels, T]`.
+    /// Log-mel features of one waveform on the device: `[1, n_mels, T]`.
     pub fn features(&self, samples: &[f32]) -> Tensor<3> {
         let wav = Tensor::<2>::from_data(TensorData::new(samples.to_vec(), [1, samples.len()]), &self.device);
         self.frontend.forward(wav)
+    }
+
+    /// Log-mel features of one waveform, computed on the host.
+    pub fn host_features(&self, samples: &[f32]) -> Features {
+        host_features(self.frontend.host(), samples)
     }
 
     /// Embedding of one waveform (eval mode), on the host.
@@ -70,10 +158,9 @@ impl Embedder {
             self.min_samples()
         );
         let emb = self.net.forward(self.features(samples), false);
-        emb.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read embedding: {e:?}"))
+        let v = read_back(emb)?;
+        ensure_finite(&v, 0)?;
+        Ok(v)
     }
 
     /// Embedding of one WAV file.
@@ -81,5 +168,211 @@ impl Embedder {
         let samples = self.load_audio(path)?;
         self.embed_samples(&samples)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Embeddings of a batch of host features: zero-padded to the longest,
+    /// masked, and read back once. Row `b` equals the embedding of `batch[b]`
+    /// alone. An embedding that is not finite is an error naming its index.
+    pub fn embed_batch(&self, batch: &[&Features]) -> Result<Vec<Vec<f32>>> {
+        anyhow::ensure!(!batch.is_empty(), "empty batch");
+        let n_mels = self.config.frontend.n_mels;
+        let t = batch.iter().map(|f| f.frames).max().expect("non-empty");
+        let mut padded = vec![0.0f32; batch.len() * n_mels * t];
+        for (b, f) in batch.iter().enumerate() {
+            anyhow::ensure!(f.values.len() == n_mels * f.frames, "features of {} values for {} frames", f.values.len(), f.frames);
+            for m in 0..n_mels {
+                let dst = (b * n_mels + m) * t;
+                padded[dst..dst + f.frames].copy_from_slice(&f.values[m * f.frames..(m + 1) * f.frames]);
+            }
+        }
+        let feats = Tensor::<3>::from_data(TensorData::new(padded, [batch.len(), n_mels, t]), &self.device);
+        let frames: Vec<usize> = batch.iter().map(|f| f.frames).collect();
+        let flat = read_back(self.net.forward_padded(feats, &frames))?;
+        let dim = flat.len() / batch.len();
+        let rows: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+        for (b, row) in rows.iter().enumerate() {
+            ensure_finite(row, b)?;
+        }
+        Ok(rows)
+    }
+
+    /// Embeds `files` (of `lengths` samples) in padded batches of at most
+    /// `batch_seconds` of audio (0: one file at a time). `load` runs on
+    /// worker threads; `done(i, embedding)` and `progress(n)` on the caller's
+    /// thread, in batch order. Errors name the file.
+    pub fn embed_files<L, D>(
+        &self,
+        files: &[PathBuf],
+        lengths: &[usize],
+        batch_seconds: f64,
+        load: L,
+        mut done: D,
+        progress: &dyn Fn(u64),
+    ) -> Result<PipelineStats>
+    where
+        L: Fn(usize, &Path) -> Result<Loaded> + Sync,
+        D: FnMut(usize, Vec<f32>) -> Result<()>,
+    {
+        assert_eq!(files.len(), lengths.len(), "one length per file");
+        let started = Instant::now();
+        let budget = (batch_seconds.max(0.0) * self.config.frontend.sample_rate as f64) as usize;
+        let batches = plan_batches(lengths, budget);
+        let frontend = self.frontend.host().clone();
+        let min = self.min_samples();
+        let (load_ns, features_ns) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut stats = PipelineStats { files: files.len(), batches: batches.len(), ..Default::default() };
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = sync_channel::<Result<Vec<(usize, Prepared)>>>(PREFETCH_BATCHES);
+            let (load, frontend, batches) = (&load, &frontend, &batches);
+            let (load_ns, features_ns) = (&load_ns, &features_ns);
+            scope.spawn(move || {
+                for batch in batches {
+                    let prepared = batch
+                        .par_iter()
+                        .map(|&i| {
+                            let t = Instant::now();
+                            let loaded = load(i, &files[i])?;
+                            load_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            let t = Instant::now();
+                            let p = prepare(&files[i], loaded, frontend, min)?;
+                            features_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            Ok((i, p))
+                        })
+                        .collect::<Result<Vec<_>>>();
+                    let failed = prepared.is_err();
+                    // A closed channel means the consumer stopped: stop too.
+                    if tx.send(prepared).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for _ in 0..batches.len() {
+                let t = Instant::now();
+                let prepared = rx.recv().context("the audio loader stopped")??;
+                stats.wait_secs += t.elapsed().as_secs_f64();
+                let n = prepared.len() as u64;
+                stats.known += prepared.iter().filter(|(_, p)| matches!(p, Prepared::Embedding(_))).count();
+                let t = Instant::now();
+                self.finish_batch(files, prepared, &mut done)?;
+                stats.network_secs += t.elapsed().as_secs_f64();
+                progress(n);
+            }
+            Ok(())
+        })?;
+        stats.load_secs = load_ns.into_inner() as f64 * 1e-9;
+        stats.features_secs = features_ns.into_inner() as f64 * 1e-9;
+        stats.total_secs = started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Embeddings of checked files, in order, read with [`read_wav`].
+    pub fn embed_listed(&self, files: &[ListedFile], batch_seconds: f64, progress: &dyn Fn(u64)) -> Result<Vec<Vec<f32>>> {
+        let paths = crate::lists::paths(files);
+        let lengths: Vec<usize> = files.iter().map(|f| f.samples).collect();
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; files.len()];
+        let load = |_: usize, p: &Path| Ok(Loaded::Samples(load_samples(p, self.config.frontend.sample_rate, self.min_samples())?));
+        self.embed_files(&paths, &lengths, batch_seconds, load, |i, e| {
+            out[i] = Some(e);
+            Ok(())
+        }, progress)?;
+        Ok(out.into_iter().map(|e| e.expect("every file embedded")).collect())
+    }
+
+    /// Embeds the prepared files of one batch and hands every result to `done`.
+    fn finish_batch<D>(&self, files: &[PathBuf], prepared: Vec<(usize, Prepared)>, done: &mut D) -> Result<()>
+    where
+        D: FnMut(usize, Vec<f32>) -> Result<()>,
+    {
+        let mut todo: Vec<(usize, Features)> = Vec::new();
+        for (i, p) in prepared {
+            match p {
+                Prepared::Embedding(e) => done(i, e)?,
+                Prepared::Features(f) => todo.push((i, f)),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&Features> = todo.iter().map(|(_, f)| f).collect();
+        let rows = self.embed_batch(&refs).map_err(|e| match e.downcast_ref::<NonFinite>() {
+            Some(nf) => anyhow::anyhow!("{}: {nf}", files[todo[nf.0].0].display()),
+            None => e,
+        })?;
+        for ((i, _), row) in todo.into_iter().zip(rows) {
+            done(i, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// A file after its worker: a known embedding, or features to embed.
+enum Prepared {
+    Embedding(Vec<f32>),
+    Features(Features),
+}
+
+fn prepare(path: &Path, loaded: Loaded, frontend: &CpuFrontend, min: usize) -> Result<Prepared> {
+    Ok(match loaded {
+        Loaded::Embedding(e) => Prepared::Embedding(e),
+        Loaded::Samples(s) => {
+            anyhow::ensure!(s.len() >= min, "{}: audio too short: {} samples, at least {min} needed", path.display(), s.len());
+            Prepared::Features(host_features(frontend, &s))
+        }
+    })
+}
+
+fn load_samples(path: &Path, rate: u32, min: usize) -> Result<Vec<f32>> {
+    Ok(read_wav(path, rate, min)?.samples)
+}
+
+fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {
+    let (values, frames) = frontend.logmel(samples, 1, samples.len());
+    Features { values, frames }
+}
+
+fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))
+}
+
+/// Row `.0` of a batch holds a value that is not a finite number.
+#[derive(Debug)]
+struct NonFinite(usize, f32);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the embedding holds a value that is not a finite number ({})", self.1)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
+fn ensure_finite(v: &[f32], row: usize) -> Result<()> {
+    match v.iter().find(|x| !x.is_finite()) {
+        Some(&x) => Err(NonFinite(row, x).into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_batches;
+
+    #[test]
+    fn batches_respect_the_budget_and_cover_every_file_once() {
+        let lengths = [16_000, 320_000, 48_000, 47_000, 160_000, 16_500, 200_000];
+        let plan = plan_batches(&lengths, 400_000);
+        let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for b in &plan {
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(b.len() == 1 || b.len() * longest <= 400_000, "{b:?}");
+        }
+        // Longest first: the 20 s file alone (it and the next exceed the budget).
+        assert_eq!(plan[0], vec![1]);
+        assert_eq!(plan_batches(&lengths, 0).len(), lengths.len());
     }
 }

@@ -37,6 +37,12 @@ impl Frontend {
         Self { cfg: cfg.clone(), window, filterbank, cpu, window_padded, bands }
     }
 
+    /// The fused CPU front end, for features computed on the host whatever
+    /// the device (worker threads of batched embedding).
+    pub fn host(&self) -> &cpu::CpuFrontend {
+        &self.cpu
+    }
+
     /// Pre-emphasis `y[n] = x[n] - coef·x[n-1]`, with `x[-1] := x[1]`. `[B, L] -> [B, L]`
     pub fn pre_emphasis(&self, wav: Tensor<2>) -> Tensor<2> {
         let [_, l] = wav.dims();

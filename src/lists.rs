@@ -90,10 +90,23 @@ pub fn trial_files(trials: &[Trial]) -> Vec<(String, usize)> {
     out
 }
 
+/// An audio file of a list, checked by [`preflight`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub path: PathBuf,
+    /// Samples per channel, from the WAV header.
+    pub samples: usize,
+}
+
+/// The paths of checked files.
+pub fn paths(files: &[ListedFile]) -> Vec<PathBuf> {
+    files.iter().map(|f| f.path.clone()).collect()
+}
+
 /// Checks, before any long work, that every file exists and has a readable
-/// WAV header at the expected sample rate. The error names the list, the line
-/// and the file.
-pub fn preflight(list: &Path, files: &[(String, usize)], root: Option<&Path>, sample_rate: u32) -> Result<Vec<PathBuf>> {
+/// WAV header at the expected sample rate, and reads its length. The error
+/// names the list, the line and the file.
+pub fn preflight(list: &Path, files: &[(String, usize)], root: Option<&Path>, sample_rate: u32) -> Result<Vec<ListedFile>> {
     let mut out = Vec::with_capacity(files.len());
     for (f, line) in files {
         let p = resolve(root, f);
@@ -106,7 +119,7 @@ pub fn preflight(list: &Path, files: &[(String, usize)], root: Option<&Path>, sa
         if spec.sample_rate != sample_rate {
             bail!("{at}: sample rate {} Hz, the model expects {sample_rate} Hz", spec.sample_rate);
         }
-        out.push(p);
+        out.push(ListedFile { samples: reader.duration() as usize, path: p });
     }
     Ok(out)
 }

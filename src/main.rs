@@ -17,7 +17,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Devices => return commands::devices::run(),
         Command::Prepare { what } => return commands::prepare::run(what),
-        Command::Compare { model, devices, trials, wav_root, out, emb_tol, eer_tol } => {
+        Command::Compare { model, devices, trials, wav_root, out, emb_tol, eer_tol, batch_seconds } => {
             let args = commands::compare::CompareArgs {
                 model: model.clone(),
                 devices: devices.clone(),
@@ -26,6 +26,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out: out.clone(),
                 emb_tol: *emb_tol,
                 eer_tol: *eer_tol,
+                batch_seconds: *batch_seconds,
             };
             if !commands::compare::run(&args)? {
                 anyhow::bail!("devices disagree beyond the tolerance (see the report)");
@@ -37,8 +38,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dev = device::select(cli.device)?;
     match cli.command {
         Command::Import { checkpoint, config, out } => commands::import::run(&checkpoint, &config, &out, &dev),
-        Command::Embed { model, out, list, wav_root, wavs, precision } => {
-            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, precision, &dev)
+        Command::Embed { model, out, list, wav_root, wavs, precision, batch_seconds } => {
+            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, precision, batch_seconds, &dev)
         }
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)

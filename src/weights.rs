@@ -549,6 +549,28 @@ impl SpeakerModel {
         write_atomic(path, &bytes)
     }
 
+    /// SHA-256 over the config and every tensor of the network (names,
+    /// shapes and float32 values), but not the file's metadata: the key of
+    /// the model's embedding cache, which a stored threshold leaves intact.
+    pub fn content_hash(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        let cfg = self.config.to_ron();
+        h.update((cfg.len() as u64).to_le_bytes());
+        h.update(cfg.as_bytes());
+        for (name, t) in net_tensors(&self.net)? {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((t.shape.len() as u64).to_le_bytes());
+            for d in &t.shape {
+                h.update((*d as u64).to_le_bytes());
+            }
+            for v in &t.values {
+                h.update(v.to_le_bytes());
+            }
+        }
+        Ok(hex(&h.finalize()))
+    }
+
     /// Reads a model file written by [`SpeakerModel::save`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         if !path.exists() {

@@ -122,6 +122,25 @@ fn eval_outputs_cache_and_threshold() {
     let (ok, stdout, _) = run(bin().args(["--device", "cpu", "verify", "--model"]).arg(&model)
         .arg(root.join("assets/spk1_a.wav")).arg(root.join("assets/spk1_b.wav")));
     assert!(ok && stdout.contains("threshold"), "{stdout}");
+
+    // Storing the threshold rewrote the model file but not its tensors: the cache stays valid.
+    eval(&[]);
+    assert_eq!(summary(&out)["embedded"], 0);
+    assert_eq!(std::fs::read_to_string(out.join("scores.txt")).unwrap(), before);
+
+    // Other audio of the same size with the same modification time is embedded again.
+    let target = root.join("assets/spk1_a.wav");
+    let mtime = std::fs::metadata(&target).unwrap().modified().unwrap();
+    let other = std::fs::read(root.join("assets/spk2_b.wav")).unwrap();
+    let mut bytes = std::fs::read(&target).unwrap();
+    let n = bytes.len().min(other.len());
+    bytes[44..n].copy_from_slice(&other[44..n]);
+    std::fs::write(&target, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&target).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), mtime);
+    eval(&[]);
+    assert_eq!(summary(&out)["embedded"], 1);
+    assert_ne!(std::fs::read_to_string(out.join("scores.txt")).unwrap(), before);
 }
 
 #[test]

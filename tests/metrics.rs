@@ -87,3 +87,48 @@ fn asnorm_matches_reference() {
         assert!((roc.min_dcf(0.05, 1.0, 1.0).value - num(&a[*key]["mindcf_p005"])).abs() < 1e-6, "{key} minDCF");
     }
 }
+
+/// Today's definition, in float64 throughout: every cohort score as a
+/// scalar dot product of normalised vectors, sorted, the top k kept.
+fn stats_f64(emb: &[f32], cohort: &[Vec<f32>], k: usize) -> (f64, f64) {
+    let unit = |v: &[f32]| -> Vec<f64> {
+        let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+        v.iter().map(|x| *x as f64 / n).collect()
+    };
+    let e = unit(emb);
+    let mut s: Vec<f64> = cohort.iter().map(|c| unit(c).iter().zip(&e).map(|(a, b)| a * b).sum()).collect();
+    s.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    s.truncate(k.min(s.len()));
+    let n = s.len() as f64;
+    let mean = s.iter().sum::<f64>() / n;
+    let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+#[test]
+fn asnorm_matrix_products_equal_float64_scalar_scores() {
+    let a = json("asnorm.json");
+    let emb = load(&fixtures().join("asnorm_embeddings.safetensors"));
+    let rows = |k: &str| -> Vec<Vec<f32>> {
+        let t = &emb[k];
+        t.values.chunks(t.shape[1]).map(|c| c.to_vec()).collect()
+    };
+    let (enrol, test, cohort) = (rows("enrol"), rows("test"), rows("cohort"));
+    let top_k = match &a["top_k"] { Value::String(s) => s.parse().unwrap(), v => num(v) as usize };
+    // More rows than one block of the matrix product, and a top-k past the cohort's size.
+    let mut all: Vec<Vec<f32>> = enrol.iter().chain(&test).cloned().collect();
+    while all.len() < 2100 {
+        let i = all.len();
+        all.push(all[i % 7].iter().zip(&all[i % 11]).map(|(x, y)| x - 0.5 * y).collect());
+    }
+    for k in [top_k, 1, 2, cohort.len() + 10] {
+        let norm = AsNorm::new(&cohort, k);
+        let got = norm.stats_all(&all);
+        assert_eq!(got.len(), all.len());
+        for (e, s) in all.iter().zip(&got) {
+            let (mean, std) = stats_f64(e, &cohort, k);
+            assert!((s.mean - mean).abs() < 1e-6, "k {k}: mean {} vs {mean}", s.mean);
+            assert!((s.std - std).abs() < 1e-6, "k {k}: std {} vs {std}", s.std);
+        }
+    }
+}

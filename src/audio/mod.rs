@@ -4,4 +4,4 @@ pub mod augment;
 pub mod m4a;
 pub mod wav;
 
-pub use wav::{read_wav, AudioError, Waveform};
+pub use wav::{decode_wav, read_file, read_wav, AudioError, Waveform};

@@ -121,25 +121,32 @@ fn classify_hound(path: &Path, err: hound::Error) -> AudioError {
 /// * `expected_rate`: the model's sample rate; any other rate is an error.
 /// * `min_samples`: the fewest samples the front end and model accept.
 pub fn read_wav(path: &Path, expected_rate: u32, min_samples: usize) -> Result<Waveform, AudioError> {
-    let pb = path.to_path_buf();
-    let file = std::fs::File::open(path).map_err(|source| {
+    let bytes = read_file(path)?;
+    decode_wav(path, &bytes, expected_rate, min_samples)
+}
+
+/// The bytes of an audio file, with the error kinds of [`AudioError`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, AudioError> {
+    std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            AudioError::NotFound { path: pb.clone() }
+            AudioError::NotFound { path: path.to_path_buf() }
         } else {
-            AudioError::Io {
-                path: pb.clone(),
-                source,
-            }
+            AudioError::Io { path: path.to_path_buf(), source }
         }
-    })?;
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if file_len == 0 {
+    })
+}
+
+/// Decodes and checks the bytes of a WAV file read from `path` (named in errors),
+/// as [`read_wav`] does.
+pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: usize) -> Result<Waveform, AudioError> {
+    let pb = path.to_path_buf();
+    if bytes.is_empty() {
         return Err(AudioError::NotWav {
             path: pb,
             reason: "the file is empty (0 bytes)".into(),
         });
     }
-    let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| {
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| {
         match e {
             hound::Error::IoError(ref io) if is_short_read(io) => {
                 AudioError::Truncated {

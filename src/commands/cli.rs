@@ -47,6 +47,9 @@ pub enum Command {
         /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
         #[arg(long, default_value = "f32")]
         precision: crate::model::Precision,
+        /// Seconds of audio per padded batch (0: one file at a time; default 60 on the CPU, 400 on a GPU).
+        #[arg(long)]
+        batch_seconds: Option<f64>,
         /// WAV files.
         wavs: Vec<PathBuf>,
     },
@@ -180,6 +183,9 @@ pub enum Command {
         /// Tolerance on the EER, in percentage points.
         #[arg(long, default_value_t = 0.01)]
         eer_tol: f64,
+        /// Seconds of audio per padded batch (default: each device's).
+        #[arg(long)]
+        batch_seconds: Option<f64>,
     },
     /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.
     Prepare {

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::device::{select, DeviceInfo, DeviceSpec};
-use crate::embed::Embedder;
+use crate::embed::{default_batch_seconds, Embedder};
 use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
 use crate::lists::{preflight, read_trials, trial_files};
@@ -31,6 +31,8 @@ pub struct CompareArgs {
     pub emb_tol: f64,
     /// Largest allowed EER difference, in points.
     pub eer_tol: f64,
+    /// Seconds of audio per padded batch (default: the device's).
+    pub batch_seconds: Option<f64>,
 }
 
 /// Results of one device.
@@ -96,15 +98,12 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         config_name = model.config.name.clone();
         let files = preflight(&trial_path, &unique, Some(&root), model.config.frontend.sample_rate)?;
         let embedder = Embedder::new(&model, &dev.device);
-        // One file first, untimed: kernel compilation and autotuning.
-        embedder.embed_file(&files[0])?;
+        let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
+        // One batch first, untimed: kernel compilation and autotuning.
+        embedder.embed_listed(&files[..files.len().min(8)], batch_seconds, &|_| {})?;
         let t = Instant::now();
         let pb = super::progress(files.len() as u64, &format!("embedding on {spec}"));
-        let mut embs = Vec::with_capacity(files.len());
-        for f in &files {
-            embs.push(embedder.embed_file(f)?);
-            pb.inc(1);
-        }
+        let embs = embedder.embed_listed(&files, batch_seconds, &|n| pb.inc(n))?;
         pb.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
         let scores: Vec<f64> = trials.iter().map(|t| cosine(&embs[index[t.enroll.as_str()]], &embs[index[t.test.as_str()]])).collect();

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::device::SelectedDevice;
-use crate::embed::Embedder;
-use crate::lists::read_audio_list;
+use crate::embed::{default_batch_seconds, Embedder};
+use crate::lists::{read_audio_list, ListedFile};
 use crate::npy;
 use crate::weights::write_atomic;
 
@@ -17,6 +17,7 @@ pub fn run(
     wav_root: Option<&Path>,
     wavs: &[PathBuf],
     precision: crate::model::Precision,
+    batch_seconds: Option<f64>,
     dev: &SelectedDevice,
 ) -> Result<()> {
     let mut files: Vec<PathBuf> = wavs.to_vec();
@@ -26,21 +27,14 @@ pub fn run(
     if files.is_empty() {
         bail!("no input: give WAV files or --list FILE");
     }
-    // Check every file before the long work starts.
-    for f in &files {
-        if !f.is_file() {
-            bail!("{}: file not found", f.display());
-        }
-    }
     let loaded = super::load_model(model, dev)?;
+    // Check every file before the long work starts, and read its length.
+    let listed = check_files(&files, loaded.config.frontend.sample_rate)?;
     let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
-    let mut values = Vec::with_capacity(files.len() * dim);
+    let batch_seconds = batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let pb = super::progress(files.len() as u64, "embedding");
-    for f in &files {
-        values.extend(embedder.embed_file(f)?);
-        pb.inc(1);
-    }
+    let values: Vec<f32> = embedder.embed_listed(&listed, batch_seconds, &|n| pb.inc(n))?.concat();
     pb.finish_and_clear();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     write_atomic(&out.join("embeddings.npy"), &npy::encode_f32(&values, files.len(), dim)?)?;
@@ -53,6 +47,7 @@ pub fn run(
         "config": embedder.config.name,
         "device": dev.info,
         "precision": precision.name(),
+        "batch_seconds": batch_seconds,
         "crate_version": env!("CARGO_PKG_VERSION"),
         "files": files.len(),
         "dimension": dim,
@@ -60,4 +55,21 @@ pub fn run(
     write_atomic(&out.join("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
     println!("wrote {} embeddings of dimension {dim} to {}", files.len(), out.display());
     Ok(())
+}
+
+/// Every input file exists and has a WAV header at the model's rate; their lengths.
+fn check_files(files: &[PathBuf], sample_rate: u32) -> Result<Vec<ListedFile>> {
+    files
+        .iter()
+        .map(|f| {
+            if !f.is_file() {
+                bail!("{}: file not found", f.display());
+            }
+            let r = hound::WavReader::open(f).map_err(|e| anyhow::anyhow!("{}: not a readable WAV file: {e}", f.display()))?;
+            if r.spec().sample_rate != sample_rate {
+                bail!("{}: sample rate {} Hz, the model expects {sample_rate} Hz", f.display(), r.spec().sample_rate);
+            }
+            Ok(ListedFile { path: f.clone(), samples: r.duration() as usize })
+        })
+        .collect()
 }

@@ -3,21 +3,23 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
-use sha2::Digest;
 
 use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
-use crate::embed::Embedder;
-use crate::eval::cache::EmbeddingCache;
+use crate::audio::{decode_wav, read_file};
+use crate::embed::{default_batch_seconds, Embedder, Loaded};
+use crate::eval::cache::{audio_key, AudioKey, EmbeddingCache};
 use crate::eval::metrics::Roc;
 use crate::eval::plot;
 use crate::eval::score::{cosine, AsNorm, CohortStats};
-use crate::lists::{preflight, read_cohort, read_trials, trial_files, Trial};
+use crate::lists::{preflight, read_cohort, read_trials, trial_files, ListedFile, Trial};
 use crate::weights::{import_official, sha256_file, write_atomic, SpeakerModel};
 
 /// Options of `eval`.
@@ -63,6 +65,10 @@ pub struct EvalArgs {
     /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
     #[arg(long, default_value = "f32")]
     pub precision: crate::model::Precision,
+    /// Seconds of audio per padded batch (0: one file at a time). Default:
+    /// 60 on the CPU, 400 on a GPU. Batches give the embeddings of files alone.
+    #[arg(long)]
+    pub batch_seconds: Option<f64>,
 }
 
 /// Metrics of one score set.
@@ -117,22 +123,76 @@ fn standard_list(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Embeds `files` with the cache; returns embeddings in order and how many were computed.
-fn embed_all(embedder: &Embedder, cache: &EmbeddingCache, files: &[PathBuf], what: &str) -> Result<(Vec<Vec<f32>>, usize)> {
-    let mut out: Vec<Option<Vec<f32>>> = files.iter().map(|f| cache.get(f)).collect();
-    let todo: Vec<usize> = (0..files.len()).filter(|&i| out[i].is_none()).collect();
-    log::info!("{what}: {} files, {} cached, {} to embed", files.len(), files.len() - todo.len(), todo.len());
-    if !todo.is_empty() {
-        let pb = super::progress(todo.len() as u64, what);
-        for &i in &todo {
-            let e = embedder.embed_file(&files[i])?;
-            cache.put(&files[i], &e)?;
-            out[i] = Some(e);
-            pb.inc(1);
+/// Embeddings of `files` in order, in padded batches of `batch_seconds`,
+/// through the cache: each file is read once, its bytes hashed for the cache
+/// key and decoded only on a miss. Returns the embeddings and how many were
+/// computed.
+fn embed_all(
+    embedder: &Embedder,
+    cache: &EmbeddingCache,
+    files: &[ListedFile],
+    batch_seconds: f64,
+    what: &str,
+) -> Result<(Vec<Vec<f32>>, usize, EvalStage)> {
+    let paths = crate::lists::paths(files);
+    let lengths: Vec<usize> = files.iter().map(|f| f.samples).collect();
+    let keys: Vec<OnceLock<(AudioKey, bool)>> = (0..files.len()).map(|_| OnceLock::new()).collect();
+    let (rate, min) = (embedder.config.frontend.sample_rate, embedder.min_samples());
+    let hash_ns = AtomicU64::new(0);
+    let load = |i: usize, path: &Path| -> Result<Loaded> {
+        let bytes = read_file(path)?;
+        let t = Instant::now();
+        let key = audio_key(&bytes);
+        hash_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let hit = cache.get(&key);
+        keys[i].set((key, hit.is_some())).ok();
+        Ok(match hit {
+            Some(e) => Loaded::Embedding(e),
+            None => Loaded::Samples(decode_wav(path, &bytes, rate, min)?.samples),
+        })
+    };
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; files.len()];
+    let mut computed = 0;
+    let done = |i: usize, e: Vec<f32>| -> Result<()> {
+        let (key, hit) = keys[i].get().expect("key set by the loader");
+        if !hit {
+            cache.put(key, &e)?;
+            computed += 1;
         }
-        pb.finish_and_clear();
-    }
-    Ok((out.into_iter().map(|e| e.expect("filled")).collect(), todo.len()))
+        out[i] = Some(e);
+        Ok(())
+    };
+    let pb = super::progress(files.len() as u64, what);
+    let pipeline = embedder.embed_files(&paths, &lengths, batch_seconds, load, done, &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    let stage = EvalStage {
+        audio_seconds: lengths.iter().sum::<usize>() as f64 / rate as f64,
+        hash_secs: hash_ns.into_inner() as f64 * 1e-9,
+        pipeline,
+    };
+    log::info!(
+        "{what}: {} files, {} from cache, {computed} embedded in {:.1} s ({} batches; thread-seconds: load {:.1} of which hashing {:.1}, front end {:.1}; network {:.1} s, waiting for audio {:.1} s)",
+        files.len(),
+        files.len() - computed,
+        pipeline.total_secs,
+        pipeline.batches,
+        pipeline.load_secs,
+        stage.hash_secs,
+        pipeline.features_secs,
+        pipeline.network_secs,
+        pipeline.wait_secs,
+    );
+    Ok((out.into_iter().map(|e| e.expect("every file embedded")).collect(), computed, stage))
+}
+
+/// Timing of one embedding stage (trial files or cohort), for `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+struct EvalStage {
+    audio_seconds: f64,
+    /// Thread-seconds spent hashing audio for the cache keys.
+    hash_secs: f64,
+    #[serde(flatten)]
+    pipeline: crate::embed::PipelineStats,
 }
 
 pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
@@ -143,15 +203,13 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
             let cfg_path = args.config.as_ref().context("--checkpoint needs --config")?;
             let cfg = ExperimentConfig::load(cfg_path)?;
             let m = import_official(ckpt, &cfg, &dev.device)?;
-            let hash = crate::weights::hex(&sha2::Sha256::digest(
-                format!("{}{}", m.meta.source_sha256.clone().unwrap_or_default(), cfg.to_ron()).as_bytes(),
-            ));
+            let hash = m.content_hash()?;
             (m, hash, None)
         }
         (None, m) => {
             let p = m.clone().unwrap_or_else(super::bundled_model);
             let model = SpeakerModel::load(&p, &dev.device)?;
-            let hash = sha256_file(&p)?;
+            let hash = model.content_hash()?;
             (model, hash, Some(p))
         }
         (Some(_), Some(_)) => bail!("give either --model or --checkpoint, not both"),
@@ -191,16 +249,23 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let variant = (args.precision != crate::model::Precision::F32).then(|| args.precision.name());
     let cache = EmbeddingCache::new(&cache_root, &model_hash, variant, cfg.model.embedding_dim)?;
     let embedder = Embedder::with_precision(&model, &dev.device, args.precision);
+    let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let t_embed = Instant::now();
-    let (embs, computed) = embed_all(&embedder, &cache, &files, "embedding")?;
+    let (embs, computed, embed_stage) = embed_all(&embedder, &cache, &files, batch_seconds, "embedding")?;
+    let mut timing = json!({ "embedding": embed_stage });
     let embed_secs = t_embed.elapsed().as_secs_f64();
     let index: HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
 
     // Raw cosine scores.
     let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
     let pair = |t: &Trial| (index[t.enroll.as_str()], index[t.test.as_str()]);
+    let t_score = Instant::now();
     let raw: Vec<f64> = trials.iter().map(|t| { let (a, b) = pair(t); cosine(&embs[a], &embs[b]) }).collect();
+    timing["scoring_seconds"] = json!(t_score.elapsed().as_secs_f64());
+    let mut metrics_secs = 0.0;
+    let t_metrics = Instant::now();
     let (raw_sum, raw_roc) = summarize(&raw, &labels, &cfg)?;
+    metrics_secs += t_metrics.elapsed().as_secs_f64();
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     write_scores(&args.out.join("scores.txt"), &trials, &raw)?;
@@ -221,9 +286,14 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let mut rows = vec![("raw cosine".to_string(), raw_sum.clone())];
     let mut curves = vec![("raw".to_string(), raw_roc)];
     if let Some(cf) = &cohort_files {
-        let (cohort, _) = embed_all(&embedder, &cache, cf, "cohort")?;
+        let (cohort, _, cohort_stage) = embed_all(&embedder, &cache, cf, batch_seconds, "cohort")?;
+        timing["cohort"] = serde_json::to_value(&cohort_stage)?;
         let norm = AsNorm::new(&cohort, cfg.eval.asnorm_top_k);
-        let stats: Vec<CohortStats> = embs.iter().map(|e| norm.stats(e)).collect();
+        let t_norm = Instant::now();
+        let stats: Vec<CohortStats> = norm.stats_all(&embs);
+        let norm_secs = t_norm.elapsed().as_secs_f64();
+        log::info!("AS-norm statistics of {} files against {} cohort files: {norm_secs:.2} s", embs.len(), cohort.len());
+        timing["asnorm_seconds"] = json!(norm_secs);
         let normed: Vec<_> = trials
             .iter()
             .zip(&raw)
@@ -231,7 +301,9 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
             .collect();
         for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
             let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
+            let t_metrics = Instant::now();
             let (sum, roc) = summarize(&scores, &labels, &cfg)?;
+            metrics_secs += t_metrics.elapsed().as_secs_f64();
             summary[name] = serde_json::to_value(&sum)?;
             if name == "snorm" {
                 write_scores(&args.out.join("scores_snorm.txt"), &trials, &scores)?;
@@ -254,12 +326,14 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let peak = crate::device::peak_resident_mib();
     summary["model"] = json!({
         "path": model_path.as_ref().map(|p| p.display().to_string()),
-        "sha256": model_hash,
+        "sha256": model_path.as_deref().map(sha256_file).transpose()?,
+        "content_sha256": model_hash,
         "config": cfg.name,
         "source": model.meta.source,
     });
     summary["device"] = serde_json::to_value(&dev.info)?;
     summary["precision"] = json!(args.precision.name());
+    summary["batch_seconds"] = json!(batch_seconds);
     summary["crate_version"] = json!(env!("CARGO_PKG_VERSION"));
     summary["files"] = json!(files.len());
     summary["embedded"] = json!(computed);
@@ -268,6 +342,8 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     summary["files_per_second"] = json!(if computed > 0 { computed as f64 / embed_secs } else { 0.0 });
     summary["total_seconds"] = json!(started.elapsed().as_secs_f64());
     summary["peak_rss_mib"] = json!(peak);
+    timing["metrics_seconds"] = json!(metrics_secs);
+    summary["timing"] = timing;
     write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
 
     // The table.

@@ -1,10 +1,13 @@
-//! On-disk embedding cache, keyed by model and audio file.
+//! On-disk embedding cache, keyed by model and audio content.
 //!
-//! One small file per (model, audio file): a header, the embedding, and a
-//! SHA-256 of both. The key covers the model's hash and the audio path; the
-//! header records the audio's size and modification time, so a changed file
-//! is embedded again. A corrupt, partial or stale entry is detected, logged
-//! and rebuilt. Writes go through a temporary file and a rename.
+//! One small file per (model, audio content): a header with the SHA-256 of
+//! the audio bytes, the embedding, and a SHA-256 of both. The model's key
+//! covers its tensors and config (see `SpeakerModel::content_hash`), so
+//! rewriting a model file's metadata keeps its cache; the audio's key is the
+//! hash of its bytes, so any change of content is seen, whatever the file's
+//! size and modification time. A corrupt, partial or foreign entry is
+//! detected, logged and rebuilt. Writes go through a temporary file and a
+//! rename.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +16,16 @@ use sha2::{Digest, Sha256};
 
 use crate::weights::{hex, write_atomic};
 
-const MAGIC: &[u8; 8] = b"NXTDEMB1";
-const HEADER: usize = 8 + 4 + 8 + 8;
+const MAGIC: &[u8; 8] = b"NXTDEMB2";
+const HEADER: usize = 8 + 4 + 32;
+
+/// SHA-256 of an audio file's bytes: its key in the cache.
+pub type AudioKey = [u8; 32];
+
+/// The cache key of audio bytes.
+pub fn audio_key(bytes: &[u8]) -> AudioKey {
+    Sha256::digest(bytes).into()
+}
 
 /// Embeddings of one model.
 pub struct EmbeddingCache {
@@ -22,23 +33,11 @@ pub struct EmbeddingCache {
     dim: usize,
 }
 
-/// Size and modification time of an audio file, as stored in an entry.
-fn stamp(audio: &Path) -> Result<(u64, u64)> {
-    let m = std::fs::metadata(audio).with_context(|| format!("{}: cannot stat", audio.display()))?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    Ok((m.len(), mtime))
-}
-
 impl EmbeddingCache {
-    /// The cache of the model with hash `model_hash` under `root`; a
-    /// `variant` (e.g. a reduced precision) gets a folder of its own.
-    pub fn new(root: &Path, model_hash: &str, variant: Option<&str>, dim: usize) -> Result<Self> {
-        let mut name = model_hash[..model_hash.len().min(32)].to_string();
+    /// The cache of the model with key `model_key` under `root`; a `variant`
+    /// (e.g. a reduced precision) gets a folder of its own.
+    pub fn new(root: &Path, model_key: &str, variant: Option<&str>, dim: usize) -> Result<Self> {
+        let mut name = model_key[..model_key.len().min(32)].to_string();
         if let Some(v) = variant {
             name = format!("{name}-{v}");
         }
@@ -47,31 +46,27 @@ impl EmbeddingCache {
         Ok(Self { dir, dim })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Entries are spread over 256 folders by their first byte.
+    fn entry(&self, key: &AudioKey) -> PathBuf {
+        let h = hex(key);
+        self.dir.join(&h[..2]).join(format!("{h}.emb"))
     }
 
-    fn entry(&self, audio: &Path) -> PathBuf {
-        let abs = std::fs::canonicalize(audio).unwrap_or_else(|_| audio.to_path_buf());
-        let key = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
-        self.dir.join(format!("{}.emb", &key[..32]))
-    }
-
-    /// The cached embedding of `audio`, if present, intact and current.
-    pub fn get(&self, audio: &Path) -> Option<Vec<f32>> {
-        let path = self.entry(audio);
+    /// The cached embedding of the audio with `key`, if present and intact.
+    pub fn get(&self, key: &AudioKey) -> Option<Vec<f32>> {
+        let path = self.entry(key);
         let bytes = std::fs::read(&path).ok()?;
-        match self.decode(&bytes, audio) {
+        match self.decode(&bytes, key) {
             Ok(v) => Some(v),
             Err(why) => {
-                log::warn!("cache entry {} for {}: {why}; embedding again", path.display(), audio.display());
+                log::warn!("cache entry {}: {why}; embedding again", path.display());
                 std::fs::remove_file(&path).ok();
                 None
             }
         }
     }
 
-    fn decode(&self, bytes: &[u8], audio: &Path) -> Result<Vec<f32>, String> {
+    fn decode(&self, bytes: &[u8], key: &AudioKey) -> Result<Vec<f32>, String> {
         let want = HEADER + 4 * self.dim + 32;
         if bytes.len() != want {
             return Err(format!("{} bytes, expected {want} (partial or corrupt)", bytes.len()));
@@ -87,30 +82,30 @@ impl EmbeddingCache {
         if dim != self.dim {
             return Err(format!("dimension {dim}, expected {}", self.dim));
         }
-        let len = u64::from_le_bytes(body[12..20].try_into().unwrap());
-        let mtime = u64::from_le_bytes(body[20..28].try_into().unwrap());
-        let now = stamp(audio).map_err(|e| e.to_string())?;
-        if (len, mtime) != now {
-            return Err("the audio file changed".into());
+        if &body[12..44] != key {
+            return Err("the entry belongs to other audio".into());
         }
-        Ok(body[HEADER..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        let v: Vec<f32> = body[HEADER..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err("the embedding is not finite".into());
+        }
+        Ok(v)
     }
 
-    /// Stores the embedding of `audio`.
-    pub fn put(&self, audio: &Path, emb: &[f32]) -> Result<()> {
+    /// Stores the embedding of the audio with `key`.
+    pub fn put(&self, key: &AudioKey, emb: &[f32]) -> Result<()> {
         anyhow::ensure!(emb.len() == self.dim, "embedding has {} values, expected {}", emb.len(), self.dim);
-        let (len, mtime) = stamp(audio)?;
+        anyhow::ensure!(emb.iter().all(|x| x.is_finite()), "refusing to cache an embedding that is not finite");
         let mut body = Vec::with_capacity(HEADER + 4 * self.dim + 32);
         body.extend_from_slice(MAGIC);
         body.extend_from_slice(&(self.dim as u32).to_le_bytes());
-        body.extend_from_slice(&len.to_le_bytes());
-        body.extend_from_slice(&mtime.to_le_bytes());
+        body.extend_from_slice(key);
         for v in emb {
             body.extend_from_slice(&v.to_le_bytes());
         }
         let digest = Sha256::digest(&body);
         body.extend_from_slice(&digest);
-        write_atomic(&self.entry(audio), &body)
+        write_atomic(&self.entry(key), &body)
     }
 }
 
@@ -119,41 +114,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_corruption_and_staleness() {
+    fn round_trip_corruption_and_content() {
         let dir = std::env::temp_dir().join(format!("nexttdnn-cache-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let audio = dir.join("a.wav");
-        std::fs::write(&audio, b"pretend audio").unwrap();
         let cache = EmbeddingCache::new(&dir.join("cache"), "0123456789abcdef0123456789abcdef", None, 3).unwrap();
-        assert!(cache.get(&audio).is_none());
-        cache.put(&audio, &[1.0, -2.0, 3.5]).unwrap();
-        assert_eq!(cache.get(&audio).unwrap(), vec![1.0, -2.0, 3.5]);
+        let key = audio_key(b"pretend audio");
+        assert!(cache.get(&key).is_none());
+        cache.put(&key, &[1.0, -2.0, 3.5]).unwrap();
+        assert_eq!(cache.get(&key).unwrap(), vec![1.0, -2.0, 3.5]);
+
+        // Other bytes of the same length are other audio.
+        assert!(cache.get(&audio_key(b"pretend audiO")).is_none());
 
         // A flipped byte is detected and the entry dropped.
-        let entry = cache.entry(&audio);
+        let entry = cache.entry(&key);
         let mut bytes = std::fs::read(&entry).unwrap();
         bytes[HEADER + 1] ^= 0x40;
         std::fs::write(&entry, &bytes).unwrap();
-        assert!(cache.get(&audio).is_none());
+        assert!(cache.get(&key).is_none());
         assert!(!entry.exists());
 
         // A truncated entry too.
-        cache.put(&audio, &[1.0, 2.0, 3.0]).unwrap();
+        cache.put(&key, &[1.0, 2.0, 3.0]).unwrap();
         let bytes = std::fs::read(&entry).unwrap();
         std::fs::write(&entry, &bytes[..bytes.len() - 5]).unwrap();
-        assert!(cache.get(&audio).is_none());
+        assert!(cache.get(&key).is_none());
 
-        // A changed audio file invalidates its entry.
-        cache.put(&audio, &[1.0, 2.0, 3.0]).unwrap();
-        std::fs::write(&audio, b"other, longer audio data").unwrap();
-        assert!(cache.get(&audio).is_none());
+        // An intact entry copied under another key is refused.
+        cache.put(&key, &[1.0, 2.0, 3.0]).unwrap();
+        let other = audio_key(b"other audio");
+        std::fs::create_dir_all(cache.entry(&other).parent().unwrap()).unwrap();
+        std::fs::copy(&entry, cache.entry(&other)).unwrap();
+        assert!(cache.get(&other).is_none());
+
+        // Non-finite embeddings are never stored.
+        assert!(cache.put(&other, &[1.0, f32::NAN, 3.0]).is_err());
 
         // Another variant of the same model (e.g. f16) has its own entries.
-        cache.put(&audio, &[1.0, 2.0, 3.0]).unwrap();
         let half = EmbeddingCache::new(&dir.join("cache"), "0123456789abcdef0123456789abcdef", Some("f16"), 3).unwrap();
-        assert_ne!(half.dir(), cache.dir());
-        assert!(half.get(&audio).is_none());
-        assert!(cache.get(&audio).is_some());
+        assert!(half.get(&key).is_none());
+        assert!(cache.get(&key).is_some());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

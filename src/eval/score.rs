@@ -18,9 +18,16 @@ pub struct CohortStats {
     pub std: f64,
 }
 
-/// Adaptive score normalisation against a cohort of (normalised) embeddings.
+/// Adaptive score normalisation against a cohort of embeddings.
+///
+/// The cohort scores of many embeddings at once are one float32 matrix
+/// product (embeddings × cohortᵀ, in blocks of rows, with the `gemm` crate's
+/// multi-threaded kernels); each row's top-k is found by selection, not a
+/// sort, and its mean and standard deviation are accumulated in float64.
 pub struct AsNorm {
-    cohort: Vec<Vec<f64>>,
+    /// L2-normalised cohort, `[M, D]` row-major.
+    cohort: Vec<f32>,
+    dim: usize,
     top_k: usize,
 }
 
@@ -33,21 +40,98 @@ pub struct NormScores {
     pub s: f64,
 }
 
+/// Rows of embeddings scored against the cohort per matrix product: bounds
+/// the score block to `ROWS_PER_BLOCK × M` floats (24 MB for 6 000 cohort files).
+const ROWS_PER_BLOCK: usize = 1024;
+
+/// L2-normalises a vector into float32 (norm in float64, clamped away from zero).
+fn normalized_f32(v: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+    v.iter().map(move |x| (*x as f64 / n) as f32)
+}
+
+/// Mean and unbiased standard deviation of the `k` largest values of `row`
+/// (reordered in place).
+fn top_k_stats(row: &mut [f32], k: usize) -> CohortStats {
+    let k = k.clamp(1, row.len());
+    if k < row.len() {
+        row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    }
+    let top = &row[..k];
+    let n = k as f64;
+    let mean = top.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = top.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    CohortStats { mean, std: var.sqrt() }
+}
+
 impl AsNorm {
     pub fn new(cohort: &[Vec<f32>], top_k: usize) -> Self {
-        Self { cohort: cohort.iter().map(|c| normalized(c)).collect(), top_k }
+        assert!(!cohort.is_empty(), "empty cohort");
+        let dim = cohort[0].len();
+        assert!(cohort.iter().all(|c| c.len() == dim), "cohort embeddings of different sizes");
+        Self { cohort: cohort.iter().flat_map(|c| normalized_f32(c)).collect(), dim, top_k }
+    }
+
+    fn cohort_len(&self) -> usize {
+        self.cohort.len() / self.dim
     }
 
     /// Mean and unbiased std of the top-k cohort scores of `emb`.
     pub fn stats(&self, emb: &[f32]) -> CohortStats {
-        let e = normalized(emb);
-        let mut s: Vec<f64> = self.cohort.iter().map(|c| dot(&e, c)).collect();
-        s.sort_by(|a, b| b.partial_cmp(a).unwrap());
-        s.truncate(self.top_k.min(s.len()));
-        let n = s.len() as f64;
-        let mean = s.iter().sum::<f64>() / n;
-        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        CohortStats { mean, std: var.sqrt() }
+        self.stats_all(std::slice::from_ref(&emb.to_vec()))[0]
+    }
+
+    /// [`AsNorm::stats`] of every embedding.
+    pub fn stats_all(&self, embs: &[Vec<f32>]) -> Vec<CohortStats> {
+        use rayon::prelude::*;
+        let m = self.cohort_len();
+        let mut out = Vec::with_capacity(embs.len());
+        for block in embs.chunks(ROWS_PER_BLOCK) {
+            let lhs: Vec<f32> = block
+                .iter()
+                .flat_map(|e| {
+                    assert_eq!(e.len(), self.dim, "embedding size differs from the cohort's");
+                    normalized_f32(e)
+                })
+                .collect();
+            let mut scores = self.cohort_scores(&lhs, block.len());
+            let stats: Vec<CohortStats> = scores.par_chunks_mut(m).map(|row| top_k_stats(row, self.top_k)).collect();
+            out.extend(stats);
+        }
+        out
+    }
+
+    /// `lhs [rows, D] × cohortᵀ → [rows, M]`, row-major.
+    fn cohort_scores(&self, lhs: &[f32], rows: usize) -> Vec<f32> {
+        let (m, d) = (self.cohort_len(), self.dim);
+        let mut dst = vec![0.0f32; rows * m];
+        // SAFETY: every pointer covers its matrix with the strides given:
+        // dst [rows, m] row-major, lhs [rows, d] row-major, rhs = cohortᵀ
+        // read from the row-major [m, d] cohort (column stride d).
+        unsafe {
+            gemm::gemm(
+                rows,
+                m,
+                d,
+                dst.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                d as isize,
+                self.cohort.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        dst
     }
 
     /// Normalises a raw score given the two sides' cohort statistics.

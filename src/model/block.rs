@@ -5,6 +5,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::init::{Init, Scheme};
 use super::layers::{gelu, Conv1d, Grn, LayerNorm, Linear};
+use super::mask::{zero_padding, FrameMask};
 use crate::config::{BlockKind, ModelConfig};
 
 /// Multi-scale temporal convolution: 1×1 projection, depthwise convolutions on
@@ -17,10 +18,11 @@ pub struct Msc {
 }
 
 impl Msc {
-    /// `[B, C, T] -> [B, C, T]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[B, C, T] -> [B, C, T]`; `mask` marks the valid frames of a padded batch.
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let r = x.clone();
-        let y = self.projection.forward(x);
+        // The depthwise convolutions must read zeros past each utterance's end.
+        let y = zero_padding(mask, self.projection.forward(x));
         let n = self.branches.len();
         let chunk = y.dims()[1] / n;
         let parts: Vec<Tensor<3>> = self
@@ -48,12 +50,12 @@ pub struct Ffn {
 
 impl Ffn {
     /// `[B, C, T] -> [B, C, T]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let r = x.clone();
         let y = x.swap_dims(1, 2); // [B, T, C]
         let y = self.norm.forward_last(y);
         let y = gelu(self.expand.forward(y)); // [B, T, 4C]
-        let y = self.grn.forward(y);
+        let y = self.grn.forward(y, mask);
         let y = self.project.forward(y); // [B, T, C]
         r + y.swap_dims(1, 2)
     }
@@ -97,13 +99,13 @@ impl Block {
         Self { msc, depthwise, ffn: Ffn { norm, expand, grn, project } }
     }
 
-    /// `[B, C, T] -> [B, C, T]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[B, C, T] -> [B, C, T]`; `mask` marks the valid frames of a padded batch.
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let x = match (&self.msc, &self.depthwise) {
-            (Some(msc), _) => msc.forward(x),
-            (None, Some(dw)) => x.clone() + dw.forward(x),
+            (Some(msc), _) => msc.forward(x, mask),
+            (None, Some(dw)) => x.clone() + dw.forward(zero_padding(mask, x)),
             (None, None) => x,
         };
-        self.ffn.forward(x)
+        self.ffn.forward(x, mask)
     }
 }

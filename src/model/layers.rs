@@ -10,6 +10,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::init::Init;
+use super::mask::FrameMask;
 use crate::ops::depthwise::depthwise_conv1d;
 
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))`: one fused pass forward and one
@@ -127,13 +128,17 @@ impl Grn {
         }
     }
 
-    /// `[B, T, C] -> [B, T, C]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[B, T, C] -> [B, T, C]`; with a `mask`, the norm covers valid frames only.
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let c = x.dims()[2];
         // G: L2 norm over time [B, 1, C]; N: divided by its mean over channels.
         // In f32 whatever the input's precision: the sum of squares over time
         // can leave f16's range.
-        let g = x.clone().cast(FloatDType::F32).powi_scalar(2).sum_dim(1).sqrt();
+        let valid = match mask {
+            Some(m) => m.zero_padding_last(x.clone()),
+            None => x.clone(),
+        };
+        let g = valid.cast(FloatDType::F32).powi_scalar(2).sum_dim(1).sqrt();
         let n = g.clone().div(g.mean_dim(2).add_scalar(self.eps)).cast(x.dtype());
         let gamma = self.gamma.val().reshape([1, 1, c]);
         let beta = self.beta.val().reshape([1, 1, c]);

@@ -3,9 +3,11 @@
 pub mod block;
 pub mod init;
 pub mod layers;
+pub mod mask;
 pub mod net;
 pub mod pooling;
 pub mod precision;
 
+pub use mask::FrameMask;
 pub use net::{min_frames, NextTdnn, Trace};
 pub use precision::Precision;

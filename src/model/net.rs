@@ -7,6 +7,7 @@ use burn::tensor::{Device, FloatDType, Tensor};
 use super::block::Block;
 use super::init::{Init, Scheme};
 use super::layers::{Conv1d, LayerNorm};
+use super::mask::FrameMask;
 use super::pooling::{PoolingHead, PoolingTrace};
 use crate::config::ModelConfig;
 
@@ -60,15 +61,30 @@ impl NextTdnn {
 
     /// `[B, n_mels, T] -> [B, E]`. `train` selects batch statistics in the head.
     pub fn forward(&self, feats: Tensor<3>, train: bool) -> Tensor<2> {
-        self.run(feats, train, false).0
+        self.run(feats, train, None, false).0
+    }
+
+    /// Eval mode on a zero-padded batch `[B, n_mels, T]` whose utterance `b`
+    /// has `frames[b]` feature frames: `-> [B, E]`, each row what
+    /// [`NextTdnn::forward`] gives for that utterance alone.
+    pub fn forward_padded(&self, feats: Tensor<3>, frames: &[usize]) -> Tensor<2> {
+        let [b, _, t] = feats.dims();
+        assert_eq!(b, frames.len(), "one length per utterance");
+        let k = self.stem.weight.dims()[2];
+        assert!(frames.iter().all(|&f| f >= k && f <= t), "frames {frames:?} outside {k}..={t}");
+        // Valid frames after the unpadded stem.
+        let valid: Vec<usize> = frames.iter().map(|&f| f + 1 - k).collect();
+        let dtype = self.stem.weight.val().dtype();
+        let mask = FrameMask::new(&valid, t + 1 - k, dtype, &feats.device());
+        self.run(feats, false, mask.as_ref(), false).0
     }
 
     /// Eval-mode forward that keeps every intermediate.
     pub fn forward_trace(&self, feats: Tensor<3>) -> Trace {
-        self.run(feats, false, true).1.expect("trace requested")
+        self.run(feats, false, None, true).1.expect("trace requested")
     }
 
-    fn run(&self, feats: Tensor<3>, train: bool, keep: bool) -> (Tensor<2>, Option<Trace>) {
+    fn run(&self, feats: Tensor<3>, train: bool, mask: Option<&FrameMask>, keep: bool) -> (Tensor<2>, Option<Trace>) {
         // The backbone runs in its parameters' precision (`with_precision`).
         let feats = feats.cast(self.stem.weight.val().dtype());
         let stem_conv = self.stem.forward(feats); // [B, C, T-3]
@@ -77,7 +93,7 @@ impl NextTdnn {
         let mut outs = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
             for block in stage {
-                x = block.forward(x);
+                x = block.forward(x, mask);
             }
             outs.push(x.clone());
         }
@@ -85,7 +101,7 @@ impl NextTdnn {
         let mfa_conv = self.mfa_conv.forward(cat);
         let mfa = self.mfa_norm.forward_channels_first(mfa_conv.clone()).cast(FloatDType::F32);
         let mut ptrace = None;
-        let emb = self.head.forward(mfa.clone(), train, if keep { Some(&mut ptrace) } else { None });
+        let emb = self.head.forward(mfa.clone(), train, mask, if keep { Some(&mut ptrace) } else { None });
         let trace = keep.then(|| Trace {
             stem_conv,
             stem,

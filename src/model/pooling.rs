@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::init::{Init, Scheme};
 use super::layers::{BatchNorm, Conv1d, Linear};
+use super::mask::FrameMask;
 use crate::config::ModelConfig;
 
 /// Attention over time per channel, weighted mean and standard deviation,
@@ -48,13 +49,24 @@ impl PoolingHead {
         }
     }
 
-    /// `[B, D, T] -> [B, E]`, optionally keeping the intermediates.
-    pub fn forward(&self, h: Tensor<3>, train: bool, trace: Option<&mut Option<PoolingTrace>>) -> Tensor<2> {
+    /// `[B, D, T] -> [B, E]`, optionally keeping the intermediates. With a
+    /// `mask`, padded frames get an attention weight of exactly 0.
+    pub fn forward(
+        &self,
+        h: Tensor<3>,
+        train: bool,
+        mask: Option<&FrameMask>,
+        trace: Option<&mut Option<PoolingTrace>>,
+    ) -> Tensor<2> {
         let bn3 = |bn: &BatchNorm, x: Tensor<3>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
         let bn2 = |bn: &BatchNorm, x: Tensor<2>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
         let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
         let a2 = bn3(&self.attn_bn, a1.clone());
         let e = self.attn_conv2.forward(tanh(a2.clone())); // [B, D, T]
+        let e = match mask {
+            Some(m) => m.attention_bias(e),
+            None => e,
+        };
         let w = softmax(e.clone(), 2);
         let [b, d, _] = h.dims();
         let mu = (w.clone() * h.clone()).sum_dim(2); // [B, D, 1]

@@ -19,7 +19,7 @@ use super::optim::{adamw, Schedule};
 use super::step::{backward_and_step, spec_augment_mask, train_forward};
 use crate::audio::augment::{Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
-use crate::embed::Embedder;
+use crate::embed::{default_batch_seconds, Embedder};
 use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
 use crate::features::Frontend;
@@ -49,7 +49,7 @@ pub struct RunSpec {
 /// Validation data: the trial list and its files.
 struct Validation {
     trials: Vec<crate::lists::Trial>,
-    files: Vec<PathBuf>,
+    files: Vec<crate::lists::ListedFile>,
     index: HashMap<String, usize>,
 }
 
@@ -64,7 +64,7 @@ impl Validation {
 
     fn eer(&self, model: &SpeakerModel, device: &Device) -> Result<f64> {
         let e = Embedder::new(model, device);
-        let embs: Vec<Vec<f32>> = self.files.iter().map(|f| e.embed_file(f)).collect::<Result<_>>()?;
+        let embs = e.embed_listed(&self.files, default_batch_seconds(device), &|_| {})?;
         let scores: Vec<f64> = self
             .trials
             .iter()
