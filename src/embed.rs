@@ -25,8 +25,9 @@ use crate::model::{NextTdnn, Precision};
 use crate::weights::SpeakerModel;
 
 /// Default `--batch-seconds` on the CPU: enough audio per batch that every
-/// operation has work for all cores (measured in BENCHMARKS.md).
-pub const DEFAULT_BATCH_SECONDS_CPU: f64 = 60.0;
+/// operation has work for all cores, small enough that activations stay in
+/// cache (larger batches were slower on the CPU; BENCHMARKS.md).
+pub const DEFAULT_BATCH_SECONDS_CPU: f64 = 20.0;
 /// Default `--batch-seconds` on a GPU: large enough to fill the device.
 pub const DEFAULT_BATCH_SECONDS_GPU: f64 = 400.0;
 /// Batches decoded ahead of the one the device is computing.

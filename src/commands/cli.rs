@@ -47,7 +47,7 @@ pub enum Command {
         /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
         #[arg(long, default_value = "f32")]
         precision: crate::model::Precision,
-        /// Seconds of audio per padded batch (0: one file at a time; default 60 on the CPU, 400 on a GPU).
+        /// Seconds of audio per padded batch (0: one file at a time; default 20 on the CPU, 400 on a GPU).
         #[arg(long)]
         batch_seconds: Option<f64>,
         /// WAV files.

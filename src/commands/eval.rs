@@ -66,7 +66,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "f32")]
     pub precision: crate::model::Precision,
     /// Seconds of audio per padded batch (0: one file at a time). Default:
-    /// 60 on the CPU, 400 on a GPU. Batches give the embeddings of files alone.
+    /// 20 on the CPU, 400 on a GPU. Batches give the embeddings of files alone.
     #[arg(long)]
     pub batch_seconds: Option<f64>,
 }
