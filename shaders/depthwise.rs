@@ -235,13 +235,7 @@ fn cube_count(client: &cubecl::client::Client, cubes: usize) -> CubeCount {
 /// Depthwise convolution of `x [B, C, T]` with `weight [C, K]` and `bias [C]`,
 /// symmetric zero padding `pad`: `[B, C, T + 2·pad - K + 1]`. With `flip` the
 /// taps are read in reverse order (the input gradient of the forward).
-pub fn depthwise_conv1d(
-    x: CubeTensor,
-    weight: CubeTensor,
-    bias: CubeTensor,
-    pad: usize,
-    flip: bool,
-) -> CubeTensor {
+pub fn depthwise_conv1d(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, pad: usize, flip: bool) -> CubeTensor {
     let x = into_contiguous(x);
     let weight = into_contiguous(weight);
     let bias = into_contiguous(bias);
@@ -252,12 +246,7 @@ pub fn depthwise_conv1d(
     let t_out = t_in + 2 * pad + 1 - kernel;
     let dtype = x.dtype;
     let client = x.client.clone();
-    let out = empty_device_dtype(
-        client.clone(),
-        x.device.clone(),
-        Shape::new([batch, channels, t_out]),
-        dtype,
-    );
+    let out = empty_device_dtype(client.clone(), x.device.clone(), Shape::new([batch, channels, t_out]), dtype);
     let rows = batch * channels;
     let tiles = t_out.div_ceil(TILE);
     // SAFETY: every index the kernel forms is bounded by the shapes checked
@@ -265,21 +254,21 @@ pub fn depthwise_conv1d(
     // launch would add to each access are redundant.
     unsafe {
         depthwise_forward_kernel::launch_unchecked(
-        &client,
-        cube_count(&client, rows * tiles),
-        CubeDim::new_1d((TILE / PER_UNIT) as u32),
-        x.into_tensor_arg(),
-        weight.into_tensor_arg(),
-        bias.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        pad as u32,
-        tiles as u32,
-        rows as u32,
-        kernel,
-        TILE,
-        flip,
-        dtype_to_storage_type(dtype),
-    );
+            &client,
+            cube_count(&client, rows * tiles),
+            CubeDim::new_1d((TILE / PER_UNIT) as u32),
+            x.into_tensor_arg(),
+            weight.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            pad as u32,
+            tiles as u32,
+            rows as u32,
+            kernel,
+            TILE,
+            flip,
+            dtype_to_storage_type(dtype),
+        );
     }
     out
 }
@@ -287,12 +276,7 @@ pub fn depthwise_conv1d(
 /// Per-tile partial weight gradients `[tiles·B, C, K]` of
 /// `out = depthwise_conv1d(x, w, ·, pad, false)` given `grad = ∂L/∂out`; the
 /// caller sums them over the first axis.
-pub fn depthwise_conv1d_weight_grad_partials(
-    x: CubeTensor,
-    grad: CubeTensor,
-    pad: usize,
-    kernel: usize,
-) -> CubeTensor {
+pub fn depthwise_conv1d_weight_grad_partials(x: CubeTensor, grad: CubeTensor, pad: usize, kernel: usize) -> CubeTensor {
     let x = into_contiguous(x);
     let grad = into_contiguous(grad);
     let [batch, channels, t_in] = x.meta.shape().dims::<3>();
@@ -303,31 +287,27 @@ pub fn depthwise_conv1d_weight_grad_partials(
     let client = x.client.clone();
     let rows = batch * channels;
     let tiles = t_out.div_ceil(TILE);
-    let partial = empty_device_dtype(
-        client.clone(),
-        x.device.clone(),
-        Shape::new([tiles * batch, channels, kernel]),
-        dtype,
-    );
+    let partial =
+        empty_device_dtype(client.clone(), x.device.clone(), Shape::new([tiles * batch, channels, kernel]), dtype);
     let groups = kernel.div_ceil(4);
     let lanes = (WGRAD_UNITS / groups).clamp(1, 64);
     // SAFETY: as for the forward kernel.
     unsafe {
         depthwise_weight_grad_kernel::launch_unchecked(
-        &client,
-        cube_count(&client, rows * tiles),
-        CubeDim::new_1d((lanes * groups).max(kernel) as u32),
-        x.into_tensor_arg(),
-        grad.into_tensor_arg(),
-        partial.clone().into_tensor_arg(),
-        pad as u32,
-        tiles as u32,
-        rows as u32,
-        kernel,
-        TILE,
-        lanes,
-        dtype_to_storage_type(dtype),
-    );
+            &client,
+            cube_count(&client, rows * tiles),
+            CubeDim::new_1d((lanes * groups).max(kernel) as u32),
+            x.into_tensor_arg(),
+            grad.into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            pad as u32,
+            tiles as u32,
+            rows as u32,
+            kernel,
+            TILE,
+            lanes,
+            dtype_to_storage_type(dtype),
+        );
     }
     partial
 }

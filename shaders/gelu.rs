@@ -12,8 +12,8 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::elementwise_launch;
-use cubecl::prelude::*;
 use burn::backend::TensorMetadata;
+use cubecl::prelude::*;
 
 /// `(Φ(x), φ(x))`.
 #[cube]
@@ -31,7 +31,7 @@ fn cdf_pdf<F: Float>(x: F) -> (F, F) {
     if x >= F::new(0.0) {
         cdf = F::new(1.0) - cdf;
     }
-    (cdf, e * F::new(0.398_942_28))
+    (cdf, e * F::new(0.398_942_3))
 }
 
 #[cube(launch_unchecked)]
@@ -46,12 +46,7 @@ fn gelu_kernel<F: Float>(x: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype
 }
 
 #[cube(launch_unchecked)]
-fn gelu_grad_kernel<F: Float>(
-    x: &Tensor<F>,
-    grad: &Tensor<F>,
-    out: &mut Tensor<F>,
-    #[define(F)] _dtype: ElemType,
-) {
+fn gelu_grad_kernel<F: Float>(x: &Tensor<F>, grad: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
     let i = ABSOLUTE_POS;
     if i >= x.len() {
         terminate!();

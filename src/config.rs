@@ -88,12 +88,7 @@ pub enum SchedulerConfig {
     /// Multiply the rate by `gamma` every `step_size` epochs (stepped per epoch).
     StepLr { step_size: usize, gamma: f64 },
     /// Triangular-2 cyclic rate, stepped per optimiser step.
-    CyclicTriangular2 {
-        base_lr: f64,
-        max_lr: f64,
-        step_size_up: usize,
-        step_size_down: usize,
-    },
+    CyclicTriangular2 { base_lr: f64, max_lr: f64, step_size_up: usize, step_size_down: usize },
 }
 
 /// AdamW settings.
@@ -173,8 +168,8 @@ pub struct EvalConfig {
 impl ExperimentConfig {
     /// Reads and validates a RON config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -202,16 +197,15 @@ impl ExperimentConfig {
             BlockKind::TsConvNeXt => {
                 anyhow::ensure!(!m.kernels.is_empty(), "model.kernels must not be empty");
                 anyhow::ensure!(
-                    m.channels % m.kernels.len() == 0,
+                    m.channels.is_multiple_of(m.kernels.len()),
                     "model.channels ({}) must divide into {} branches",
                     m.channels,
                     m.kernels.len()
                 );
             }
-            BlockKind::Light => anyhow::ensure!(
-                m.kernels.len() == 1,
-                "model.kernels must hold exactly one kernel for the light block"
-            ),
+            BlockKind::Light => {
+                anyhow::ensure!(m.kernels.len() == 1, "model.kernels must hold exactly one kernel for the light block")
+            }
         }
         anyhow::ensure!(
             m.kernels.iter().all(|k| k % 2 == 1),
@@ -226,8 +220,7 @@ impl ExperimentConfig {
             "frontend needs 0 <= f_min < f_max <= sample_rate / 2"
         );
         anyhow::ensure!(
-            !self.eval.p_targets.is_empty()
-                && self.eval.p_targets.iter().all(|p| *p > 0.0 && *p < 1.0),
+            !self.eval.p_targets.is_empty() && self.eval.p_targets.iter().all(|p| *p > 0.0 && *p < 1.0),
             "eval.p_targets must be non-empty, each in (0, 1)"
         );
         Ok(())

@@ -167,8 +167,7 @@ impl Embedder {
     /// Embedding of one WAV file.
     pub fn embed_file(&self, path: &Path) -> Result<Vec<f32>> {
         let samples = self.load_audio(path)?;
-        self.embed_samples(&samples)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        self.embed_samples(&samples).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Embeddings of a batch of host features: zero-padded to the longest,
@@ -180,7 +179,12 @@ impl Embedder {
         let t = batch.iter().map(|f| f.frames).max().expect("non-empty");
         let mut padded = vec![0.0f32; batch.len() * n_mels * t];
         for (b, f) in batch.iter().enumerate() {
-            anyhow::ensure!(f.values.len() == n_mels * f.frames, "features of {} values for {} frames", f.values.len(), f.frames);
+            anyhow::ensure!(
+                f.values.len() == n_mels * f.frames,
+                "features of {} values for {} frames",
+                f.values.len(),
+                f.frames
+            );
             for m in 0..n_mels {
                 let dst = (b * n_mels + m) * t;
                 padded[dst..dst + f.frames].copy_from_slice(&f.values[m * f.frames..(m + 1) * f.frames]);
@@ -267,15 +271,29 @@ impl Embedder {
     }
 
     /// Embeddings of checked files, in order, read with [`read_wav`].
-    pub fn embed_listed(&self, files: &[ListedFile], batch_seconds: f64, progress: &dyn Fn(u64)) -> Result<Vec<Vec<f32>>> {
+    pub fn embed_listed(
+        &self,
+        files: &[ListedFile],
+        batch_seconds: f64,
+        progress: &dyn Fn(u64),
+    ) -> Result<Vec<Vec<f32>>> {
         let paths = crate::lists::paths(files);
         let lengths: Vec<usize> = files.iter().map(|f| f.samples).collect();
         let mut out: Vec<Option<Vec<f32>>> = vec![None; files.len()];
-        let load = |_: usize, p: &Path| Ok(Loaded::Samples(load_samples(p, self.config.frontend.sample_rate, self.min_samples())?));
-        self.embed_files(&paths, &lengths, batch_seconds, load, |i, e| {
-            out[i] = Some(e);
-            Ok(())
-        }, progress)?;
+        let load = |_: usize, p: &Path| {
+            Ok(Loaded::Samples(load_samples(p, self.config.frontend.sample_rate, self.min_samples())?))
+        };
+        self.embed_files(
+            &paths,
+            &lengths,
+            batch_seconds,
+            load,
+            |i, e| {
+                out[i] = Some(e);
+                Ok(())
+            },
+            progress,
+        )?;
         Ok(out.into_iter().map(|e| e.expect("every file embedded")).collect())
     }
 
@@ -316,7 +334,12 @@ fn prepare(path: &Path, loaded: Loaded, frontend: &CpuFrontend, min: usize) -> R
     Ok(match loaded {
         Loaded::Embedding(e) => Prepared::Embedding(e),
         Loaded::Samples(s) => {
-            anyhow::ensure!(s.len() >= min, "{}: audio too short: {} samples, at least {min} needed", path.display(), s.len());
+            anyhow::ensure!(
+                s.len() >= min,
+                "{}: audio too short: {} samples, at least {min} needed",
+                path.display(),
+                s.len()
+            );
             Prepared::Features(host_features(frontend, &s))
         }
     })
@@ -332,10 +355,7 @@ fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {
 }
 
 fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))
 }
 
 /// Row `.0` of a batch holds a value that is not a finite number.

@@ -32,7 +32,8 @@ impl Frontend {
         let n_freqs = cfg.n_fft / 2 + 1;
         let filterbank = Tensor::from_data(TensorData::new(fb, [n_freqs, cfg.n_mels]), device);
         let window_padded = Tensor::from_data(TensorData::new(cpu.window().to_vec(), [cfg.n_fft]), device);
-        let bands: Vec<f32> = cpu.bands().iter().flat_map(|(first, w)| [*first as f32, (first + w.len()) as f32]).collect();
+        let bands: Vec<f32> =
+            cpu.bands().iter().flat_map(|(first, w)| [*first as f32, (first + w.len()) as f32]).collect();
         let bands = Tensor::from_data(TensorData::new(bands, [cfg.n_mels, 2]), device);
         Self { cfg: cfg.clone(), window, filterbank, cpu, window_padded, bands }
     }
@@ -111,9 +112,7 @@ impl Frontend {
 
 /// Periodic Hamming window, `0.54 - 0.46·cos(2πn/N)`, n = 0..N-1.
 pub fn hamming_periodic(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (0.54 - 0.46 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
-        .collect()
+    (0..n).map(|i| (0.54 - 0.46 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect()
 }
 
 fn hz_to_mel(f: f64) -> f64 {
@@ -251,7 +250,14 @@ pub mod cpu {
             let total = batch * t;
             let mut logmel = vec![0.0f32; total * n_mels];
             logmel.par_chunks_mut(2 * n_mels).enumerate().for_each_init(
-                || (vec![Complex32::default(); n_fft], vec![0.0f32; n_fft], vec![0.0f32; n_fft], vec![0.0f32; 2 * n_freqs]),
+                || {
+                    (
+                        vec![Complex32::default(); n_fft],
+                        vec![0.0f32; n_fft],
+                        vec![0.0f32; n_fft],
+                        vec![0.0f32; 2 * n_freqs],
+                    )
+                },
                 |(buf, fa, fb, power), (pair, out)| {
                     let first = 2 * pair;
                     let has_second = first + 1 < total;

@@ -13,10 +13,10 @@ pub mod eval;
 pub mod features;
 pub mod lists;
 pub mod model;
-pub mod train;
 pub mod npy;
 pub mod ops;
 pub mod prepare;
+pub mod train;
 pub mod weights;
 
 #[cfg(feature = "kernels")]

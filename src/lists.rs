@@ -106,7 +106,12 @@ pub fn paths(files: &[ListedFile]) -> Vec<PathBuf> {
 /// Checks, before any long work, that every file exists and has a readable
 /// WAV header at the expected sample rate, and reads its length. The error
 /// names the list, the line and the file.
-pub fn preflight(list: &Path, files: &[(String, usize)], root: Option<&Path>, sample_rate: u32) -> Result<Vec<ListedFile>> {
+pub fn preflight(
+    list: &Path,
+    files: &[(String, usize)],
+    root: Option<&Path>,
+    sample_rate: u32,
+) -> Result<Vec<ListedFile>> {
     let mut out = Vec::with_capacity(files.len());
     for (f, line) in files {
         let p = resolve(root, f);

@@ -1,6 +1,9 @@
 use clap::Parser;
 
-use nexttdnn::commands::{self, cli::{Cli, Command}};
+use nexttdnn::commands::{
+    self,
+    cli::{Cli, Command},
+};
 use nexttdnn::device;
 
 fn main() {
@@ -38,13 +41,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dev = device::select(cli.device)?;
     match cli.command {
         Command::Import { checkpoint, config, out } => commands::import::run(&checkpoint, &config, &out, &dev),
-        Command::Embed { model, out, list, wav_root, wavs, precision, batch_seconds } => {
-            commands::embed::run(model.as_deref(), &out, list.as_deref(), wav_root.as_deref(), &wavs, precision, batch_seconds, &dev)
-        }
+        Command::Embed(args) => commands::embed::run(&args, &dev),
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench { config, model, seconds, frontend_batch, train_batch, op_batch, warmup, repeats, out, ops, precision } => commands::bench::run(
+        Command::Bench {
+            config,
+            model,
+            seconds,
+            frontend_batch,
+            train_batch,
+            op_batch,
+            warmup,
+            repeats,
+            out,
+            ops,
+            precision,
+        } => commands::bench::run(
             config.as_deref(),
             model.as_deref(),
             &seconds,

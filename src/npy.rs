@@ -28,10 +28,6 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let shape = npy.shape().to_vec();
     anyhow::ensure!(shape.len() == 2, "{}: expected a 2-D array, found shape {shape:?}", path.display());
     let values: Vec<f32> = npy.into_vec().with_context(|| format!("{}: corrupt .npy data", path.display()))?;
-    anyhow::ensure!(
-        values.len() as u64 == shape[0] * shape[1],
-        "{}: truncated .npy data",
-        path.display()
-    );
+    anyhow::ensure!(values.len() as u64 == shape[0] * shape[1], "{}: truncated .npy data", path.display());
     Ok((values, shape[0] as usize, shape[1] as usize))
 }

@@ -82,9 +82,21 @@ enum Transform {
 const KEY_MAP: &[(&str, &str, Transform)] = &[
     (r"^model\.stem\.0\.0\.(weight|bias)$", "stem.$1", Transform::Copy),
     (r"^model\.stem\.0\.1\.(weight|bias)$", "stem_norm.$1", Transform::Copy),
-    (r"^model\.stages\.(\d+)\.(\d+)\.projection_linear\.(weight|bias)$", "stages.$1.$2.msc.projection.$3", Transform::Copy),
-    (r"^model\.stages\.(\d+)\.(\d+)\.mscconv\.(\d+)\.(weight|bias)$", "stages.$1.$2.msc.branches.$3.$4", Transform::Copy),
-    (r"^model\.stages\.(\d+)\.(\d+)\.pwconv_1stage\.weight$", "stages.$1.$2.msc.pointwise.weight", Transform::Transpose),
+    (
+        r"^model\.stages\.(\d+)\.(\d+)\.projection_linear\.(weight|bias)$",
+        "stages.$1.$2.msc.projection.$3",
+        Transform::Copy,
+    ),
+    (
+        r"^model\.stages\.(\d+)\.(\d+)\.mscconv\.(\d+)\.(weight|bias)$",
+        "stages.$1.$2.msc.branches.$3.$4",
+        Transform::Copy,
+    ),
+    (
+        r"^model\.stages\.(\d+)\.(\d+)\.pwconv_1stage\.weight$",
+        "stages.$1.$2.msc.pointwise.weight",
+        Transform::Transpose,
+    ),
     (r"^model\.stages\.(\d+)\.(\d+)\.pwconv_1stage\.bias$", "stages.$1.$2.msc.pointwise.bias", Transform::Copy),
     (r"^model\.stages\.(\d+)\.(\d+)\.dwconv\.(weight|bias)$", "stages.$1.$2.depthwise.$3", Transform::Copy),
     (r"^model\.stages\.(\d+)\.(\d+)\.norm\.(weight|bias)$", "stages.$1.$2.ffn.norm.$3", Transform::Copy),
@@ -133,11 +145,7 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         bail!("{}: checkpoint not found", path.display());
     }
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    let raw = if is_safetensors {
-        read_safetensors(path)?.0
-    } else {
-        read_torch(path)?
-    };
+    let raw = if is_safetensors { read_safetensors(path)?.0 } else { read_torch(path)? };
     Ok(raw)
 }
 
@@ -159,7 +167,11 @@ fn read_torch(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
             let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
             let patched = strip_redundant_zip64(&bytes)
                 .ok_or_else(|| anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {first}", path.display()))?;
-            let tmp = std::env::temp_dir().join(format!("nexttdnn-ckpt-{}-{}.pt", std::process::id(), hex(&Sha256::digest(path.display().to_string().as_bytes()))[..12].to_string()));
+            let tmp = std::env::temp_dir().join(format!(
+                "nexttdnn-ckpt-{}-{}.pt",
+                std::process::id(),
+                &hex(&Sha256::digest(path.display().to_string().as_bytes()))[..12]
+            ));
             std::fs::write(&tmp, patched).with_context(|| format!("cannot write {}", tmp.display()))?;
             let r = open_torch(&tmp);
             std::fs::remove_file(&tmp).ok();
@@ -204,10 +216,8 @@ fn strip_redundant_zip64(bytes: &[u8]) -> Option<Vec<u8>> {
 
 fn host_from_data(data: TensorData) -> Result<HostTensor> {
     let shape = data.shape().to_vec();
-    let values = data
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot convert to float32: {e:?}"))?;
+    let values =
+        data.convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("cannot convert to float32: {e:?}"))?;
     Ok(HostTensor { shape, values })
 }
 
@@ -217,8 +227,7 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, HostTensor>, BT
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: corrupt or not a safetensors file: {e}", path.display()))?;
-    let metadata: BTreeMap<String, String> =
-        meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: BTreeMap<String, String> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: corrupt or not a safetensors file: {e}", path.display()))?;
     let mut out = BTreeMap::new();
@@ -455,10 +464,7 @@ fn fill_strict(
 pub fn net_tensors(net: &NextTdnn) -> Result<BTreeMap<String, HostTensor>> {
     let mut c = Collect { stack: vec![], out: vec![], shapes_only: false, shapes: vec![] };
     net.visit(&mut c);
-    c.out
-        .into_iter()
-        .map(|(name, data)| Ok((name, host_from_data(data)?)))
-        .collect()
+    c.out.into_iter().map(|(name, data)| Ok((name, host_from_data(data)?))).collect()
 }
 
 /// Copies the weights of `src` into `dst` (same config), keeping `dst`'s
@@ -479,7 +485,11 @@ pub fn import_official(path: &Path, cfg: &ExperimentConfig, device: &Device) -> 
         config: cfg.clone(),
         net,
         aam,
-        meta: ModelMeta { source: Some(path.display().to_string()), source_sha256: Some(source_sha256), threshold: None },
+        meta: ModelMeta {
+            source: Some(path.display().to_string()),
+            source_sha256: Some(source_sha256),
+            threshold: None,
+        },
     })
 }
 
@@ -515,10 +525,8 @@ impl SpeakerModel {
         let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, data) in c.out {
             let shape = data.shape().to_vec();
-            let v = data
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("parameter {name}: {e:?}"))?;
+            let v =
+                data.convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("parameter {name}: {e:?}"))?;
             named.push((name, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
         }
         if let Some(a) = &self.aam {
@@ -541,11 +549,14 @@ impl SpeakerModel {
         let views: Vec<(String, safetensors::tensor::TensorView)> = named
             .iter()
             .map(|(n, s, b)| {
-                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("valid view"))
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("valid view"),
+                )
             })
             .collect();
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
         write_atomic(path, &bytes)
     }
 
@@ -576,8 +587,8 @@ impl SpeakerModel {
         if !path.exists() {
             bail!("{}: model file not found", path.display());
         }
-        let (mut tensors, meta) = read_safetensors(path)
-            .with_context(|| format!("{}: not a nexttdnn model file", path.display()))?;
+        let (mut tensors, meta) =
+            read_safetensors(path).with_context(|| format!("{}: not a nexttdnn model file", path.display()))?;
         if meta.get("format").map(String::as_str) != Some(MODEL_FORMAT) {
             bail!(
                 "{}: not a nexttdnn model file (no '{MODEL_FORMAT}' tag); to use an official checkpoint run `nexttdnn import`",
@@ -587,7 +598,8 @@ impl SpeakerModel {
         if meta.get("format_version").map(String::as_str) != Some(MODEL_FORMAT_VERSION) {
             bail!("{}: unsupported model file version {:?}", path.display(), meta.get("format_version"));
         }
-        let cfg_text = meta.get("config").with_context(|| format!("{}: the model file carries no config", path.display()))?;
+        let cfg_text =
+            meta.get("config").with_context(|| format!("{}: the model file carries no config", path.display()))?;
         let config = ExperimentConfig::parse(cfg_text)
             .with_context(|| format!("{}: the embedded config is invalid", path.display()))?;
         let threshold = match meta.get("threshold") {

@@ -17,7 +17,8 @@ fn tmp(name: &str) -> PathBuf {
 
 fn wav_bytes(samples: &[i16], rate: u32, channels: u16) -> Vec<u8> {
     let mut cur = std::io::Cursor::new(Vec::new());
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
     for &s in samples {
         w.write_sample(s).unwrap();
@@ -117,7 +118,12 @@ fn wrong_sample_rate_says_how_to_convert() {
 fn nan_and_inf_samples() {
     for (name, bad) in [("nan.wav", f32::NAN), ("inf.wav", f32::INFINITY)] {
         let p = tmp(name);
-        let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
         for i in 0..2000 {
             w.write_sample(if i == 1234 { bad } else { 0.01 * (i as f32).sin() }).unwrap();
@@ -156,14 +162,21 @@ fn stereo_is_downmixed_and_formats_scale_alike() {
     }
     // 8, 24 and 32-bit integer and 32-bit float carry the same signal.
     let base: Vec<f32> = frames.iter().map(|&s| (s as f32 / 32768.0).clamp(-0.99, 0.99)).collect();
-    for (bits, fmt) in [(8u16, hound::SampleFormat::Int), (24, hound::SampleFormat::Int), (32, hound::SampleFormat::Int), (32, hound::SampleFormat::Float)] {
+    for (bits, fmt) in [
+        (8u16, hound::SampleFormat::Int),
+        (24, hound::SampleFormat::Int),
+        (32, hound::SampleFormat::Int),
+        (32, hound::SampleFormat::Float),
+    ] {
         let q = tmp(&format!("fmt{bits}{fmt:?}.wav"));
         let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: bits, sample_format: fmt };
         let mut w = hound::WavWriter::create(&q, spec).unwrap();
         for &v in &base {
             match fmt {
                 hound::SampleFormat::Float => w.write_sample(v).unwrap(),
-                hound::SampleFormat::Int => w.write_sample((v as f64 * (1u64 << (bits - 1)) as f64).round() as i32).unwrap(),
+                hound::SampleFormat::Int => {
+                    w.write_sample((v as f64 * (1u64 << (bits - 1)) as f64).round() as i32).unwrap()
+                }
             }
         }
         w.finalize().unwrap();
@@ -186,7 +199,10 @@ fn checkpoint_of_the_wrong_variant() {
     let mut wide = cfg.clone();
     wide.model.channels = 64;
     wide.model.pool_bottleneck = 24;
-    let err = format!("{:#}", import_official(&fixtures().join("tiny_C32_B1_K65_7.pt"), &wide, &burn::tensor::Device::flex()).unwrap_err());
+    let err = format!(
+        "{:#}",
+        import_official(&fixtures().join("tiny_C32_B1_K65_7.pt"), &wide, &burn::tensor::Device::flex()).unwrap_err()
+    );
     assert!(err.contains("shape") && err.contains("stem.weight"), "{err}");
 }
 

@@ -57,7 +57,11 @@ fn padded_batches_equal_files_alone() {
                 let got = e.embed_batch(&refs).unwrap();
                 for (row, &i) in got.iter().zip(&batch) {
                     let err = max_abs(row, &want[i]);
-                    assert!(err < TOLERANCE, "{name} {variant}: file {i} ({} samples) in batch {batch:?}: max abs {err:e}", lengths[i]);
+                    assert!(
+                        err < TOLERANCE,
+                        "{name} {variant}: file {i} ({} samples) in batch {batch:?}: max abs {err:e}",
+                        lengths[i]
+                    );
                 }
             }
         }

@@ -22,21 +22,40 @@ fn run_err(c: &mut Command) -> String {
 fn import_embed_verify() {
     let dir = tmpdir("flow");
     let model = dir.join("tiny.safetensors");
-    run_ok(bin().args(["--device", "cpu", "import"]).arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
-        .arg("--config").arg(config("tiny_C32_B1_K65_7")).arg("--out").arg(&model));
+    run_ok(
+        bin()
+            .args(["--device", "cpu", "import"])
+            .arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
+            .arg("--config")
+            .arg(config("tiny_C32_B1_K65_7"))
+            .arg("--out")
+            .arg(&model),
+    );
 
     // embed: one row per file, in index order, equal to the library's one-file embeddings.
     let list = dir.join("files.txt");
     std::fs::write(&list, "utt_1p370s.wav\n\n# a comment\nutt_3p015s.wav\n").unwrap();
     let out = dir.join("emb");
-    run_ok(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(&out)
-        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()).arg(fixtures().join("utt_0p500s.wav")));
+    run_ok(
+        bin()
+            .args(["--device", "cpu", "embed", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .arg("--list")
+            .arg(&list)
+            .arg("--wav-root")
+            .arg(fixtures())
+            .arg(fixtures().join("utt_0p500s.wav")),
+    );
     let (values, rows, cols) = nexttdnn::npy::read_f32(&out.join("embeddings.npy")).unwrap();
     assert_eq!((rows, cols), (3, 192));
-    let index: Vec<String> = std::fs::read_to_string(out.join("index.txt")).unwrap().lines().map(String::from).collect();
+    let index: Vec<String> =
+        std::fs::read_to_string(out.join("index.txt")).unwrap().lines().map(String::from).collect();
     assert_eq!(index.len(), 3);
     assert!(index[0].ends_with("utt_0p500s.wav") && index[2].ends_with("utt_3p015s.wav"), "{index:?}");
-    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["device"]["backend"], "flex");
     assert_eq!(prov["model_sha256"].as_str().unwrap(), nexttdnn::weights::sha256_file(&model).unwrap());
     let device = burn::tensor::Device::flex();
@@ -48,9 +67,15 @@ fn import_embed_verify() {
     assert!(err < 1e-5, "max abs {err:e}");
 
     // verify with an explicit threshold decides; the score equals the cosine of the embeddings.
-    let text = run_ok(bin().args(["--device", "cpu", "verify", "--threshold", "0.5", "--model"]).arg(&model)
-        .arg(fixtures().join("utt_1p370s.wav")).arg(fixtures().join("utt_3p015s.wav")));
-    let score: f64 = text.lines().find(|l| l.starts_with("score")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let text = run_ok(
+        bin()
+            .args(["--device", "cpu", "verify", "--threshold", "0.5", "--model"])
+            .arg(&model)
+            .arg(fixtures().join("utt_1p370s.wav"))
+            .arg(fixtures().join("utt_3p015s.wav")),
+    );
+    let score: f64 =
+        text.lines().find(|l| l.starts_with("score")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     let expect = cosine(&values[192..384], &values[384..576]);
     assert!((score - expect).abs() < 1e-5, "{score} vs {expect}");
     assert!(text.contains("decision"), "{text}");
@@ -66,17 +91,42 @@ fn verify_runs_on_bundled_defaults() {
 fn list_errors_name_file_and_line() {
     let dir = tmpdir("lists");
     let model = dir.join("m.safetensors");
-    run_ok(bin().args(["--device", "cpu", "import"]).arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
-        .arg("--config").arg(config("tiny_light_C32_B1_K65")).arg("--out").arg(&model));
+    run_ok(
+        bin()
+            .args(["--device", "cpu", "import"])
+            .arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
+            .arg("--config")
+            .arg(config("tiny_light_C32_B1_K65"))
+            .arg("--out")
+            .arg(&model),
+    );
     let list = dir.join("bad.txt");
     std::fs::write(&list, "utt_1p370s.wav\na b c\n").unwrap();
-    let err = run_err(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(dir.join("o"))
-        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()));
+    let err = run_err(
+        bin()
+            .args(["--device", "cpu", "embed", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.join("o"))
+            .arg("--list")
+            .arg(&list)
+            .arg("--wav-root")
+            .arg(fixtures()),
+    );
     assert!(err.contains("bad.txt:2"), "{err}");
 
     std::fs::write(&list, "utt_1p370s.wav\nnot_there.wav\n").unwrap();
-    let err = run_err(bin().args(["--device", "cpu", "embed", "--model"]).arg(&model).arg("--out").arg(dir.join("o"))
-        .arg("--list").arg(&list).arg("--wav-root").arg(fixtures()));
+    let err = run_err(
+        bin()
+            .args(["--device", "cpu", "embed", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.join("o"))
+            .arg("--list")
+            .arg(&list)
+            .arg("--wav-root")
+            .arg(fixtures()),
+    );
     assert!(err.contains("not_there.wav") && err.contains("not found"), "{err}");
     assert!(!dir.join("o").join("embeddings.npy").exists(), "no partial output");
 }
@@ -100,7 +150,8 @@ fn compare_cpu_against_wgpu() {
     let dir = tmpdir("compare");
     let text = run_ok(bin().args(["compare", "--devices", devices, "--out"]).arg(&dir));
     assert!(text.contains("| cpu |") && text.contains("tolerance"), "{text}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     assert_eq!(report["passed"], true);
     let devs = report["devices"].as_array().unwrap();
     assert_eq!(devs.len(), 2);
@@ -112,7 +163,9 @@ fn compare_cpu_against_wgpu() {
     if has_wgpu {
         // Backends differ in rounding, so a zero tolerance must fail the health check.
         assert!(devs[1]["emb_max_abs_dev"].as_f64().unwrap() > 0.0);
-        let err = run_err(bin().args(["compare", "--devices", "cpu,wgpu", "--emb-tol", "0", "--out"]).arg(dir.join("strict")));
+        let err = run_err(
+            bin().args(["compare", "--devices", "cpu,wgpu", "--emb-tol", "0", "--out"]).arg(dir.join("strict")),
+        );
         assert!(err.contains("disagree"), "{err}");
     }
 }

@@ -45,8 +45,13 @@ const TRIALS: &str = "1 assets/spk1_a.wav assets/spk1_b.wav
 
 fn import(dir: &Path) -> PathBuf {
     let model = dir.join("model.safetensors");
-    let (ok, _, err) = run(bin().args(["--device", "cpu", "import"]).arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
-        .arg("--config").arg(config("tiny_C32_B1_K65_7")).arg("--out").arg(&model));
+    let (ok, _, err) = run(bin()
+        .args(["--device", "cpu", "import"])
+        .arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
+        .arg("--config")
+        .arg(config("tiny_C32_B1_K65_7"))
+        .arg("--out")
+        .arg(&model));
     assert!(ok, "{err}");
     model
 }
@@ -68,8 +73,17 @@ fn eval_outputs_cache_and_threshold() {
     let cache = dir.join("cache");
     let eval = |extra: &[&str]| {
         let mut c = bin();
-        c.args(["--device", "cpu", "eval", "--model"]).arg(&model).arg("--trials").arg(&trials)
-            .arg("--wav-root").arg(&root).arg("--out").arg(&out).arg("--cache-dir").arg(&cache).args(extra);
+        c.args(["--device", "cpu", "eval", "--model"])
+            .arg(&model)
+            .arg("--trials")
+            .arg(&trials)
+            .arg("--wav-root")
+            .arg(&root)
+            .arg("--out")
+            .arg(&out)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra);
         let (ok, stdout, err) = run(&mut c);
         assert!(ok, "{stdout}\n{err}");
         stdout
@@ -84,8 +98,14 @@ fn eval_outputs_cache_and_threshold() {
         assert!(std::fs::metadata(out.join(f)).unwrap().len() > 100, "{f}");
     }
     // The summary agrees with the written scores.
-    let lines: Vec<(f64, bool)> = std::fs::read_to_string(out.join("scores.txt")).unwrap().lines()
-        .map(|l| { let f: Vec<&str> = l.split(' ').collect(); (f[2].parse().unwrap(), f[3] == "1") }).collect();
+    let lines: Vec<(f64, bool)> = std::fs::read_to_string(out.join("scores.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[2].parse().unwrap(), f[3] == "1")
+        })
+        .collect();
     assert_eq!(lines.len(), 7);
     let (sc, lb): (Vec<f64>, Vec<bool>) = lines.into_iter().unzip();
     let roc = Roc::new(&sc, &lb).unwrap();
@@ -109,7 +129,8 @@ fn eval_outputs_cache_and_threshold() {
     assert_eq!(std::fs::read_to_string(out.join("scores.txt")).unwrap(), before);
 
     // AS-norm with a cohort, and the threshold stored for verify.
-    let text = eval(&["--cohort", cohort.to_str().unwrap(), "--cohort-root", root.to_str().unwrap(), "--store-threshold"]);
+    let text =
+        eval(&["--cohort", cohort.to_str().unwrap(), "--cohort-root", root.to_str().unwrap(), "--store-threshold"]);
     assert!(text.contains("snorm"), "{text}");
     let s = summary(&out);
     for k in ["snorm", "znorm", "tnorm"] {
@@ -119,8 +140,11 @@ fn eval_outputs_cache_and_threshold() {
     let m = nexttdnn::weights::SpeakerModel::load(&model, &burn::tensor::Device::flex()).unwrap();
     // (serde_json's float parsing may differ from the stored value in the last bit.)
     assert!((m.meta.threshold.unwrap() - s["threshold"].as_f64().unwrap()).abs() < 1e-12);
-    let (ok, stdout, _) = run(bin().args(["--device", "cpu", "verify", "--model"]).arg(&model)
-        .arg(root.join("assets/spk1_a.wav")).arg(root.join("assets/spk1_b.wav")));
+    let (ok, stdout, _) = run(bin()
+        .args(["--device", "cpu", "verify", "--model"])
+        .arg(&model)
+        .arg(root.join("assets/spk1_a.wav"))
+        .arg(root.join("assets/spk1_b.wav")));
     assert!(ok && stdout.contains("threshold"), "{stdout}");
 
     // Storing the threshold rewrote the model file but not its tensors: the cache stays valid.
@@ -151,15 +175,33 @@ fn preflight_stops_before_embedding() {
     let trials = dir.join("bad_trials.txt");
     let cache = dir.join("cache");
     std::fs::write(&trials, format!("{TRIALS}0 fx/utt_0p500s.wav fx/missing.wav\n")).unwrap();
-    let (ok, _, err) = run(bin().args(["--device", "cpu", "eval", "--model"]).arg(&model).arg("--trials").arg(&trials)
-        .arg("--wav-root").arg(&root).arg("--out").arg(dir.join("out")).arg("--cache-dir").arg(&cache));
+    let (ok, _, err) = run(bin()
+        .args(["--device", "cpu", "eval", "--model"])
+        .arg(&model)
+        .arg("--trials")
+        .arg(&trials)
+        .arg("--wav-root")
+        .arg(&root)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--cache-dir")
+        .arg(&cache));
     assert!(!ok);
     assert!(err.contains("bad_trials.txt:8") && err.contains("missing.wav") && err.contains("not found"), "{err}");
     assert!(!cache.exists() || walk(&cache).is_empty(), "nothing was embedded");
 
     std::fs::write(&trials, format!("{TRIALS}2 fx/utt_0p500s.wav fx/utt_1p370s.wav\n")).unwrap();
-    let (ok, _, err) = run(bin().args(["--device", "cpu", "eval", "--model"]).arg(&model).arg("--trials").arg(&trials)
-        .arg("--wav-root").arg(&root).arg("--out").arg(dir.join("out")).arg("--cache-dir").arg(&cache));
+    let (ok, _, err) = run(bin()
+        .args(["--device", "cpu", "eval", "--model"])
+        .arg(&model)
+        .arg("--trials")
+        .arg(&trials)
+        .arg("--wav-root")
+        .arg(&root)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--cache-dir")
+        .arg(&cache));
     assert!(!ok && err.contains("bad_trials.txt:8") && err.contains("label"), "{err}");
 }
 
@@ -169,12 +211,24 @@ fn eval_of_an_official_checkpoint_and_bundled_default() {
     let root = audio_root(&dir);
     let trials = dir.join("trials.txt");
     std::fs::write(&trials, TRIALS).unwrap();
-    let (ok, stdout, err) = run(bin().args(["--device", "cpu", "eval", "--checkpoint"]).arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
-        .arg("--config").arg(config("tiny_light_C32_B1_K65")).arg("--trials").arg(&trials).arg("--wav-root").arg(&root)
-        .arg("--out").arg(dir.join("out")).arg("--cache-dir").arg(dir.join("cache")).arg("--no-plots"));
+    let (ok, stdout, err) = run(bin()
+        .args(["--device", "cpu", "eval", "--checkpoint"])
+        .arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
+        .arg("--config")
+        .arg(config("tiny_light_C32_B1_K65"))
+        .arg("--trials")
+        .arg(&trials)
+        .arg("--wav-root")
+        .arg(&root)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--no-plots"));
     assert!(ok && stdout.contains("tiny_light_C32_B1_K65"), "{stdout}\n{err}");
     assert!(!dir.join("out/det.png").exists());
 
-    let (ok, stdout, err) = run(bin().current_dir(&dir).args(["--device", "cpu", "eval", "--cache-dir"]).arg(dir.join("cache2")));
+    let (ok, stdout, err) =
+        run(bin().current_dir(&dir).args(["--device", "cpu", "eval", "--cache-dir"]).arg(dir.join("cache2")));
     assert!(ok && stdout.contains("15 trials"), "{stdout}\n{err}");
 }

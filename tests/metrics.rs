@@ -55,8 +55,16 @@ fn eer_and_min_dcf_match_reference_exactly() {
     assert!((num(&m["collinear_20"]["eer_percent"]) - 60.0).abs() < 1e-9);
 }
 
-#[test]
-fn asnorm_matches_reference() {
+/// The AS-norm fixture: the reference's scores, its embeddings and top-k.
+struct AsNormFixture {
+    a: Value,
+    enrol: Vec<Vec<f32>>,
+    test: Vec<Vec<f32>>,
+    cohort: Vec<Vec<f32>>,
+    top_k: usize,
+}
+
+fn asnorm_fixture() -> AsNormFixture {
     let a = json("asnorm.json");
     let emb = load(&fixtures().join("asnorm_embeddings.safetensors"));
     let rows = |k: &str| -> Vec<Vec<f32>> {
@@ -64,7 +72,16 @@ fn asnorm_matches_reference() {
         t.values.chunks(t.shape[1]).map(|c| c.to_vec()).collect()
     };
     let (enrol, test, cohort) = (rows("enrol"), rows("test"), rows("cohort"));
-    let top_k = match &a["top_k"] { Value::String(s) => s.parse().unwrap(), v => num(v) as usize };
+    let top_k = match &a["top_k"] {
+        Value::String(s) => s.parse().unwrap(),
+        v => num(v) as usize,
+    };
+    AsNormFixture { a, enrol, test, cohort, top_k }
+}
+
+#[test]
+fn asnorm_matches_reference() {
+    let AsNormFixture { a, enrol, test, cohort, top_k } = asnorm_fixture();
     let norm = AsNorm::new(&cohort, top_k);
     let trials = arr(&a["trials"]);
     let mut labels = vec![];
@@ -107,14 +124,7 @@ fn stats_f64(emb: &[f32], cohort: &[Vec<f32>], k: usize) -> (f64, f64) {
 
 #[test]
 fn asnorm_matrix_products_equal_float64_scalar_scores() {
-    let a = json("asnorm.json");
-    let emb = load(&fixtures().join("asnorm_embeddings.safetensors"));
-    let rows = |k: &str| -> Vec<Vec<f32>> {
-        let t = &emb[k];
-        t.values.chunks(t.shape[1]).map(|c| c.to_vec()).collect()
-    };
-    let (enrol, test, cohort) = (rows("enrol"), rows("test"), rows("cohort"));
-    let top_k = match &a["top_k"] { Value::String(s) => s.parse().unwrap(), v => num(v) as usize };
+    let AsNormFixture { enrol, test, cohort, top_k, .. } = asnorm_fixture();
     // More rows than one block of the matrix product, and a top-k past the cohort's size.
     let mut all: Vec<Vec<f32>> = enrol.iter().chain(&test).cloned().collect();
     while all.len() < 2100 {

@@ -89,13 +89,14 @@ fn check_variant(dir: &std::path::Path, variant: &str, config_name: &str) {
     let cfg = ExperimentConfig::load(&config(config_name)).unwrap();
     let out = load(&dir.join(format!("{variant}_outputs.safetensors")));
     for (name, device) in test_devices() {
-        let model = import_official(&dir.join(format!("{variant}.pt")), &cfg, &device)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let model =
+            import_official(&dir.join(format!("{variant}.pt")), &cfg, &device).unwrap_or_else(|e| panic!("{e:#}"));
         let emb = Embedder::new(&model, &device);
 
         // Intermediates, fed with the reference features.
         let feat = &out["utt_3p015s.feat"];
-        let x = Tensor::<3>::from_data(TensorData::new(feat.values.clone(), [1, feat.shape[0], feat.shape[1]]), &device);
+        let x =
+            Tensor::<3>::from_data(TensorData::new(feat.values.clone(), [1, feat.shape[0], feat.shape[1]]), &device);
         let tr = model.net.forward_trace(x);
         let rel = |ours: Vec<f32>, key: &str, tol: f64| {
             let r: &HostTensor = &out[key];

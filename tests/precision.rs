@@ -12,17 +12,16 @@ use nexttdnn::weights::SpeakerModel;
 
 #[test]
 fn reduced_precision_embeddings_stay_close_to_f32() {
-    let audio: Vec<_> = ["spk1_a", "spk1_b", "spk2_a", "spk3_a"]
-        .iter()
-        .map(|n| root().join(format!("assets/audio/{n}.wav")))
-        .collect();
+    let audio: Vec<_> =
+        ["spk1_a", "spk1_b", "spk2_a", "spk3_a"].iter().map(|n| root().join(format!("assets/audio/{n}.wav"))).collect();
     for (name, device) in test_devices() {
-        let model = SpeakerModel::load(&root().join("assets/model/demo.nexttdnn.safetensors"), &device)
-            .expect("bundled model");
+        let model =
+            SpeakerModel::load(&root().join("assets/model/demo.nexttdnn.safetensors"), &device).expect("bundled model");
         let f32_embedder = Embedder::new(&model, &device);
         let reference: Vec<Vec<f32>> = audio.iter().map(|p| f32_embedder.embed_file(p).unwrap()).collect();
         // (precision, dtype, least cosine to the f32 embedding)
-        for (precision, dtype, min_cos) in [(Precision::F16, DType::F16, 0.9995), (Precision::Bf16, DType::BF16, 0.995)] {
+        for (precision, dtype, min_cos) in [(Precision::F16, DType::F16, 0.9995), (Precision::Bf16, DType::BF16, 0.995)]
+        {
             if !device.supports_dtype(dtype) {
                 common::skip(&format!("{name}: {precision} is not supported by this device"));
                 continue;

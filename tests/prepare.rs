@@ -20,7 +20,8 @@ fn put(dst: &Path, src: &Path) {
 
 fn wav(dst: &Path, samples: usize, rate: u32, channels: u16) {
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(dst, spec).unwrap();
     for i in 0..samples * channels as usize {
         w.write_sample(((i * 7919 % 2001) as i32 - 1000) as i16).unwrap();
@@ -47,7 +48,9 @@ fn voxceleb_tree_with_m4a_and_bad_files() {
     wav(&root.join("id00004/vidD/00005.wav"), 100, 16000, 1);
     let out = dir.join("prepared");
 
-    let prep = |extra: &[&str]| run(bin().args(["prepare", "voxceleb"]).arg(&root).arg("--out").arg(&out).args(["--jobs", "2"]).args(extra));
+    let prep = |extra: &[&str]| {
+        run(bin().args(["prepare", "voxceleb"]).arg(&root).arg("--out").arg(&out).args(["--jobs", "2"]).args(extra))
+    };
     let (ok, log) = prep(&[]);
     assert!(ok, "{log}");
     assert!(log.contains("9 files: 4 usable (3 decoded from m4a") && log.contains("5 bad"), "{log}");
@@ -58,8 +61,17 @@ fn voxceleb_tree_with_m4a_and_bad_files() {
     );
     assert_eq!(std::fs::read_to_string(out.join("speakers.txt")).unwrap(), "id00001 0\nid00002 1\nid00003 2\n");
     let report = std::fs::read_to_string(out.join("report.tsv")).unwrap();
-    for (file, why) in [("00001.m4a", "truncated"), ("00002.m4a", "sample rate"), ("00003.m4a", "empty"), ("00004.wav", "8000 Hz"), ("00005.wav", "too short")] {
-        let line = report.lines().find(|l| l.contains(&format!("vidD/{file}"))).unwrap_or_else(|| panic!("{file} not reported:\n{report}"));
+    for (file, why) in [
+        ("00001.m4a", "truncated"),
+        ("00002.m4a", "sample rate"),
+        ("00003.m4a", "empty"),
+        ("00004.wav", "8000 Hz"),
+        ("00005.wav", "too short"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(&format!("vidD/{file}")))
+            .unwrap_or_else(|| panic!("{file} not reported:\n{report}"));
         assert!(line.contains(why), "{file}: {line}");
     }
     // The decoded audio equals ffmpeg's conversion (the reference pipeline's)
@@ -97,9 +109,18 @@ fn musan_split_and_rir_selection() {
     let (ok, log) = run(bin().args(["prepare", "musan"]).arg(&musan).arg("--out").arg(&out));
     assert!(ok, "{log}");
     // 12 s: chunks at 0, 3, 6 s; 6 s: at 0; 4 s: none.
-    let mut got: Vec<String> = walk(&out).iter().map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned()).collect();
+    let mut got: Vec<String> =
+        walk(&out).iter().map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned()).collect();
     got.sort();
-    assert_eq!(got, ["music/fma/music-0001/00000.wav", "music/fma/music-0001/00003.wav", "music/fma/music-0001/00006.wav", "noise/free-sound/noise-0001/00000.wav"]);
+    assert_eq!(
+        got,
+        [
+            "music/fma/music-0001/00000.wav",
+            "music/fma/music-0001/00003.wav",
+            "music/fma/music-0001/00006.wav",
+            "noise/free-sound/noise-0001/00000.wav"
+        ]
+    );
     let w = nexttdnn::audio::read_wav(&out.join("music/fma/music-0001/00003.wav"), 16000, 1).unwrap();
     assert_eq!(w.samples.len(), 80000);
     // The training loader classifies the split layout.
@@ -125,11 +146,20 @@ fn trial_lists_merged_and_split_layouts() {
     wav(&test.join("id10270/b/00001.wav"), 8000, 16000, 1);
     wav(&test.join("id10270/b/00002.wav"), 8000, 16000, 1);
     let list = dir.join("list_test_all2.txt");
-    std::fs::write(&list, "1 id10270/b/00001.wav id10270/b/00002.wav\n0 id10001/a/00001.wav id10270/b/00001.wav\n").unwrap();
+    std::fs::write(&list, "1 id10270/b/00001.wav id10270/b/00002.wav\n0 id10001/a/00001.wav id10270/b/00001.wav\n")
+        .unwrap();
     let (ok, log) = run(bin().args(["prepare", "trials"]).arg(&list).arg("--root").arg(&test));
     assert!(!ok && log.contains("list_test_all2.txt:2") && log.contains("id10001/a/00001.wav"), "{log}");
     let merged = dir.join("merged");
-    let (ok, log) = run(bin().args(["prepare", "trials"]).arg(&list).arg("--root").arg(&dev).arg("--root").arg(&test).arg("--merged").arg(&merged));
+    let (ok, log) = run(bin()
+        .args(["prepare", "trials"])
+        .arg(&list)
+        .arg("--root")
+        .arg(&dev)
+        .arg("--root")
+        .arg(&test)
+        .arg("--merged")
+        .arg(&merged));
     assert!(ok && log.contains("all 3 files"), "{log}");
     assert!(merged.join("id10001/a/00001.wav").exists() && merged.join("id10270/b/00002.wav").exists());
 }

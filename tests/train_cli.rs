@@ -21,7 +21,9 @@ fn noise_wav(path: &Path, seed: u32, len: usize) {
             s ^= s << 13;
             s ^= s >> 17;
             s ^= s << 5;
-            (s as f32 / u32::MAX as f32 - 0.5) * 0.2 * if seed % 2 == 0 { 1.0 } else { (i as f32 * 0.01).sin() }
+            (s as f32 / u32::MAX as f32 - 0.5)
+                * 0.2
+                * if seed.is_multiple_of(2) { 1.0 } else { (i as f32 * 0.01).sin() }
         })
         .collect();
     nexttdnn::audio::wav::write_wav_i16(path, &samples, 16000).unwrap();
@@ -59,7 +61,8 @@ fn corpus(dir: &Path) -> PathBuf {
         }
     }
     for j in 0..2 {
-        let rir: Vec<f32> = (0..800).map(|i| (-(i as f32) / 100.0).exp() * if i % 7 == 0 { 1.0 } else { -0.3 }).collect();
+        let rir: Vec<f32> =
+            (0..800).map(|i| (-(i as f32) / 100.0).exp() * if i % 7 == 0 { 1.0 } else { -0.3 }).collect();
         let p = c.join("rir/smallroom").join(format!("r{j}.wav"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         nexttdnn::audio::wav::write_wav_i16(&p, &rir, 16000).unwrap();
@@ -74,11 +77,22 @@ fn corpus(dir: &Path) -> PathBuf {
 
 fn train(c: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
     let mut cmd = bin();
-    cmd.args(["--device", "cpu", "train", "--config"]).arg(config("tiny_C32_B1_K65_7"))
-        .arg("--train-list").arg(c.join("train_list.txt")).arg("--wav-root").arg(c.join("wav"))
-        .arg("--musan").arg(c.join("musan")).arg("--rir").arg(c.join("rir"))
-        .arg("--val-trials").arg(c.join("trials.txt")).arg("--val-root").arg(c.join("wav"))
-        .arg("--out").arg(out)
+    cmd.args(["--device", "cpu", "train", "--config"])
+        .arg(config("tiny_C32_B1_K65_7"))
+        .arg("--train-list")
+        .arg(c.join("train_list.txt"))
+        .arg("--wav-root")
+        .arg(c.join("wav"))
+        .arg("--musan")
+        .arg(c.join("musan"))
+        .arg("--rir")
+        .arg(c.join("rir"))
+        .arg("--val-trials")
+        .arg(c.join("trials.txt"))
+        .arg("--val-root")
+        .arg(c.join("wav"))
+        .arg("--out")
+        .arg(out)
         .args(["--n-classes", "4", "--batch-size", "4", "--epochs", "2", "--workers", "2"])
         .args(extra);
     run(&mut cmd)
@@ -98,9 +112,13 @@ fn training_outputs_and_exact_resume() {
     }
     let metrics = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
-    assert!(metrics.lines().nth(2).unwrap().split(',').nth(5).unwrap().parse::<f64>().is_ok(), "validation EER logged: {metrics}");
+    assert!(
+        metrics.lines().nth(2).unwrap().split(',').nth(5).unwrap().parse::<f64>().is_ok(),
+        "validation EER logged: {metrics}"
+    );
     assert_eq!(std::fs::read_dir(full.join("best")).unwrap().count(), 2);
-    let model = nexttdnn::weights::SpeakerModel::load(&full.join("model.safetensors"), &burn::tensor::Device::flex()).unwrap();
+    let model =
+        nexttdnn::weights::SpeakerModel::load(&full.join("model.safetensors"), &burn::tensor::Device::flex()).unwrap();
     assert_eq!(model.config.train.loss.n_classes, 4);
 
     // Interrupted after 4 steps (mid-epoch), then resumed: the same curve.
@@ -134,7 +152,10 @@ fn bad_training_inputs() {
 
     std::fs::write(&list, format!("{good}spk3 spk3/none/00009.wav\n")).unwrap();
     let (ok, log) = train(&c, &dir.join("o2"), &[]);
-    assert!(!ok && log.contains("train_list.txt:13") && log.contains("00009.wav") && log.contains("not found"), "{log}");
+    assert!(
+        !ok && log.contains("train_list.txt:13") && log.contains("00009.wav") && log.contains("not found"),
+        "{log}"
+    );
 
     std::fs::write(&list, format!("{good}spk4 spk0/s0/00000.wav\n")).unwrap();
     let (ok, log) = train(&c, &dir.join("o3"), &[]);

@@ -20,13 +20,8 @@ use nexttdnn::weights::{import_official, official_to_ours, HostTensor};
 
 /// Parameters that cannot change any train-mode output (spec pitfall 24):
 /// their gradients are float noise and AdamW moves them by ±lr.
-const NO_EFFECT: [&str; 5] = [
-    "aggregate.conv_2.bias",
-    "aggregate.conv_1.bias",
-    "model.MFA.1.bias",
-    "aggregate.bn2.bias",
-    "aggregate.fc.bias",
-];
+const NO_EFFECT: [&str; 5] =
+    ["aggregate.conv_2.bias", "aggregate.conv_1.bias", "model.MFA.1.bias", "aggregate.bn2.bias", "aggregate.fc.bias"];
 
 /// Collects (our path → host values) of parameters, or of their gradients.
 struct Gather<'a> {
@@ -83,7 +78,8 @@ fn check_step(variant: &str) {
         let model = TrainModel::from_model(&imported, &cfg, &device).unwrap();
         let frontend = Frontend::new(&cfg.frontend, &device);
         let aam = AamSoftmax::new(&cfg.train.loss);
-        let wav = Tensor::<2>::from_data(TensorData::new(crops.values.clone(), [crops.shape[0], crops.shape[1]]), &device);
+        let wav =
+            Tensor::<2>::from_data(TensorData::new(crops.values.clone(), [crops.shape[0], crops.shape[1]]), &device);
 
         let (emb, out) = train_forward(&model, &frontend, wav, &labels, &aam, None);
         let close = |what: &str, got: &[f32], want: &[f32], tol: f64| {
@@ -104,15 +100,26 @@ fn check_step(variant: &str) {
                 "stats_bn" => &model.net.head.stats_bn,
                 _ => &model.net.head.embed_bn,
             };
-            close(&format!("{off} running_mean"), &to_vec(bn.running_mean.value_sync()), &fx[&format!("bn_after_forward.aggregate.{off}.running_mean")].values, 1e-5);
-            close(&format!("{off} running_var"), &to_vec(bn.running_var.value_sync()), &fx[&format!("bn_after_forward.aggregate.{off}.running_var")].values, 1e-5);
+            close(
+                &format!("{off} running_mean"),
+                &to_vec(bn.running_mean.value_sync()),
+                &fx[&format!("bn_after_forward.aggregate.{off}.running_mean")].values,
+                1e-5,
+            );
+            close(
+                &format!("{off} running_var"),
+                &to_vec(bn.running_var.value_sync()),
+                &fx[&format!("bn_after_forward.aggregate.{off}.running_var")].values,
+                1e-5,
+            );
         }
 
         // Gradients of every parameter.
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let ours_grads = gather(&model, Some(&grads));
         let mut checked = 0;
-        let global_max = fx.iter().filter(|(k, _)| k.starts_with("grad.")).map(|(_, t)| max_ref(&t.values)).fold(0.0, f64::max);
+        let global_max =
+            fx.iter().filter(|(k, _)| k.starts_with("grad.")).map(|(_, t)| max_ref(&t.values)).fold(0.0, f64::max);
         for (k, t) in fx.iter().filter_map(|(k, t)| k.strip_prefix("grad.").map(|k| (k, t))) {
             let (path, want) = ours(k, t);
             let got = ours_grads.get(&path).unwrap_or_else(|| panic!("no gradient for {path}"));
@@ -129,7 +136,10 @@ fn check_step(variant: &str) {
                 // 2.3e-4 in the weakest mel bins).
                 let rel = e / max_ref(&want).max(1e-12);
                 let rel_global = e / global_max;
-                assert!(rel < 2e-4 && rel_global < 5e-5, "[{name}] {variant} grad {k}: rel {rel:e}, rel to global max {rel_global:e}");
+                assert!(
+                    rel < 2e-4 && rel_global < 5e-5,
+                    "[{name}] {variant} grad {k}: rel {rel:e}, rel to global max {rel_global:e}"
+                );
             }
             checked += 1;
         }
@@ -175,7 +185,10 @@ fn check_step(variant: &str) {
             }
             let (path, want) = ours(k, t);
             let (_, g) = ours(k, &fx[&format!("grad.{k}")]);
-            let e = after[&path].iter().zip(&want).zip(&g)
+            let e = after[&path]
+                .iter()
+                .zip(&want)
+                .zip(&g)
                 .filter(|(_, g)| (**g as f64 * coef).abs() >= 1e-5)
                 .map(|((a, b), _)| (*a as f64 - *b as f64).abs())
                 .fold(0.0, f64::max);

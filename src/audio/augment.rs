@@ -23,7 +23,8 @@ pub enum AugKind {
     Television,
 }
 
-const KINDS: [AugKind; 6] = [AugKind::Clean, AugKind::Reverb, AugKind::Music, AugKind::Babble, AugKind::Noise, AugKind::Television];
+const KINDS: [AugKind; 6] =
+    [AugKind::Clean, AugKind::Reverb, AugKind::Music, AugKind::Babble, AugKind::Noise, AugKind::Television];
 
 /// Noise and impulse-response files.
 ///
@@ -126,7 +127,14 @@ impl Augmenter {
     }
 
     /// Adds `count` files of `pool` at SNRs drawn from `snr`, relative to `x`.
-    fn add_noise(&self, x: &mut [f32], pool: &[PathBuf], count: usize, snr: (f64, f64), rng: &mut impl Rng) -> Result<()> {
+    fn add_noise(
+        &self,
+        x: &mut [f32],
+        pool: &[PathBuf],
+        count: usize,
+        snr: (f64, f64),
+        rng: &mut impl Rng,
+    ) -> Result<()> {
         let clean_db = energy_db(x, self.cfg.energy_floor);
         let mut total = vec![0.0f32; x.len()];
         for _ in 0..count {

@@ -23,10 +23,7 @@ pub enum AudioError {
     #[error("{path}: file not found")]
     NotFound { path: PathBuf },
     #[error("{path}: cannot read file: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a WAV file ({reason})")]
     NotWav { path: PathBuf, reason: String },
     #[error("{path}: truncated WAV file: {reason}")]
@@ -34,26 +31,13 @@ pub enum AudioError {
     #[error("{path}: unsupported WAV format: {reason}; supported are 8/16/24/32-bit integer PCM and 32-bit float")]
     Unsupported { path: PathBuf, reason: String },
     #[error("{path}: sample rate is {found} Hz but the model expects {expected} Hz; convert it first, e.g. `sox {path} -r {expected} out.wav` or `ffmpeg -i {path} -ar {expected} out.wav`")]
-    SampleRate {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    SampleRate { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: the file holds no audio samples")]
     Empty { path: PathBuf },
     #[error("{path}: audio too short: {samples} samples ({seconds:.3} s), at least {min_samples} are needed")]
-    TooShort {
-        path: PathBuf,
-        samples: usize,
-        seconds: f64,
-        min_samples: usize,
-    },
+    TooShort { path: PathBuf, samples: usize, seconds: f64, min_samples: usize },
     #[error("{path}: sample {index} is not a finite number ({value})")]
-    NonFinite {
-        path: PathBuf,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { path: PathBuf, index: usize, value: f32 },
 }
 
 impl AudioError {
@@ -84,35 +68,17 @@ fn classify_hound(path: &Path, err: hound::Error) -> AudioError {
     let path = path.to_path_buf();
     match err {
         hound::Error::IoError(e) if is_short_read(&e) => {
-            AudioError::Truncated {
-                path,
-                reason: "the file ends before the data its header announces".into(),
-            }
+            AudioError::Truncated { path, reason: "the file ends before the data its header announces".into() }
         }
         hound::Error::IoError(source) => AudioError::Io { path, source },
         hound::Error::FormatError(reason) => {
             // hound reports a short header as a format error about a missing chunk.
-            AudioError::NotWav {
-                path,
-                reason: reason.to_string(),
-            }
+            AudioError::NotWav { path, reason: reason.to_string() }
         }
-        hound::Error::Unsupported => AudioError::Unsupported {
-            path,
-            reason: "encoding not handled".into(),
-        },
-        hound::Error::TooWide => AudioError::Unsupported {
-            path,
-            reason: "sample width too wide".into(),
-        },
-        hound::Error::InvalidSampleFormat => AudioError::Unsupported {
-            path,
-            reason: "invalid sample format".into(),
-        },
-        other => AudioError::NotWav {
-            path,
-            reason: other.to_string(),
-        },
+        hound::Error::Unsupported => AudioError::Unsupported { path, reason: "encoding not handled".into() },
+        hound::Error::TooWide => AudioError::Unsupported { path, reason: "sample width too wide".into() },
+        hound::Error::InvalidSampleFormat => AudioError::Unsupported { path, reason: "invalid sample format".into() },
+        other => AudioError::NotWav { path, reason: other.to_string() },
     }
 }
 
@@ -141,36 +107,21 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, AudioError> {
 pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: usize) -> Result<Waveform, AudioError> {
     let pb = path.to_path_buf();
     if bytes.is_empty() {
-        return Err(AudioError::NotWav {
-            path: pb,
-            reason: "the file is empty (0 bytes)".into(),
-        });
+        return Err(AudioError::NotWav { path: pb, reason: "the file is empty (0 bytes)".into() });
     }
-    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| {
-        match e {
-            hound::Error::IoError(ref io) if is_short_read(io) => {
-                AudioError::Truncated {
-                    path: pb.clone(),
-                    reason: "the header is incomplete".into(),
-                }
-            }
-            e => classify_hound(path, e),
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| match e {
+        hound::Error::IoError(ref io) if is_short_read(io) => {
+            AudioError::Truncated { path: pb.clone(), reason: "the header is incomplete".into() }
         }
+        e => classify_hound(path, e),
     })?;
     let spec = reader.spec();
     if spec.sample_rate != expected_rate {
-        return Err(AudioError::SampleRate {
-            path: pb,
-            found: spec.sample_rate,
-            expected: expected_rate,
-        });
+        return Err(AudioError::SampleRate { path: pb, found: spec.sample_rate, expected: expected_rate });
     }
     let channels = spec.channels as usize;
     if channels == 0 {
-        return Err(AudioError::Unsupported {
-            path: pb,
-            reason: "zero channels".into(),
-        });
+        return Err(AudioError::Unsupported { path: pb, reason: "zero channels".into() });
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => collect(path, reader.into_samples::<f32>(), |s| s)?,
@@ -178,27 +129,15 @@ pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: us
             let scale = 1.0 / (1u64 << (bits - 1)) as f64;
             collect(path, reader.into_samples::<i32>(), |s| (s as f64 * scale) as f32)?
         }
-        (fmt, bits) => {
-            return Err(AudioError::Unsupported {
-                path: pb,
-                reason: format!("{bits}-bit {fmt:?}"),
-            })
-        }
+        (fmt, bits) => return Err(AudioError::Unsupported { path: pb, reason: format!("{bits}-bit {fmt:?}") }),
     };
-    if interleaved.len() % channels != 0 {
-        return Err(AudioError::Truncated {
-            path: pb,
-            reason: "the last frame is incomplete".into(),
-        });
+    if !interleaved.len().is_multiple_of(channels) {
+        return Err(AudioError::Truncated { path: pb, reason: "the last frame is incomplete".into() });
     }
     let samples = if channels == 1 {
         interleaved
     } else {
-        log::warn!(
-            "{}: {} channels, down-mixing to mono by averaging",
-            path.display(),
-            channels
-        );
+        log::warn!("{}: {} channels, down-mixing to mono by averaging", path.display(), channels);
         interleaved
             .chunks_exact(channels)
             .map(|frame| frame.iter().map(|&v| v as f64).sum::<f64>() as f32 / channels as f32)
@@ -208,11 +147,7 @@ pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: us
         return Err(AudioError::Empty { path: pb });
     }
     if let Some((index, &value)) = samples.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(AudioError::NonFinite {
-            path: pb,
-            index,
-            value,
-        });
+        return Err(AudioError::NonFinite { path: pb, index, value });
     }
     if samples.len() < min_samples {
         return Err(AudioError::TooShort {
@@ -222,10 +157,7 @@ pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: us
             min_samples,
         });
     }
-    Ok(Waveform {
-        samples,
-        sample_rate: spec.sample_rate,
-    })
+    Ok(Waveform { samples, sample_rate: spec.sample_rate })
 }
 
 fn collect<S, I, F>(path: &Path, iter: I, convert: F) -> Result<Vec<f32>, AudioError>
@@ -245,12 +177,8 @@ where
 
 /// Writes mono 16-bit PCM (used by tests and the bundled assets).
 pub fn write_wav_i16(path: &Path, samples: &[f32], sample_rate: u32) -> std::io::Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).map_err(std::io::Error::other)?;
     for &s in samples {
         let v = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;

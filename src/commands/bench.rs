@@ -57,7 +57,14 @@ fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Me
         })
         .collect();
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let m = Measurement { name, median_ms: ms[ms.len() / 2], min_ms: ms[0], max_ms: ms[ms.len() - 1], repeats, gb_per_s: None };
+    let m = Measurement {
+        name,
+        median_ms: ms[ms.len() / 2],
+        min_ms: ms[0],
+        max_ms: ms[ms.len() - 1],
+        repeats,
+        gb_per_s: None,
+    };
     log::info!("{}: median {:.2} ms (min {:.2}, max {:.2})", m.name, m.median_ms, m.min_ms, m.max_ms);
     m
 }
@@ -70,7 +77,9 @@ fn signal(samples: usize, seed: u64) -> Vec<f32> {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.02;
             let t = i as f64 / 16000.0;
-            (0.1 * (2.0 * std::f64::consts::PI * 140.0 * t).sin() + 0.05 * (2.0 * std::f64::consts::PI * 610.0 * t).sin() + noise) as f32
+            (0.1 * (2.0 * std::f64::consts::PI * 140.0 * t).sin()
+                + 0.05 * (2.0 * std::f64::consts::PI * 610.0 * t).sin()
+                + noise) as f32
         })
         .collect()
 }
@@ -129,13 +138,22 @@ pub fn run(
         let aam = crate::train::loss::AamSoftmax::new(&cfg.train.loss);
         let data: Vec<f32> = (0..train_batch).flat_map(|b| signal(len, 100 + b as u64)).collect();
         let labels: Vec<usize> = (0..train_batch).map(|i| i % cfg.train.loss.n_classes).collect();
-        let name = format!("training step, batch {train_batch} x {len} samples ({} classes): forward, backward, AdamW", cfg.train.loss.n_classes);
+        let name = format!(
+            "training step, batch {train_batch} x {len} samples ({} classes): forward, backward, AdamW",
+            cfg.train.loss.n_classes
+        );
         let mut holder = Some(crate::train::model::TrainModel::new(&cfg, &device));
         results.push(time(name, warmup.min(1), repeats, || {
             let m = holder.take().expect("model");
             let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [train_batch, len]), &device);
             let (_, out) = crate::train::step::train_forward(&m, &frontend, x, &labels, &aam, None);
-            let (m, _) = crate::train::step::backward_and_step(m, &mut optim, out.loss, 1e-4, cfg.train.optimizer.grad_clip_norm);
+            let (m, _) = crate::train::step::backward_and_step(
+                m,
+                &mut optim,
+                out.loss,
+                1e-4,
+                cfg.train.optimizer.grad_clip_norm,
+            );
             // Wait for the device before the clock stops.
             let _ = m.aam.val().slice([0..1, 0..1]).into_data();
             device.sync().expect("device sync");

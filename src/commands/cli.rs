@@ -31,28 +31,7 @@ pub enum Command {
         out: PathBuf,
     },
     /// Write embeddings of WAV files: DIR/embeddings.npy and DIR/index.txt.
-    Embed {
-        /// Model file (default: the bundled demonstration model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// A list of WAV paths, one per line (or `speaker path` lines).
-        #[arg(long)]
-        list: Option<PathBuf>,
-        /// Root for relative paths in --list.
-        #[arg(long)]
-        wav_root: Option<PathBuf>,
-        /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
-        #[arg(long, default_value = "f32")]
-        precision: crate::model::Precision,
-        /// Seconds of audio per padded batch (0: one file at a time; default 20 on the CPU, 400 on a GPU).
-        #[arg(long)]
-        batch_seconds: Option<f64>,
-        /// WAV files.
-        wavs: Vec<PathBuf>,
-    },
+    Embed(super::embed::EmbedArgs),
     /// Score two recordings: cosine similarity of their embeddings, and a decision.
     Verify {
         /// Model file (default: the bundled demonstration model).

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::device::{select, DeviceInfo, DeviceSpec};
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
+use crate::eval::score::cosine;
 use crate::lists::{preflight, read_trials, trial_files};
 use crate::weights::{sha256_file, write_atomic, SpeakerModel};
 
@@ -34,6 +34,9 @@ pub struct CompareArgs {
     /// Seconds of audio per padded batch (default: the device's).
     pub batch_seconds: Option<f64>,
 }
+
+/// The first device's embeddings, scores, EER and minDCF@0.05.
+type Reference = (Vec<Vec<f32>>, Vec<f64>, f64, f64);
 
 /// Results of one device.
 #[derive(Debug, Clone, Serialize)]
@@ -86,10 +89,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let root = args.wav_root.clone().unwrap_or(default_root);
     let trials = read_trials(&trial_path)?;
     let unique = trial_files(&trials);
-    let index: std::collections::HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> =
+        unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
     let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
 
-    let mut reference: Option<(Vec<Vec<f32>>, Vec<f64>, f64, f64)> = None;
+    let mut reference: Option<Reference> = None;
     let mut results = Vec::new();
     let mut config_name = String::new();
     for spec in &args.devices {
@@ -106,12 +110,14 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         let embs = embedder.embed_listed(&files, batch_seconds, &|n| pb.inc(n))?;
         pb.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
-        let scores: Vec<f64> = trials.iter().map(|t| cosine(&embs[index[t.enroll.as_str()]], &embs[index[t.test.as_str()]])).collect();
+        let scores: Vec<f64> =
+            trials.iter().map(|t| cosine(&embs[index[t.enroll.as_str()]], &embs[index[t.test.as_str()]])).collect();
         let roc = Roc::new(&scores, &labels)?;
         let eer = roc.eer();
         let d05 = roc.min_dcf(0.05, 1.0, 1.0).value;
         let d01 = roc.min_dcf(0.01, 1.0, 1.0).value;
-        let (ref_embs, ref_scores, ref_eer, ref_d05) = reference.get_or_insert_with(|| (embs.clone(), scores.clone(), eer.value, d05));
+        let (ref_embs, ref_scores, ref_eer, ref_d05) =
+            reference.get_or_insert_with(|| (embs.clone(), scores.clone(), eer.value, d05));
         let ref_threshold = Roc::new(ref_scores, &labels)?.eer().threshold;
         let (mut max_abs, mut sum_abs, mut n, mut max_ref) = (0.0f64, 0.0f64, 0usize, 0.0f64);
         for (a, b) in embs.iter().zip(ref_embs.iter()) {
@@ -123,7 +129,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 max_ref = max_ref.max((*y as f64).abs());
             }
         }
-        let flips = scores.iter().zip(ref_scores.iter()).filter(|(s, r)| (**s >= ref_threshold) != (**r >= ref_threshold)).count();
+        let flips = scores
+            .iter()
+            .zip(ref_scores.iter())
+            .filter(|(s, r)| (**s >= ref_threshold) != (**r >= ref_threshold))
+            .count();
         let rel = max_abs / max_ref.max(1e-12);
         let eer_diff = eer.value - *ref_eer;
         results.push(DeviceResult {
@@ -171,7 +181,13 @@ fn print_markdown(r: &CompareReport) {
     println!();
     println!(
         "model `{}` ({}, sha256 {}), nexttdnn {}; {} trials over {} files of `{}`",
-        r.model, r.config, &r.model_sha256[..12], r.crate_version, r.trials, r.files, r.trial_list
+        r.model,
+        r.config,
+        &r.model_sha256[..12],
+        r.crate_version,
+        r.trials,
+        r.files,
+        r.trial_list
     );
     println!(
         "tolerance: embeddings {:.0e} of the largest reference value, EER {} points; reference = first device",

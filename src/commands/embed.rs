@@ -10,19 +10,36 @@ use crate::lists::{read_audio_list, ListedFile};
 use crate::npy;
 use crate::weights::write_atomic;
 
-pub fn run(
-    model: Option<&Path>,
-    out: &Path,
-    list: Option<&Path>,
-    wav_root: Option<&Path>,
-    wavs: &[PathBuf],
-    precision: crate::model::Precision,
-    batch_seconds: Option<f64>,
-    dev: &SelectedDevice,
-) -> Result<()> {
-    let mut files: Vec<PathBuf> = wavs.to_vec();
-    if let Some(l) = list {
-        files.extend(read_audio_list(l, wav_root)?);
+/// Options of `embed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmbedArgs {
+    /// Model file (default: the bundled demonstration model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A list of WAV paths, one per line (or `speaker path` lines).
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Root for relative paths in --list.
+    #[arg(long)]
+    pub wav_root: Option<PathBuf>,
+    /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: crate::model::Precision,
+    /// Seconds of audio per padded batch (0: one file at a time; default 20 on the CPU, 400 on a GPU).
+    #[arg(long)]
+    pub batch_seconds: Option<f64>,
+    /// WAV files.
+    pub wavs: Vec<PathBuf>,
+}
+
+pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
+    let (model, out, precision) = (args.model.as_deref(), args.out.as_path(), args.precision);
+    let mut files: Vec<PathBuf> = args.wavs.clone();
+    if let Some(l) = &args.list {
+        files.extend(read_audio_list(l, args.wav_root.as_deref())?);
     }
     if files.is_empty() {
         bail!("no input: give WAV files or --list FILE");
@@ -32,7 +49,7 @@ pub fn run(
     let listed = check_files(&files, loaded.config.frontend.sample_rate)?;
     let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
-    let batch_seconds = batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
+    let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let pb = super::progress(files.len() as u64, "embedding");
     let values: Vec<f32> = embedder.embed_listed(&listed, batch_seconds, &|n| pb.inc(n))?.concat();
     pb.finish_and_clear();
@@ -65,7 +82,8 @@ fn check_files(files: &[PathBuf], sample_rate: u32) -> Result<Vec<ListedFile>> {
             if !f.is_file() {
                 bail!("{}: file not found", f.display());
             }
-            let r = hound::WavReader::open(f).map_err(|e| anyhow::anyhow!("{}: not a readable WAV file: {e}", f.display()))?;
+            let r = hound::WavReader::open(f)
+                .map_err(|e| anyhow::anyhow!("{}: not a readable WAV file: {e}", f.display()))?;
             if r.spec().sample_rate != sample_rate {
                 bail!("{}: sample rate {} Hz, the model expects {sample_rate} Hz", f.display(), r.spec().sample_rate);
             }

@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::audio::{decode_wav, read_file};
 use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
-use crate::audio::{decode_wav, read_file};
 use crate::embed::{default_batch_seconds, Embedder, Loaded};
 use crate::eval::cache::{audio_key, AudioKey, EmbeddingCache};
 use crate::eval::metrics::Roc;
@@ -260,7 +260,13 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
     let pair = |t: &Trial| (index[t.enroll.as_str()], index[t.test.as_str()]);
     let t_score = Instant::now();
-    let raw: Vec<f64> = trials.iter().map(|t| { let (a, b) = pair(t); cosine(&embs[a], &embs[b]) }).collect();
+    let raw: Vec<f64> = trials
+        .iter()
+        .map(|t| {
+            let (a, b) = pair(t);
+            cosine(&embs[a], &embs[b])
+        })
+        .collect();
     timing["scoring_seconds"] = json!(t_score.elapsed().as_secs_f64());
     let mut metrics_secs = 0.0;
     let t_metrics = Instant::now();
@@ -292,12 +298,19 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
         let t_norm = Instant::now();
         let stats: Vec<CohortStats> = norm.stats_all(&embs);
         let norm_secs = t_norm.elapsed().as_secs_f64();
-        log::info!("AS-norm statistics of {} files against {} cohort files: {norm_secs:.2} s", embs.len(), cohort.len());
+        log::info!(
+            "AS-norm statistics of {} files against {} cohort files: {norm_secs:.2} s",
+            embs.len(),
+            cohort.len()
+        );
         timing["asnorm_seconds"] = json!(norm_secs);
         let normed: Vec<_> = trials
             .iter()
             .zip(&raw)
-            .map(|(t, &s)| { let (a, b) = pair(t); AsNorm::normalize(s, stats[a], stats[b]) })
+            .map(|(t, &s)| {
+                let (a, b) = pair(t);
+                AsNorm::normalize(s, stats[a], stats[b])
+            })
             .collect();
         for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
             let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
@@ -348,7 +361,15 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
 
     // The table.
     let dcf_keys: Vec<String> = cfg.eval.p_targets.iter().map(|&p| dcf_key(p)).collect();
-    println!("{} on {} ({} trials, {} files; {} embedded, {} from cache)", cfg.name, trial_path.display(), trials.len(), files.len(), computed, files.len() - computed);
+    println!(
+        "{} on {} ({} trials, {} files; {} embedded, {} from cache)",
+        cfg.name,
+        trial_path.display(),
+        trials.len(),
+        files.len(),
+        computed,
+        files.len() - computed
+    );
     let head: Vec<String> = cfg.eval.p_targets.iter().map(|p| format!("minDCF@{p}")).collect();
     println!("| scores | trials | EER % | {} |", head.join(" | "));
     println!("|---|---:|---:|{}", "---:|".repeat(head.len()));

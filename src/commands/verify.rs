@@ -31,10 +31,9 @@ pub fn run(
     println!("device   {} ({})", dev.info.spec, dev.info.adapter);
     println!("score    {score:.6}  (cosine similarity)");
     match threshold.or(m.meta.threshold) {
-        Some(t) => println!(
-            "decision {}  (threshold {t:.6})",
-            if score >= t { "same speaker" } else { "different speakers" }
-        ),
+        Some(t) => {
+            println!("decision {}  (threshold {t:.6})", if score >= t { "same speaker" } else { "different speakers" })
+        }
         None => println!("decision none: the model stores no threshold; pass --threshold or run `eval` to set one"),
     }
     log::info!("embedded 2 files in {:.1} ms", elapsed.as_secs_f64() * 1e3);

@@ -81,9 +81,7 @@ impl Roc {
                 let d2t = tps[i + 1] - 2.0 * tps[i] + tps[i - 1];
                 keep[i] = d2f != 0.0 || d2t != 0.0;
             }
-            let filter = |v: &[f64]| -> Vec<f64> {
-                v.iter().zip(&keep).filter(|(_, &k)| k).map(|(x, _)| *x).collect()
-            };
+            let filter = |v: &[f64]| -> Vec<f64> { v.iter().zip(&keep).filter(|(_, &k)| k).map(|(x, _)| *x).collect() };
             tps = filter(&tps);
             fps = filter(&fps);
             thr = filter(&thr);
@@ -93,11 +91,7 @@ impl Roc {
         fps.insert(0, 0.0);
         thr.insert(0, f64::INFINITY);
         let (p, n) = (*tps.last().unwrap(), *fps.last().unwrap());
-        Ok(Roc {
-            fpr: fps.iter().map(|f| f / n).collect(),
-            tpr: tps.iter().map(|t| t / p).collect(),
-            thresholds: thr,
-        })
+        Ok(Roc { fpr: fps.iter().map(|f| f / n).collect(), tpr: tps.iter().map(|t| t / p).collect(), thresholds: thr })
     }
 
     /// Miss rates, 1 - TPR.
@@ -111,17 +105,14 @@ impl Roc {
         let fnr = self.fnr();
         let mut best = 0;
         let mut best_gap = f64::INFINITY;
-        for i in 0..fnr.len() {
-            let gap = (fnr[i] - self.fpr[i]).abs();
+        for (i, (fnr_i, fpr_i)) in fnr.iter().zip(&self.fpr).enumerate() {
+            let gap = (fnr_i - fpr_i).abs();
             if gap < best_gap {
                 best_gap = gap;
                 best = i;
             }
         }
-        OperatingPoint {
-            value: fnr[best].max(self.fpr[best]) * 100.0,
-            threshold: self.thresholds[best],
-        }
+        OperatingPoint { value: fnr[best].max(self.fpr[best]) * 100.0, threshold: self.thresholds[best] }
     }
 
     /// Normalised minimum detection cost at prior `p_target`.
@@ -129,18 +120,15 @@ impl Roc {
         let fnr = self.fnr();
         let mut min_c = f64::INFINITY;
         let mut threshold = self.thresholds[0];
-        for i in 0..fnr.len() {
-            let c = c_miss * fnr[i] * p_target + c_fa * self.fpr[i] * (1.0 - p_target);
+        for (i, (fnr_i, fpr_i)) in fnr.iter().zip(&self.fpr).enumerate() {
+            let c = c_miss * fnr_i * p_target + c_fa * fpr_i * (1.0 - p_target);
             if c < min_c {
                 min_c = c;
                 threshold = self.thresholds[i];
             }
         }
         let c_def = (c_miss * p_target).min(c_fa * (1.0 - p_target));
-        OperatingPoint {
-            value: min_c / c_def,
-            threshold,
-        }
+        OperatingPoint { value: min_c / c_def, threshold }
     }
 }
 
@@ -179,9 +167,6 @@ mod tests {
     fn rejects_one_class() {
         assert_eq!(Roc::new(&[0.1, 0.2], &[true, true]), Err(MetricError::NoNonTargets));
         assert_eq!(Roc::new(&[0.1, 0.2], &[false, false]), Err(MetricError::NoTargets));
-        assert_eq!(
-            Roc::new(&[0.1, f64::NAN], &[true, false]),
-            Err(MetricError::NonFinite { index: 1 })
-        );
+        assert_eq!(Roc::new(&[0.1, f64::NAN], &[true, false]), Err(MetricError::NonFinite { index: 1 }));
     }
 }

@@ -21,12 +21,30 @@ fn register_font() {
 /// relative error below 1.2e-9), for the DET curve's probit axes. Written out
 /// because it is the only statistical function the project needs.
 pub fn probit(p: f64) -> f64 {
-    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
     const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
     let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let tail = |q: f64| (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
     if p < 0.02425 {
         tail((-2.0 * p.ln()).sqrt())
     } else if p > 1.0 - 0.02425 {
@@ -78,9 +96,7 @@ where
         let (x, y) = chart.backend_coord(&(lo, v));
         root.draw(&Text::new(label, (x - 40, y - 7), ("sans-serif", 13))).map_err(|e| anyhow!("{e:?}"))?;
     }
-    chart
-        .draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.3)))
-        .map_err(|e| anyhow!("{e:?}"))?;
+    chart.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.3))).map_err(|e| anyhow!("{e:?}"))?;
     let colors = [BLUE, RED, GREEN, MAGENTA];
     for (i, (name, roc)) in curves.iter().enumerate() {
         let color = colors[i % colors.len()];
@@ -118,13 +134,18 @@ where
     Ok(())
 }
 
-fn hist_on<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, scores: &[f64], labels: &[bool], title: &str) -> Result<()>
+fn hist_on<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    scores: &[f64],
+    labels: &[bool],
+    title: &str,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (mut lo, mut hi) = scores.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &s| (a.min(s), b.max(s)));
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         lo -= 0.5;
         hi += 0.5;
     }
@@ -150,12 +171,7 @@ where
         .y_label_area_size(55)
         .build_cartesian_2d(lo..hi, 0.0..ymax.max(1e-9))
         .map_err(|e| anyhow!("{e:?}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("score")
-        .y_desc("density")
-        .draw()
-        .map_err(|e| anyhow!("{e:?}"))?;
+    chart.configure_mesh().x_desc("score").y_desc("density").draw().map_err(|e| anyhow!("{e:?}"))?;
     for (h, color, name) in [(&non, RED, "non-target"), (&tar, BLUE, "target")] {
         chart
             .draw_series(h.iter().enumerate().map(|(i, &v)| {
@@ -189,19 +205,11 @@ pub fn histogram(stem: &Path, scores: &[f64], labels: &[bool], title: &str) -> R
     hist_on(&area, scores, labels, title)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probit_matches_normal_quantiles() {
-        for (p, z) in [(0.5, 0.0), (0.975, 1.959963985), (0.1, -1.281551566), (0.001, -3.090232306), (0.999, 3.090232306)] {
-            assert!((probit(p) - z).abs() < 1e-6, "{p}: {} vs {z}", probit(p));
-        }
-    }
-}
-
-fn panels_on<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> Result<()>
+fn panels_on<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -214,8 +222,20 @@ where
         let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
         let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
-        let (x0, x1) = if pts.is_empty() { (0.0, 1.0) } else if x1 > x0 { (x0, x1) } else { (x0 - 0.5, x1 + 0.5) };
-        let (y0, y1) = if pts.is_empty() { (0.0, 1.0) } else if y1 > y0 { (y0, y1) } else { (y0 - 0.5, y1 + 0.5) };
+        let (x0, x1) = if pts.is_empty() {
+            (0.0, 1.0)
+        } else if x1 > x0 {
+            (x0, x1)
+        } else {
+            (x0 - 0.5, x1 + 0.5)
+        };
+        let (y0, y1) = if pts.is_empty() {
+            (0.0, 1.0)
+        } else if y1 > y0 {
+            (y0, y1)
+        } else {
+            (y0 - 0.5, y1 + 0.5)
+        };
         let pad = (y1 - y0) * 0.05;
         let mut chart = ChartBuilder::on(area)
             .caption(*name, ("sans-serif", 16))
@@ -226,9 +246,7 @@ where
             .map_err(|e| anyhow!("{e:?}"))?;
         chart.configure_mesh().x_desc("epoch").draw().map_err(|e| anyhow!("{e:?}"))?;
         chart.draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2))).map_err(|e| anyhow!("{e:?}"))?;
-        chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
-            .map_err(|e| anyhow!("{e:?}"))?;
+        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, BLUE.filled()))).map_err(|e| anyhow!("{e:?}"))?;
     }
     root.present().map_err(|e| anyhow!("{e:?}"))?;
     Ok(())
@@ -242,4 +260,18 @@ pub fn panels(stem: &Path, title: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> R
     let svg = stem.with_extension("svg");
     let area = SVGBackend::new(&svg, (1000, 700)).into_drawing_area();
     panels_on(&area, title, panels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probit_matches_normal_quantiles() {
+        for (p, z) in
+            [(0.5, 0.0), (0.975, 1.959963985), (0.1, -1.281551566), (0.001, -3.090232306), (0.999, 3.090232306)]
+        {
+            assert!((probit(p) - z).abs() < 1e-6, "{p}: {} vs {z}", probit(p));
+        }
+    }
 }

@@ -26,11 +26,7 @@ pub struct Init {
 
 impl Init {
     pub fn new(seed: u64, trunc_std: f64) -> Self {
-        Self {
-            rng: StdRng::seed_from_u64(seed),
-            scheme: Scheme::KaimingUniform,
-            trunc_std,
-        }
+        Self { rng: StdRng::seed_from_u64(seed), scheme: Scheme::KaimingUniform, trunc_std }
     }
 
     /// Draws a weight of `shape` and a bias of `bias_len` for a layer with `fan_in` inputs.

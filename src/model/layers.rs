@@ -38,12 +38,7 @@ impl Conv1d {
     ) -> Self {
         let fan_in = c_in / groups * kernel;
         let (w, b) = init.weight_bias([c_out, c_in / groups, kernel], c_out, fan_in);
-        Self {
-            weight: Param::from_data(w, device),
-            bias: Param::from_data(b, device),
-            padding,
-            groups,
-        }
+        Self { weight: Param::from_data(w, device), bias: Param::from_data(b, device), padding, groups }
     }
 
     /// `[B, C_in, T] -> [B, C_out, T + 2·padding - k + 1]`
@@ -52,12 +47,7 @@ impl Conv1d {
         if per_group == 1 && self.groups == c_out {
             return depthwise_conv1d(x, self.weight.val(), self.bias.val(), self.padding);
         }
-        conv1d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            ConvOptions::new([1], [self.padding], [1], self.groups),
-        )
+        conv1d(x, self.weight.val(), Some(self.bias.val()), ConvOptions::new([1], [self.padding], [1], self.groups))
     }
 }
 
@@ -71,10 +61,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(d_in: usize, d_out: usize, init: &mut Init, device: &Device) -> Self {
         let (w, b) = init.weight_bias([d_in, d_out], d_out, d_in);
-        Self {
-            weight: Param::from_data(w, device),
-            bias: Param::from_data(b, device),
-        }
+        Self { weight: Param::from_data(w, device), bias: Param::from_data(b, device) }
     }
 
     /// `[..., in] -> [..., out]`
@@ -175,14 +162,7 @@ impl BatchNorm {
 
     /// Eval mode: normalise with the running statistics.
     pub fn forward_eval<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        batch_norm(
-            x,
-            self.weight.val(),
-            self.bias.val(),
-            self.running_mean.value(),
-            self.running_var.value(),
-            self.eps,
-        )
+        batch_norm(x, self.weight.val(), self.bias.val(), self.running_mean.value(), self.running_var.value(), self.eps)
     }
 
     /// Train mode: normalise with batch statistics and update the running ones.

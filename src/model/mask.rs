@@ -40,7 +40,8 @@ impl FrameMask {
             return None;
         }
         let b = valid.len();
-        let ones: Vec<f32> = valid.iter().flat_map(|&v| (0..frames).map(move |t| if t < v { 1.0 } else { 0.0 })).collect();
+        let ones: Vec<f32> =
+            valid.iter().flat_map(|&v| (0..frames).map(move |t| if t < v { 1.0 } else { 0.0 })).collect();
         let bias: Vec<f32> = ones.iter().map(|&m| if m == 1.0 { 0.0 } else { MASKED_LOGIT }).collect();
         let channels_first = Tensor::<3>::from_data(TensorData::new(ones, [b, 1, frames]), device).cast(dtype);
         let channels_last = channels_first.clone().swap_dims(1, 2);

@@ -46,11 +46,8 @@ impl NextTdnn {
         init.scheme = Scheme::TruncNormal;
         let stem = Conv1d::new(n_mels, c, cfg.stem_kernel, 0, 1, &mut init, device);
         let stem_norm = LayerNorm::new(c, cfg.layer_norm_eps, device);
-        let stages = cfg
-            .depths
-            .iter()
-            .map(|&depth| (0..depth).map(|_| Block::new(cfg, &mut init, device)).collect())
-            .collect();
+        let stages =
+            cfg.depths.iter().map(|&depth| (0..depth).map(|_| Block::new(cfg, &mut init, device)).collect()).collect();
         let d = cfg.mfa_channels();
         init.scheme = Scheme::KaimingUniform;
         let mfa_conv = Conv1d::new(d, d, 1, 0, 1, &mut init, device);

@@ -77,14 +77,7 @@ impl PoolingHead {
         let fc = self.fc.forward(s_bn.clone()); // [B, E]
         let emb = bn2(&self.embed_bn, fc.clone());
         if let Some(slot) = trace {
-            *slot = Some(PoolingTrace {
-                attn_conv1: a1,
-                attn_bn: a2,
-                attn_logits: e,
-                stats,
-                stats_bn: s_bn,
-                fc,
-            });
+            *slot = Some(PoolingTrace { attn_conv1: a1, attn_bn: a2, attn_logits: e, stats, stats_bn: s_bn, fc });
         }
         emb
     }

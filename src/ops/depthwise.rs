@@ -12,6 +12,7 @@
 //! generic grouped convolution elsewhere; [`super::set_generic`] forces the
 //! generic path for comparisons.
 
+use burn::backend::flex::FlexTensor;
 use burn::backend::{
     backend_extension,
     ops::{FloatTensorOps, ModuleOps},
@@ -20,7 +21,6 @@ use burn::backend::{
 };
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
-use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 /// Depthwise convolution primitives.
@@ -131,13 +131,7 @@ mod cpu {
 
     /// `w[c, k] = Σ_b Σ_t g[b, c, t] · x[b, c, t - pad + k]` for
     /// `x [B, C, T_in]` and `g [B, C, T_out]`, both contiguous.
-    pub fn weight_grad(
-        x: &[f32],
-        g: &[f32],
-        [b, c, t_in, t_out]: [usize; 4],
-        kernel: usize,
-        pad: usize,
-    ) -> Vec<f32> {
+    pub fn weight_grad(x: &[f32], g: &[f32], [b, c, t_in, t_out]: [usize; 4], kernel: usize, pad: usize) -> Vec<f32> {
         let mut w = vec![0.0f32; c * kernel];
         w.par_chunks_mut(kernel).enumerate().for_each(|(ci, wc)| {
             for bi in 0..b {
@@ -178,8 +172,7 @@ impl DepthwiseOps for burn_cubecl::CubeBackend {
         kernel: usize,
     ) -> FloatTensor<Self> {
         let c = x.shape()[1];
-        let partial =
-            crate::shaders::depthwise::depthwise_conv1d_weight_grad_partials(x, grad, pad, kernel);
+        let partial = crate::shaders::depthwise::depthwise_conv1d_weight_grad_partials(x, grad, pad, kernel);
         Self::float_reshape(Self::float_sum_dim(partial, 0), Shape::new([c, kernel]))
     }
 }
@@ -192,8 +185,8 @@ mod autodiff {
         ops::{Backward, Ops, OpsKind},
         NodeId,
     };
-    use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
     use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
     use burn::tensor::Shape;
 
     #[derive(Debug)]
@@ -203,12 +196,7 @@ mod autodiff {
         // (x, weight) checkpoints, padding, flip.
         type State = (NodeId, NodeId, usize, bool);
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            checkpointer: &mut Checkpointer,
-        ) {
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
             let [node_x, node_w, node_b] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
             let (x_state, w_state, pad, flip) = ops.state;
@@ -245,11 +233,7 @@ mod autodiff {
             pad: usize,
             flip: bool,
         ) -> FloatTensor<Self> {
-            match DepthwiseBackward
-                .prepare::<C>([x.node(), weight.node(), bias.node()])
-                .compute_bound()
-                .stateful()
-            {
+            match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(mut prep) => {
                     let x_state = prep.checkpoint(&x);
                     let w_state = prep.checkpoint(&weight);
@@ -279,12 +263,7 @@ mod autodiff {
             kernel: usize,
         ) -> FloatTensor<Self> {
             // A gradient is not differentiated again: the result is a constant.
-            let out = B::depthwise_conv1d_weight_grad(
-                x.into_primitive(),
-                grad.into_primitive(),
-                pad,
-                kernel,
-            );
+            let out = B::depthwise_conv1d_weight_grad(x.into_primitive(), grad.into_primitive(), pad, kernel);
             <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
         }
     }
@@ -302,12 +281,7 @@ pub fn depthwise_conv1d(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: u
 
 /// [`depthwise_conv1d`] through the extension, on a device where it is
 /// implemented (see [`super::supported`]).
-pub fn depthwise_conv1d_extension(
-    x: Tensor<3>,
-    weight: Tensor<3>,
-    bias: Tensor<1>,
-    pad: usize,
-) -> Tensor<3> {
+pub fn depthwise_conv1d_extension(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>, pad: usize) -> Tensor<3> {
     let [c, _, k] = weight.dims();
     let weight = weight.reshape([c, k]);
     Tensor::from_dispatch(<Dispatch as DepthwiseOps>::depthwise_conv1d(

@@ -14,8 +14,8 @@
 //! never forms `1 + erf` by cancellation.
 
 use burn::backend::{
-    backend_extension, flex::FlexTensor, ops::ActivationOps, tensor::FloatTensor, Backend,
-    Dispatch, Flex, TensorMetadata,
+    backend_extension, flex::FlexTensor, ops::ActivationOps, tensor::FloatTensor, Backend, Dispatch, Flex,
+    TensorMetadata,
 };
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -82,9 +82,8 @@ mod cpu {
         let x = x.max(-87.0);
         let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
         let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-        let p = 1.0
-            + r * (1.0
-                + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        let p =
+            1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
         // SAFETY: x ∈ [-87, 0] (NaN became -87), so n ∈ [-126, 0] is finite and
         // in range; the unchecked conversion vectorises where `as` does not.
         let n: i32 = unsafe { n.to_int_unchecked() };
@@ -96,13 +95,11 @@ mod cpu {
     pub fn cdf_pdf(x: f32) -> (f32, f32) {
         let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
         let t = 1.0 / (1.0 + 0.327_591_1 * z);
-        let poly = t
-            * (0.254_829_6
-                + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
         let e = exp_neg(-z * z);
         let half_q = 0.5 * poly * e;
         let cdf = if x >= 0.0 { 1.0 - half_q } else { half_q };
-        (cdf, e * 0.398_942_28)
+        (cdf, e * 0.398_942_3)
     }
 
     #[inline(always)]
@@ -157,10 +154,8 @@ mod cpu {
                 let _ = avx2;
                 forward_chunk(x, o)
             }),
-            Some(g) => out
-                .par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                .for_each(|(o, (x, g))| {
+            Some(g) => {
+                out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (x, g))| {
                     #[cfg(target_arch = "x86_64")]
                     if avx2 {
                         // SAFETY: as above.
@@ -168,7 +163,8 @@ mod cpu {
                     }
                     let _ = avx2;
                     grad_chunk(x, g, o)
-                }),
+                })
+            }
         }
     }
 }

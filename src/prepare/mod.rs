@@ -45,7 +45,12 @@ pub fn files_with(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
 }
 
 /// Runs `f` over `items` on `jobs` threads, in any order; results come back in input order.
-pub fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, pb: &indicatif::ProgressBar, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    pb: &indicatif::ProgressBar,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);

@@ -9,7 +9,15 @@ use crate::audio::wav::{read_wav, write_wav_i16};
 /// Splits every MUSAN file into `chunk`-second pieces every `hop` seconds:
 /// `out/<type>/<source>/<file>/<start seconds, 5 digits>.wav`. Returns the
 /// number of chunks written (existing chunks are kept unless `force`).
-pub fn split_musan(root: &Path, out: &Path, sample_rate: u32, chunk: f64, hop: f64, jobs: usize, force: bool) -> Result<usize> {
+pub fn split_musan(
+    root: &Path,
+    out: &Path,
+    sample_rate: u32,
+    chunk: f64,
+    hop: f64,
+    jobs: usize,
+    force: bool,
+) -> Result<usize> {
     let files = super::files_with(root, &["wav"])?;
     if files.is_empty() {
         bail!("{}: no .wav files (expected musan/<type>/<source>/*.wav)", root.display());
@@ -43,7 +51,9 @@ pub fn split_musan(root: &Path, out: &Path, sample_rate: u32, chunk: f64, hop: f
 /// Copies the small and medium simulated rooms of RIRS_NOISES (or any
 /// folders named by `rooms`) to `out/<room>/...`.
 pub fn select_rirs(root: &Path, out: &Path, rooms: &[&str], force: bool) -> Result<usize> {
-    let base = [root.join("simulated_rirs"), root.to_path_buf()].into_iter().find(|b| rooms.iter().any(|r| b.join(r).is_dir()));
+    let base = [root.join("simulated_rirs"), root.to_path_buf()]
+        .into_iter()
+        .find(|b| rooms.iter().any(|r| b.join(r).is_dir()));
     let Some(base) = base else {
         bail!("{}: none of {rooms:?} found (expected RIRS_NOISES/simulated_rirs/<room>/...)", root.display());
     };

@@ -13,8 +13,17 @@ use crate::weights::{sha256_file, write_atomic};
 #[derive(Debug, Clone)]
 enum Outcome {
     /// Usable: (speaker, path relative to the list root, samples).
-    Good { speaker: String, rel: String, samples: usize, converted: bool, sha256: Option<String> },
-    Bad { path: PathBuf, reason: String },
+    Good {
+        speaker: String,
+        rel: String,
+        samples: usize,
+        converted: bool,
+        sha256: Option<String>,
+    },
+    Bad {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Summary of a run.
@@ -66,7 +75,10 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
                     let dst = args.out.join("wav").join(&rel_wav);
                     if !dst.exists() {
                         if let Err(e) = link(file, &dst) {
-                            return Outcome::Bad { path: file.into(), reason: format!("cannot link into {}: {e}", dst.display()) };
+                            return Outcome::Bad {
+                                path: file.into(),
+                                reason: format!("cannot link into {}: {e}", dst.display()),
+                            };
                         }
                     }
                 }
@@ -79,8 +91,16 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
     if dst.exists() && !args.force {
         // Written by an earlier run (complete: writes are atomic); check it reads.
         return match read_wav(&dst, args.sample_rate, min.max(1)) {
-            Ok(w) => Outcome::Good { speaker, rel: rel_str, samples: w.samples.len(), converted: false, sha256: sha256_file(&dst).ok() },
-            Err(e) => Outcome::Bad { path: dst, reason: format!("earlier output unreadable ({e}); rerun with --force") },
+            Ok(w) => Outcome::Good {
+                speaker,
+                rel: rel_str,
+                samples: w.samples.len(),
+                converted: false,
+                sha256: sha256_file(&dst).ok(),
+            },
+            Err(e) => {
+                Outcome::Bad { path: dst, reason: format!("earlier output unreadable ({e}); rerun with --force") }
+            }
         };
     }
     let w = match decode_m4a(file) {
@@ -88,10 +108,16 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
         Err(e) => return Outcome::Bad { path: file.into(), reason: e.to_string() },
     };
     if w.sample_rate != args.sample_rate {
-        return Outcome::Bad { path: file.into(), reason: format!("sample rate {} Hz, expected {}", w.sample_rate, args.sample_rate) };
+        return Outcome::Bad {
+            path: file.into(),
+            reason: format!("sample rate {} Hz, expected {}", w.sample_rate, args.sample_rate),
+        };
     }
     if w.samples.len() < min {
-        return Outcome::Bad { path: file.into(), reason: format!("too short: {} samples, at least {min} needed", w.samples.len()) };
+        return Outcome::Bad {
+            path: file.into(),
+            reason: format!("too short: {} samples, at least {min} needed", w.samples.len()),
+        };
     }
     if let Some(parent) = dst.parent() {
         if let Err(e) = std::fs::create_dir_all(parent) {
@@ -106,7 +132,10 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
     match read_wav(&tmp, args.sample_rate, 1) {
         Ok(back) if back.samples.len() == w.samples.len() => {}
         Ok(back) => {
-            return Outcome::Bad { path: dst, reason: format!("wrote {} samples, decoded {}", back.samples.len(), w.samples.len()) }
+            return Outcome::Bad {
+                path: dst,
+                reason: format!("wrote {} samples, decoded {}", back.samples.len(), w.samples.len()),
+            }
         }
         Err(e) => return Outcome::Bad { path: dst, reason: format!("written file unreadable: {e}") },
     }
@@ -154,7 +183,8 @@ pub fn prepare(args: &VoxArgs) -> Result<VoxSummary> {
     pb.finish_and_clear();
 
     let mut summary = VoxSummary { files: files.len(), ..Default::default() };
-    let (mut lines, mut report, mut manifest) = (String::new(), String::from("path\treason\n"), String::from("path\tsamples\tsha256\n"));
+    let (mut lines, mut report, mut manifest) =
+        (String::new(), String::from("path\treason\n"), String::from("path\tsamples\tsha256\n"));
     let mut speakers: Vec<String> = Vec::new();
     for o in &outcomes {
         match o {

@@ -141,9 +141,14 @@ pub fn latest(root: &Path) -> Option<PathBuf> {
 }
 
 /// Restores model, optimiser and state from a checkpoint directory.
-pub fn load(dir: &Path, model: TrainModel, optim: ModuleOptimizer) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
+pub fn load(
+    dir: &Path,
+    model: TrainModel,
+    optim: ModuleOptimizer,
+) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
     let state: TrainState = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("state.json")).with_context(|| format!("{}: no state.json", dir.display()))?,
+        &std::fs::read_to_string(dir.join("state.json"))
+            .with_context(|| format!("{}: no state.json", dir.display()))?,
     )
     .with_context(|| format!("{}: corrupt state.json", dir.display()))?;
     let model = model

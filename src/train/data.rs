@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +30,8 @@ pub struct TrainSet {
 impl TrainSet {
     /// Reads a voxceleb_trainer list (`speaker path`) and checks every file exists.
     pub fn load(list: &Path, root: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(list).with_context(|| format!("{}: cannot read train list", list.display()))?;
+        let text =
+            std::fs::read_to_string(list).with_context(|| format!("{}: cannot read train list", list.display()))?;
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut set = TrainSet { files: vec![], labels: vec![], speakers: vec![] };
         for (i, line) in text.lines().enumerate() {

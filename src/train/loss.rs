@@ -68,7 +68,11 @@ pub fn accuracy_percent(logits: &[f32], n: usize, labels: &[usize]) -> f64 {
         .chunks(n)
         .zip(labels)
         .filter(|(row, &l)| {
-            let arg = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc }).0;
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc })
+                .0;
             arg == l
         })
         .count();

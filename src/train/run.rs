@@ -20,8 +20,8 @@ use super::step::{backward_and_step, spec_augment_mask, train_forward};
 use crate::audio::augment::{Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::score::cosine;
 use crate::eval::metrics::Roc;
+use crate::eval::score::cosine;
 use crate::features::Frontend;
 use crate::lists::{preflight, read_trials, trial_files};
 use crate::weights::{write_atomic, ModelMeta, SpeakerModel};
@@ -65,11 +65,8 @@ impl Validation {
     fn eer(&self, model: &SpeakerModel, device: &Device) -> Result<f64> {
         let e = Embedder::new(model, device);
         let embs = e.embed_listed(&self.files, default_batch_seconds(device), &|_| {})?;
-        let scores: Vec<f64> = self
-            .trials
-            .iter()
-            .map(|t| cosine(&embs[self.index[&t.enroll]], &embs[self.index[&t.test]]))
-            .collect();
+        let scores: Vec<f64> =
+            self.trials.iter().map(|t| cosine(&embs[self.index[&t.enroll]], &embs[self.index[&t.test]])).collect();
         let labels: Vec<bool> = self.trials.iter().map(|t| t.target).collect();
         Ok(Roc::new(&scores, &labels)?.eer().value)
     }
@@ -219,10 +216,13 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
         let epoch = state.epoch;
         let epoch_lr = if schedule.per_step() { None } else { Some(schedule.lr_at(epoch)) };
         let mut loader = Loader::start(&loader_spec, epoch, state.step_in_epoch);
-        let pb = crate::commands::progress((steps - state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs));
+        let pb = crate::commands::progress(
+            (steps - state.step_in_epoch) as u64,
+            &format!("epoch {}/{}", epoch + 1, tc.max_epochs),
+        );
         let mut n = 0usize;
         let (t_epoch, mut step_secs) = (Instant::now(), 0.0);
-        while let Some(batch) = loader.next() {
+        for batch in loader.by_ref() {
             let batch = batch?;
             let t = Instant::now();
             let lr = epoch_lr.unwrap_or_else(|| schedule.lr_at(state.global_step));
@@ -234,7 +234,13 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             });
             let (_, out) = train_forward(&model, &frontend, wav, &batch.labels, &aam, mask);
             let loss = out.loss.clone().into_scalar::<f32>() as f64;
-            let logits = out.logits.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let logits = out
+                .logits
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let acc = accuracy_percent(&logits, tc.loss.n_classes, &batch.labels);
             if !loss.is_finite() {
                 bail!("loss is {loss} at epoch {epoch}, step {}: stopping", batch.step);
@@ -257,7 +263,11 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             ));
             pb.inc(1);
             let stop = spec.stop_after_steps.is_some_and(|s| state.global_step >= s);
-            if stop || (spec.checkpoint_every > 0 && state.global_step % spec.checkpoint_every == 0 && state.step_in_epoch < steps) {
+            if stop
+                || (spec.checkpoint_every > 0
+                    && state.global_step.is_multiple_of(spec.checkpoint_every)
+                    && state.step_in_epoch < steps)
+            {
                 checkpoint::save(&ckpt_root, &model, &optim, &state)?;
                 write_csvs(&spec.out, &state)?;
             }
@@ -271,7 +281,10 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
         let elapsed = t_epoch.elapsed().as_secs_f64();
 
         // Validation and the best models.
-        let speaker_model = model.to_speaker_model(cfg, ModelMeta { source: Some(format!("trained: {}", spec.out.display())), ..Default::default() });
+        let speaker_model = model.to_speaker_model(
+            cfg,
+            ModelMeta { source: Some(format!("trained: {}", spec.out.display())), ..Default::default() },
+        );
         let eer = match &validation {
             Some(v) => Some(v.eer(&speaker_model, plain)?),
             None => None,

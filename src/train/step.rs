@@ -15,7 +15,13 @@ use crate::features::Frontend;
 ///
 /// Widths are `floor(U·param)` and starts `floor(U·(size − U·param))`, as
 /// torchaudio draws them with `iid_masks=False`.
-pub fn spec_augment_mask(cfg: &SpecAugmentConfig, n_mels: usize, frames: usize, rng: &mut impl Rng, device: &Device) -> Tensor<3> {
+pub fn spec_augment_mask(
+    cfg: &SpecAugmentConfig,
+    n_mels: usize,
+    frames: usize,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> Tensor<3> {
     let mut draw = |param: usize, size: usize| -> (usize, usize) {
         let value = rng.random::<f64>() * param as f64;
         let min_value = rng.random::<f64>() * (size as f64 - value);

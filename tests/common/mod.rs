@@ -42,7 +42,7 @@ pub fn test_devices() -> Vec<(String, Device)> {
         Ok(v) => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         Err(_) => {
             let mut v = vec!["cpu".to_string()];
-            if cfg!(feature = "wgpu") && !nexttdnn::device::available().iter().skip(1).next().is_none() {
+            if cfg!(feature = "wgpu") && nexttdnn::device::available().len() > 1 {
                 v.push("wgpu".into());
             } else {
                 skip("wgpu parity: no wgpu adapter found; parity runs on cpu only");
