@@ -270,7 +270,7 @@ impl Embedder {
         Ok(stats)
     }
 
-    /// Embeddings of checked files, in order, read with [`read_wav`].
+    /// Embeddings of checked files, in order, read with [`Embedder::load_audio`].
     pub fn embed_listed(
         &self,
         files: &[ListedFile],
@@ -280,9 +280,7 @@ impl Embedder {
         let paths = crate::lists::paths(files);
         let lengths: Vec<usize> = files.iter().map(|f| f.samples).collect();
         let mut out: Vec<Option<Vec<f32>>> = vec![None; files.len()];
-        let load = |_: usize, p: &Path| {
-            Ok(Loaded::Samples(load_samples(p, self.config.frontend.sample_rate, self.min_samples())?))
-        };
+        let load = |_: usize, p: &Path| Ok(Loaded::Samples(self.load_audio(p)?));
         self.embed_files(
             &paths,
             &lengths,
@@ -343,10 +341,6 @@ fn prepare(path: &Path, loaded: Loaded, frontend: &CpuFrontend, min: usize) -> R
             Prepared::Features(host_features(frontend, &s))
         }
     })
-}
-
-fn load_samples(path: &Path, rate: u32, min: usize) -> Result<Vec<f32>> {
-    Ok(read_wav(path, rate, min)?.samples)
 }
 
 fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {

@@ -112,21 +112,29 @@ pub fn preflight(
     root: Option<&Path>,
     sample_rate: u32,
 ) -> Result<Vec<ListedFile>> {
-    let mut out = Vec::with_capacity(files.len());
-    for (f, line) in files {
-        let p = resolve(root, f);
-        let at = format!("{}:{line}: {}", list.display(), p.display());
-        if !p.is_file() {
-            bail!("{at}: file not found");
-        }
-        let reader = hound::WavReader::open(&p).map_err(|e| anyhow::anyhow!("{at}: not a readable WAV file: {e}"))?;
-        let spec = reader.spec();
-        if spec.sample_rate != sample_rate {
-            bail!("{at}: sample rate {} Hz, the model expects {sample_rate} Hz", spec.sample_rate);
-        }
-        out.push(ListedFile { samples: reader.duration() as usize, path: p });
+    files
+        .iter()
+        .map(|(f, line)| {
+            let p = resolve(root, f);
+            let at = format!("{}:{line}: {}", list.display(), p.display());
+            check_audio(p, &at, sample_rate)
+        })
+        .collect()
+}
+
+/// Checks that an audio file exists and has a readable WAV header at
+/// `sample_rate`, and reads its length. Errors start with `at` (the file, or
+/// the list, line and file).
+pub fn check_audio(path: PathBuf, at: &str, sample_rate: u32) -> Result<ListedFile> {
+    if !path.is_file() {
+        bail!("{at}: file not found");
     }
-    Ok(out)
+    let reader = hound::WavReader::open(&path).map_err(|e| anyhow::anyhow!("{at}: not a readable WAV file: {e}"))?;
+    let spec = reader.spec();
+    if spec.sample_rate != sample_rate {
+        bail!("{at}: sample rate {} Hz, the model expects {sample_rate} Hz", spec.sample_rate);
+    }
+    Ok(ListedFile { samples: reader.duration() as usize, path })
 }
 
 /// A cohort list for score normalisation: one file per line, or the

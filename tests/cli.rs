@@ -101,32 +101,25 @@ fn list_errors_name_file_and_line() {
             .arg(&model),
     );
     let list = dir.join("bad.txt");
+    let embed_list = || {
+        run_err(
+            bin()
+                .args(["--device", "cpu", "embed", "--model"])
+                .arg(&model)
+                .arg("--out")
+                .arg(dir.join("o"))
+                .arg("--list")
+                .arg(&list)
+                .arg("--wav-root")
+                .arg(fixtures()),
+        )
+    };
     std::fs::write(&list, "utt_1p370s.wav\na b c\n").unwrap();
-    let err = run_err(
-        bin()
-            .args(["--device", "cpu", "embed", "--model"])
-            .arg(&model)
-            .arg("--out")
-            .arg(dir.join("o"))
-            .arg("--list")
-            .arg(&list)
-            .arg("--wav-root")
-            .arg(fixtures()),
-    );
+    let err = embed_list();
     assert!(err.contains("bad.txt:2"), "{err}");
 
     std::fs::write(&list, "utt_1p370s.wav\nnot_there.wav\n").unwrap();
-    let err = run_err(
-        bin()
-            .args(["--device", "cpu", "embed", "--model"])
-            .arg(&model)
-            .arg("--out")
-            .arg(dir.join("o"))
-            .arg("--list")
-            .arg(&list)
-            .arg("--wav-root")
-            .arg(fixtures()),
-    );
+    let err = embed_list();
     assert!(err.contains("not_there.wav") && err.contains("not found"), "{err}");
     assert!(!dir.join("o").join("embeddings.npy").exists(), "no partial output");
 }

@@ -174,34 +174,27 @@ fn preflight_stops_before_embedding() {
     let model = import(&dir);
     let trials = dir.join("bad_trials.txt");
     let cache = dir.join("cache");
+    let eval = || {
+        run(bin()
+            .args(["--device", "cpu", "eval", "--model"])
+            .arg(&model)
+            .arg("--trials")
+            .arg(&trials)
+            .arg("--wav-root")
+            .arg(&root)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .arg("--cache-dir")
+            .arg(&cache))
+    };
     std::fs::write(&trials, format!("{TRIALS}0 fx/utt_0p500s.wav fx/missing.wav\n")).unwrap();
-    let (ok, _, err) = run(bin()
-        .args(["--device", "cpu", "eval", "--model"])
-        .arg(&model)
-        .arg("--trials")
-        .arg(&trials)
-        .arg("--wav-root")
-        .arg(&root)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--cache-dir")
-        .arg(&cache));
+    let (ok, _, err) = eval();
     assert!(!ok);
     assert!(err.contains("bad_trials.txt:8") && err.contains("missing.wav") && err.contains("not found"), "{err}");
     assert!(!cache.exists() || walk(&cache).is_empty(), "nothing was embedded");
 
     std::fs::write(&trials, format!("{TRIALS}2 fx/utt_0p500s.wav fx/utt_1p370s.wav\n")).unwrap();
-    let (ok, _, err) = run(bin()
-        .args(["--device", "cpu", "eval", "--model"])
-        .arg(&model)
-        .arg("--trials")
-        .arg(&trials)
-        .arg("--wav-root")
-        .arg(&root)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--cache-dir")
-        .arg(&cache));
+    let (ok, _, err) = eval();
     assert!(!ok && err.contains("bad_trials.txt:8") && err.contains("label"), "{err}");
 }
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::lists::{read_audio_list, ListedFile};
+use crate::lists::{check_audio, read_audio_list, ListedFile};
 use crate::npy;
 use crate::weights::write_atomic;
 
@@ -46,7 +46,9 @@ pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
     }
     let loaded = super::load_model(model, dev)?;
     // Check every file before the long work starts, and read its length.
-    let listed = check_files(&files, loaded.config.frontend.sample_rate)?;
+    let rate = loaded.config.frontend.sample_rate;
+    let listed: Vec<ListedFile> =
+        files.iter().map(|f| check_audio(f.clone(), &f.display().to_string(), rate)).collect::<Result<_>>()?;
     let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
@@ -72,22 +74,4 @@ pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
     write_atomic(&out.join("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
     println!("wrote {} embeddings of dimension {dim} to {}", files.len(), out.display());
     Ok(())
-}
-
-/// Every input file exists and has a WAV header at the model's rate; their lengths.
-fn check_files(files: &[PathBuf], sample_rate: u32) -> Result<Vec<ListedFile>> {
-    files
-        .iter()
-        .map(|f| {
-            if !f.is_file() {
-                bail!("{}: file not found", f.display());
-            }
-            let r = hound::WavReader::open(f)
-                .map_err(|e| anyhow::anyhow!("{}: not a readable WAV file: {e}", f.display()))?;
-            if r.spec().sample_rate != sample_rate {
-                bail!("{}: sample rate {} Hz, the model expects {sample_rate} Hz", f.display(), r.spec().sample_rate);
-            }
-            Ok(ListedFile { path: f.clone(), samples: r.duration() as usize })
-        })
-        .collect()
 }

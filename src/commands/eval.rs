@@ -152,12 +152,10 @@ fn embed_all(
         })
     };
     let mut out: Vec<Option<Vec<f32>>> = vec![None; files.len()];
-    let mut computed = 0;
     let done = |i: usize, e: Vec<f32>| -> Result<()> {
         let (key, hit) = keys[i].get().expect("key set by the loader");
         if !hit {
             cache.put(key, &e)?;
-            computed += 1;
         }
         out[i] = Some(e);
         Ok(())
@@ -165,6 +163,7 @@ fn embed_all(
     let pb = super::progress(files.len() as u64, what);
     let pipeline = embedder.embed_files(&paths, &lengths, batch_seconds, load, done, &|n| pb.inc(n))?;
     pb.finish_and_clear();
+    let computed = pipeline.files - pipeline.known;
     let stage = EvalStage {
         audio_seconds: lengths.iter().sum::<usize>() as f64 / rate as f64,
         hash_secs: hash_ns.into_inner() as f64 * 1e-9,

@@ -56,8 +56,7 @@ impl FrameMask {
 
     /// Zeroes padded frames of channels-last `[B, T, C]`.
     pub fn zero_padding_last(&self, x: Tensor<3>) -> Tensor<3> {
-        let m = self.channels_last.clone().cast(x.dtype());
-        x * m
+        x * self.channels_last.clone()
     }
 
     /// Adds the attention bias to float32 logits `[B, D, T]`.
