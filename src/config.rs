@@ -139,7 +139,12 @@ pub struct AugmentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Crops per optimiser step (the global batch, over all ranks and micro-batches).
     pub batch_size: usize,
+    /// Micro-batches per optimiser step on each process (gradient accumulation):
+    /// the batch is split among them and their gradients averaged.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
     pub max_epochs: usize,
     /// Crop length in samples (frames * hop + win - hop).
     pub crop_samples: usize,
@@ -163,6 +168,14 @@ pub struct EvalConfig {
     pub c_fa: f64,
     /// Cohort scores kept per side in adaptive score normalisation.
     pub asnorm_top_k: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 impl ExperimentConfig {
@@ -218,6 +231,15 @@ impl ExperimentConfig {
         anyhow::ensure!(
             f.f_min >= 0.0 && f.f_min < f.f_max && f.f_max <= f.sample_rate as f64 / 2.0,
             "frontend needs 0 <= f_min < f_max <= sample_rate / 2"
+        );
+        let t = &self.train;
+        anyhow::ensure!(t.batch_size > 0, "train.batch_size must be positive");
+        anyhow::ensure!(t.accumulate > 0, "train.accumulate must be at least 1");
+        anyhow::ensure!(
+            t.batch_size.is_multiple_of(t.accumulate),
+            "train.batch_size ({}) must divide into train.accumulate ({}) micro-batches",
+            t.batch_size,
+            t.accumulate
         );
         anyhow::ensure!(
             !self.eval.p_targets.is_empty() && self.eval.p_targets.iter().all(|p| *p > 0.0 && *p < 1.0),

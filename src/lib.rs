@@ -16,6 +16,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod prepare;
+pub mod progress;
 pub mod train;
 pub mod weights;
 

@@ -36,6 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Train(args) => return commands::train::run(args, cli.device),
         _ => {}
     }
     let dev = device::select(cli.device)?;
@@ -45,79 +46,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { model, threshold, enroll, test } => {
             commands::verify::run(model.as_deref(), threshold, enroll.as_deref(), test.as_deref(), &dev)
         }
-        Command::Bench {
-            config,
-            model,
-            seconds,
-            frontend_batch,
-            train_batch,
-            op_batch,
-            warmup,
-            repeats,
-            out,
-            ops,
-            precision,
-        } => commands::bench::run(
-            config.as_deref(),
-            model.as_deref(),
-            &seconds,
-            frontend_batch,
-            train_batch,
-            op_batch,
-            warmup,
-            repeats,
-            out.as_deref(),
-            &ops,
-            precision,
-            &dev,
-        ),
-        Command::Train {
-            config,
-            train_list,
-            wav_root,
-            musan,
-            rir,
-            no_spec_augment,
-            val_trials,
-            val_root,
-            out,
-            resume,
-            init_model,
-            epochs,
-            batch_size,
-            n_classes,
-            workers,
-            checkpoint_every,
-            stop_after_steps,
-        } => {
-            let mut cfg = nexttdnn::config::ExperimentConfig::load(&config)?;
-            if let Some(e) = epochs {
-                cfg.train.max_epochs = e;
-            }
-            if let Some(b) = batch_size {
-                cfg.train.batch_size = b;
-            }
-            if let Some(n) = n_classes {
-                cfg.train.loss.n_classes = n;
-            }
-            let spec = nexttdnn::train::run::RunSpec {
-                cfg,
-                train_list,
-                wav_root,
-                augment: musan.zip(rir),
-                spec_augment: !no_spec_augment,
-                val_trials,
-                val_root,
-                out,
-                resume,
-                init_model,
-                workers,
-                checkpoint_every,
-                stop_after_steps,
-            };
-            commands::train::run(&spec, &dev)
-        }
+        Command::Bench(args) => commands::bench::run(&args, &dev),
         Command::Eval(args) => commands::eval::run(&args, &dev),
-        Command::Devices | Command::Compare { .. } | Command::Prepare { .. } => unreachable!(),
+        Command::Devices | Command::Compare { .. } | Command::Prepare { .. } | Command::Train(_) => unreachable!(),
     }
 }

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use nexttdnn::config::ExperimentConfig;
 use nexttdnn::features::Frontend;
-use nexttdnn::train::loss::{accuracy_percent, AamSoftmax};
+use nexttdnn::train::loss::{accuracy_percent, correct_count, labels_tensor, AamSoftmax};
 use nexttdnn::train::model::TrainModel;
 use nexttdnn::train::optim::{adamw, clip_global};
 use nexttdnn::train::step::train_forward;
@@ -81,7 +81,7 @@ fn check_step(variant: &str) {
         let wav =
             Tensor::<2>::from_data(TensorData::new(crops.values.clone(), [crops.shape[0], crops.shape[1]]), &device);
 
-        let (emb, out) = train_forward(&model, &frontend, wav, &labels, &aam, None);
+        let (emb, out) = train_forward(&model, &frontend, wav, labels_tensor(&labels, &device), &aam, None);
         let close = |what: &str, got: &[f32], want: &[f32], tol: f64| {
             let e = max_abs(got, want);
             eprintln!("[{name}] {variant} {what}: max abs {e:.2e}");
@@ -92,6 +92,8 @@ fn check_step(variant: &str) {
         close("loss", &to_vec(out.loss.clone()), &fx["loss"].values, 1e-4);
         let acc = accuracy_percent(&to_vec(out.logits.clone()), cfg.train.loss.n_classes, &labels);
         assert_eq!(acc, fx["acc_top1_percent"].values[0] as f64);
+        let correct = to_vec(correct_count(out.logits.clone(), labels_tensor(&labels, &device)))[0] as f64;
+        assert_eq!(100.0 * correct / labels.len() as f64, acc, "[{name}] accuracy counted on the device");
 
         // BatchNorm running statistics after the forward pass.
         for (off, ours_bn) in [("bn1", "attn_bn"), ("bn2", "stats_bn"), ("bn3", "embed_bn")] {
@@ -245,7 +247,7 @@ fn aam_loss_matches_reference() {
         let x = Tensor::<2>::from_data(TensorData::new(fx["x"].values.clone(), [8, 192]), &device).require_grad();
         let w = Tensor::<2>::from_data(TensorData::new(fx["weight"].values.clone(), [10, 192]), &device).require_grad();
         let aam = AamSoftmax { margin: 0.3, scale: 40.0 };
-        let out = aam.forward(x.clone(), w.clone(), &labels);
+        let out = aam.forward(x.clone(), w.clone(), labels_tensor(&labels, &device));
         let logits = to_vec(out.logits.clone());
         assert!(max_abs(&logits, &fx["logits"].values) < 1e-4, "[{name}] logits");
         assert!(max_abs(&to_vec(out.loss.clone()), &fx["loss"].values) < 1e-4, "[{name}] loss");

@@ -2,7 +2,10 @@
 //! room impulse responses, and additive MUSAN music, babble, noise and
 //! "television" (babble + music), each with equal probability as clean.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use rand::{Rng, RngExt};
@@ -113,17 +116,61 @@ fn energy_db(x: &[f32], floor: f64) -> f64 {
     10.0 * (mean + floor).log10()
 }
 
+/// Decoded noise and impulse-response files, kept in memory within a budget
+/// and shared by the loader threads: each training crop reads one to seven of
+/// them, and the same few thousand files come back all the time.
+#[derive(Debug)]
+pub struct AudioCache {
+    files: Mutex<HashMap<PathBuf, Arc<Vec<f32>>>>,
+    /// Bytes of samples still allowed in.
+    room: Mutex<usize>,
+    /// Longest file kept, in samples.
+    max_samples: usize,
+}
+
+impl AudioCache {
+    /// A cache of at most `budget_bytes` of samples, holding files of at most
+    /// `max_samples` samples (longer ones are read at every use).
+    pub fn new(budget_bytes: usize, max_samples: usize) -> Self {
+        Self { files: Mutex::new(HashMap::new()), room: Mutex::new(budget_bytes), max_samples }
+    }
+
+    /// The default for training: 1 GiB, files up to 30 s at `sample_rate`.
+    pub fn for_training(sample_rate: u32) -> Self {
+        Self::new(1 << 30, 30 * sample_rate as usize)
+    }
+
+    fn get(&self, path: &Path, sample_rate: u32) -> Result<Arc<Vec<f32>>> {
+        if let Some(v) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+            return Ok(v.clone());
+        }
+        let samples = Arc::new(read_wav(path, sample_rate, 1)?.samples);
+        let bytes = samples.len() * std::mem::size_of::<f32>();
+        if samples.len() <= self.max_samples {
+            let mut room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            if *room >= bytes {
+                let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                if files.insert(path.to_path_buf(), samples.clone()).is_none() {
+                    *room -= bytes;
+                }
+            }
+        }
+        Ok(samples)
+    }
+}
+
 /// Applies the augmentation.
 pub struct Augmenter {
     pub bank: NoiseBank,
     pub cfg: AugmentConfig,
     pub sample_rate: u32,
+    pub cache: AudioCache,
 }
 
 impl Augmenter {
     fn load(&self, path: &Path, len: usize, rng: &mut impl Rng) -> Result<Vec<f32>> {
-        let w = read_wav(path, self.sample_rate, 1)?;
-        Ok(crop(&w.samples, len, rng))
+        let w = self.cache.get(path, self.sample_rate)?;
+        Ok(crop(&w, len, rng))
     }
 
     /// Adds `count` files of `pool` at SNRs drawn from `snr`, relative to `x`.
@@ -167,7 +214,7 @@ impl Augmenter {
     /// convolution, truncated to the first `len` samples.
     fn reverb(&self, x: &mut [f32], rng: &mut impl Rng) -> Result<()> {
         let f = &self.bank.rirs[rng.random_range(0..self.bank.rirs.len())];
-        let rir = read_wav(f, self.sample_rate, 1)?.samples;
+        let rir = self.cache.get(f, self.sample_rate)?;
         let norm = rir.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
         let h: Vec<f32> = rir.iter().map(|v| (*v as f64 / norm) as f32).collect();
         let y = convolve_truncated(x, &h);
@@ -193,13 +240,20 @@ impl Augmenter {
     }
 }
 
+thread_local! {
+    /// One planner per thread: it keeps the plans of the sizes it has made,
+    /// so each loader thread plans each FFT size once.
+    static PLANNER: RefCell<FftPlanner<f64>> = RefCell::new(FftPlanner::new());
+}
+
 /// First `x.len()` samples of the full convolution `x * h`, through an FFT
 /// (direct convolution with second-long responses is too slow per crop).
 pub fn convolve_truncated(x: &[f32], h: &[f32]) -> Vec<f32> {
     let n = (x.len() + h.len() - 1).next_power_of_two();
-    let mut planner = FftPlanner::<f64>::new();
-    let fwd = planner.plan_fft_forward(n);
-    let inv = planner.plan_fft_inverse(n);
+    let (fwd, inv) = PLANNER.with(|p| {
+        let mut p = p.borrow_mut();
+        (p.plan_fft_forward(n), p.plan_fft_inverse(n))
+    });
     let spec = |v: &[f32]| {
         let mut b: Vec<Complex<f64>> = v.iter().map(|&s| Complex::new(s as f64, 0.0)).collect();
         b.resize(n, Complex::new(0.0, 0.0));

@@ -3,7 +3,7 @@
 //! Each measurement is warmed up, repeated, and reported as the median (with
 //! min and max). The process's peak resident memory is reported too.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -45,7 +45,7 @@ pub struct Report {
     pub peak_rss_mib: Option<f64>,
 }
 
-fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Measurement {
+pub(super) fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Measurement {
     for _ in 0..warmup {
         f();
     }
@@ -84,21 +84,66 @@ fn signal(samples: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    config: Option<&Path>,
-    model: Option<&Path>,
-    seconds: &[f64],
-    frontend_batch: usize,
-    train_batch: usize,
-    op_batch: usize,
-    warmup: usize,
-    repeats: usize,
-    out: Option<&Path>,
-    ops: &str,
-    precision: crate::model::Precision,
-    dev: &SelectedDevice,
-) -> Result<()> {
+/// Options of `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Config to benchmark with fresh weights (ignored with --model);
+    /// default: the C256 B3 configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Benchmark this model file instead.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Utterance lengths in seconds.
+    #[arg(long, value_delimiter = ',', default_value = "4,8")]
+    pub seconds: Vec<f64>,
+    /// Batch size of the front-end measurement (training crops); 0 skips it.
+    #[arg(long, default_value_t = 32)]
+    pub frontend_batch: usize,
+    /// Batch size of a training-step measurement (crops of the config's length); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub train_batch: usize,
+    /// Batch size of single-operation measurements (the depthwise
+    /// convolutions at a training crop's shape); 0 skips them.
+    #[arg(long, default_value_t = 0)]
+    pub op_batch: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Depthwise convolution and GELU: `extension` (our kernels on the
+    /// CubeCL backends, our CPU code on flex) or `generic` (Burn's own
+    /// operations), for comparisons.
+    #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
+    pub ops: String,
+    /// Backbone precision of the embedding measurements: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub precision: crate::model::Precision,
+    #[command(flatten)]
+    pub training: super::bench_train::TrainBenchArgs,
+}
+
+pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
+    let BenchArgs {
+        config,
+        model,
+        seconds,
+        frontend_batch,
+        train_batch,
+        op_batch,
+        warmup,
+        repeats,
+        out,
+        ops,
+        precision,
+        training,
+    } = args;
+    let (config, model, out) = (config.as_deref(), model.as_deref(), out.as_deref());
+    let (frontend_batch, train_batch, op_batch, warmup, repeats, precision) =
+        (*frontend_batch, *train_batch, *op_batch, *warmup, *repeats, *precision);
     crate::ops::set_generic(ops == "generic");
     let m = match model {
         Some(p) => SpeakerModel::load(p, &dev.device)?,
@@ -113,7 +158,8 @@ pub fn run(
     let sr = cfg.frontend.sample_rate as f64;
     let embedder = Embedder::with_precision(&m, &dev.device, precision);
     let mut results = Vec::new();
-    for &s in seconds {
+    // `--seconds 0` skips the embedding measurements.
+    for &s in seconds.iter().filter(|&&s| s > 0.0) {
         let wav = signal((s * sr) as usize, 7);
         results.push(time(format!("embed {s} s (batch 1, waveform to embedding)"), warmup, repeats, || {
             embedder.embed_samples(&wav).expect("embedding");
@@ -145,14 +191,21 @@ pub fn run(
         let mut holder = Some(crate::train::model::TrainModel::new(&cfg, &device));
         results.push(time(name, warmup.min(1), repeats, || {
             let m = holder.take().expect("model");
-            let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [train_batch, len]), &device);
-            let (_, out) = crate::train::step::train_forward(&m, &frontend, x, &labels, &aam, None);
-            let (m, _) = crate::train::step::backward_and_step(
+            let micro = vec![crate::train::step::MicroBatch {
+                wav: Tensor::<2>::from_data(TensorData::new(data.clone(), [train_batch, len]), &device),
+                labels: crate::train::loss::labels_tensor(&labels, &device),
+            }];
+            let (m, _) = crate::train::step::accumulated_step(
                 m,
                 &mut optim,
-                out.loss,
+                &frontend,
+                &aam,
+                micro,
+                None,
+                1,
                 1e-4,
                 cfg.train.optimizer.grad_clip_norm,
+                &crate::train::collective::Single,
             );
             // Wait for the device before the clock stops.
             let _ = m.aam.val().slice([0..1, 0..1]).into_data();
@@ -164,6 +217,7 @@ pub fn run(
         results.extend(depthwise_ops(&cfg, op_batch, warmup, repeats, &dev.device));
         results.extend(gelu_ops(&cfg, op_batch, warmup, repeats, &dev.device));
     }
+    results.extend(super::bench_train::run(training, &cfg, warmup, dev)?);
     let report = Report {
         config: cfg.name.clone(),
         model_sha256: model.map(crate::weights::sha256_file).transpose()?,

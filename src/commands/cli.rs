@@ -46,97 +46,9 @@ pub enum Command {
         test: Option<PathBuf>,
     },
     /// Time embedding extraction and the front end (median of repeats) and report peak memory.
-    Bench {
-        /// Config to benchmark with fresh weights (ignored with --model);
-        /// default: the C256 B3 configuration.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Benchmark this model file instead.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Utterance lengths in seconds.
-        #[arg(long, value_delimiter = ',', default_value = "4,8")]
-        seconds: Vec<f64>,
-        /// Batch size of the front-end measurement (training crops); 0 skips it.
-        #[arg(long, default_value_t = 32)]
-        frontend_batch: usize,
-        /// Batch size of a training-step measurement (crops of the config's length); 0 skips it.
-        #[arg(long, default_value_t = 0)]
-        train_batch: usize,
-        /// Batch size of single-operation measurements (the depthwise
-        /// convolutions at a training crop's shape); 0 skips them.
-        #[arg(long, default_value_t = 0)]
-        op_batch: usize,
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        #[arg(long, default_value_t = 10)]
-        repeats: usize,
-        /// Write the report as JSON.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Depthwise convolution and GELU: `extension` (our kernels on the
-        /// CubeCL backends, our CPU code on flex) or `generic` (Burn's own
-        /// operations), for comparisons.
-        #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
-        ops: String,
-        /// Backbone precision of the embedding measurements: f32, f16 or bf16.
-        #[arg(long, default_value = "f32")]
-        precision: crate::model::Precision,
-    },
+    Bench(super::bench::BenchArgs),
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.
-    Train {
-        /// Config (configs/*.ron).
-        #[arg(long)]
-        config: PathBuf,
-        /// Train list in voxceleb_trainer format (`speaker path`).
-        #[arg(long)]
-        train_list: PathBuf,
-        /// Root of the train list's paths.
-        #[arg(long)]
-        wav_root: PathBuf,
-        /// MUSAN root (split or flat layout); with --rir enables waveform augmentation.
-        #[arg(long, requires = "rir")]
-        musan: Option<PathBuf>,
-        /// Root of the room impulse responses.
-        #[arg(long, requires = "musan")]
-        rir: Option<PathBuf>,
-        /// Turn SpecAugment off.
-        #[arg(long)]
-        no_spec_augment: bool,
-        /// Validation trial list (EER after each epoch).
-        #[arg(long)]
-        val_trials: Option<PathBuf>,
-        /// Root of the validation list's paths (default: the list's folder).
-        #[arg(long)]
-        val_root: Option<PathBuf>,
-        /// Run directory (config, metrics, curves, checkpoints, models).
-        #[arg(long)]
-        out: PathBuf,
-        /// Continue the run in --out from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// Start from this model file (fine-tuning).
-        #[arg(long)]
-        init_model: Option<PathBuf>,
-        /// Override train.max_epochs.
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// Override train.batch_size.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Override train.loss.n_classes (the number of training speakers).
-        #[arg(long)]
-        n_classes: Option<usize>,
-        /// Data-loading threads.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Also checkpoint every N steps inside epochs (0: at epoch ends only).
-        #[arg(long, default_value_t = 0)]
-        checkpoint_every: usize,
-        /// Stop after this many optimiser steps (with a checkpoint to resume from).
-        #[arg(long)]
-        stop_after_steps: Option<usize>,
-    },
+    Train(super::train::TrainArgs),
     /// Evaluate on a trial list: EER, minDCF, optional AS-norm, scores, summary and plots.
     Eval(super::eval::EvalArgs),
     /// Run one model on several devices and compare results, deviations and speed.

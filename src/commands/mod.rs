@@ -1,6 +1,7 @@
 //! One file per subcommand; each composes the library's stages.
 
 pub mod bench;
+pub mod bench_train;
 pub mod cli;
 pub mod compare;
 pub mod devices;
@@ -51,4 +52,29 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
+}
+
+/// Progress bars on the terminal, for library code that reports through
+/// [`crate::progress::Reporter`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terminal;
+
+struct TerminalBar(indicatif::ProgressBar);
+
+impl crate::progress::Progress for TerminalBar {
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn message(&self, text: String) {
+        self.0.set_message(text);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl crate::progress::Reporter for Terminal {
+    fn bar(&self, len: u64, what: &str) -> Box<dyn crate::progress::Progress> {
+        Box::new(TerminalBar(progress(len, what)))
+    }
 }

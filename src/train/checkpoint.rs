@@ -72,31 +72,53 @@ pub struct EpochRow {
     pub device_reserved_mib: Option<f64>,
 }
 
-/// One row of the per-step history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepRow {
-    pub global_step: usize,
-    pub epoch: usize,
+/// Sums of the log interval in progress, exactly as the device held them
+/// (this rank's, or all ranks' summed when written by a job of several).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct IntervalSums {
+    /// Sum of micro-batch losses.
+    #[serde(with = "exact")]
+    pub loss: f64,
+    /// Crops classified correctly.
+    #[serde(with = "exact")]
+    pub correct: f64,
+    /// Steps taken in the interval.
+    pub steps: usize,
+}
+
+/// Sums over the steps of the epoch in progress.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct EpochSums {
+    /// Sum of micro-batch losses over all ranks.
     #[serde(with = "exact")]
     pub loss: f64,
     #[serde(with = "exact")]
-    pub accuracy: f64,
-    #[serde(with = "exact")]
-    pub lr: f64,
+    pub correct: f64,
+    pub steps: usize,
 }
 
-/// Everything besides tensors that a resumed run needs.
+/// The format of `state.json` this version writes and reads.
+pub const STATE_FORMAT: u32 = 2;
+
+/// Everything besides tensors that a resumed run needs. Its size does not
+/// grow with the run: the history is in the appended CSV files, whose
+/// lengths at the checkpoint are kept so that a resume cuts off what was
+/// logged after it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
+    #[serde(default)]
+    pub format: u32,
     pub config_name: String,
     /// Epoch in progress and steps of it already done.
     pub epoch: usize,
     pub step_in_epoch: usize,
     pub global_step: usize,
-    pub schedule_count: usize,
-    pub epochs: Vec<EpochRow>,
-    pub steps: Vec<StepRow>,
-    /// Kept models: (EER, path).
+    pub epoch_sums: EpochSums,
+    pub interval: IntervalSums,
+    /// Bytes of `steps.csv` and `metrics.csv` at the checkpoint.
+    pub steps_csv_bytes: u64,
+    pub metrics_csv_bytes: u64,
+    /// Kept models: (EER, path), best first.
     pub best: Vec<(f64, PathBuf)>,
 }
 
@@ -150,7 +172,16 @@ pub fn load(
         &std::fs::read_to_string(dir.join("state.json"))
             .with_context(|| format!("{}: no state.json", dir.display()))?,
     )
-    .with_context(|| format!("{}: corrupt state.json", dir.display()))?;
+    .with_context(|| {
+        format!("{}: state.json is corrupt or was written by an older version of nexttdnn", dir.display())
+    })?;
+    if state.format != STATE_FORMAT {
+        anyhow::bail!(
+            "{}: checkpoint format {} (this version reads format {STATE_FORMAT}); resume it with the version that wrote it",
+            dir.display(),
+            state.format
+        );
+    }
     let model = model
         .try_load_file(dir.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{}: cannot load model.bpk: {e:?}", dir.display()))?;

@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::audio::augment::{crop, Augmenter};
+use super::collective::micro_positions;
 use crate::audio::read_wav;
 
 /// Utterances with integer speaker labels in order of first appearance.
@@ -86,12 +87,17 @@ pub fn steps_per_epoch(n: usize, batch: usize) -> usize {
     n / batch
 }
 
-/// One batch of crops, ready for the device.
-pub struct Batch {
-    pub step: usize,
-    /// `[B, crop]` row-major.
+/// The crops of one micro-batch, ready for the device.
+pub struct MicroCrops {
+    /// `[b, crop]` row-major.
     pub wav: Vec<f32>,
     pub labels: Vec<usize>,
+}
+
+/// This process's micro-batches of one step.
+pub struct Batch {
+    pub step: usize,
+    pub micro: Vec<MicroCrops>,
 }
 
 /// Settings of a loader.
@@ -99,7 +105,11 @@ pub struct Batch {
 pub struct LoaderSpec {
     pub set: Arc<TrainSet>,
     pub augmenter: Option<Arc<Augmenter>>,
+    /// Crops per step over all ranks and micro-batches.
     pub batch: usize,
+    /// The micro-batches of each step this process loads, of `total`.
+    pub micro: Vec<usize>,
+    pub total: usize,
     pub crop: usize,
     pub seed: u64,
     pub sample_rate: u32,
@@ -118,23 +128,34 @@ pub struct Loader {
     pub wait_secs: f64,
 }
 
-fn make_batch(spec: &LoaderSpec, order: &[usize], epoch: usize, step: usize) -> Result<Batch> {
-    let mut wav = Vec::with_capacity(spec.batch * spec.crop);
-    let mut labels = Vec::with_capacity(spec.batch);
-    for j in 0..spec.batch {
-        let pos = step * spec.batch + j;
-        let idx = order[pos];
-        let mut rng = StdRng::seed_from_u64(mix(&[spec.seed, epoch as u64, pos as u64, 2]));
-        let path = &spec.set.files[idx];
-        let audio = read_wav(path, spec.sample_rate, 1)?;
-        let mut x = crop(&audio.samples, spec.crop, &mut rng);
-        if let Some(aug) = &spec.augmenter {
-            aug.apply(&mut x, &mut rng).with_context(|| format!("augmenting {}", path.display()))?;
-        }
-        wav.extend_from_slice(&x);
-        labels.push(spec.set.labels[idx]);
+/// One crop: the utterance at `pos` of the epoch's order, cropped and
+/// augmented with randomness drawn from (seed, epoch, pos) alone, so that
+/// neither the number of ranks nor the micro-batch split changes it.
+fn make_crop(spec: &LoaderSpec, order: &[usize], epoch: usize, pos: usize) -> Result<(Vec<f32>, usize)> {
+    let idx = order[pos];
+    let mut rng = StdRng::seed_from_u64(mix(&[spec.seed, epoch as u64, pos as u64, 2]));
+    let path = &spec.set.files[idx];
+    let audio = read_wav(path, spec.sample_rate, 1)?;
+    let mut x = crop(&audio.samples, spec.crop, &mut rng);
+    if let Some(aug) = &spec.augmenter {
+        aug.apply(&mut x, &mut rng).with_context(|| format!("augmenting {}", path.display()))?;
     }
-    Ok(Batch { step, wav, labels })
+    Ok((x, spec.set.labels[idx]))
+}
+
+fn make_batch(spec: &LoaderSpec, order: &[usize], epoch: usize, step: usize) -> Result<Batch> {
+    let mut micro = Vec::with_capacity(spec.micro.len());
+    for &m in &spec.micro {
+        let per = spec.batch / spec.total;
+        let (mut wav, mut labels) = (Vec::with_capacity(per * spec.crop), Vec::with_capacity(per));
+        for j in micro_positions(m, spec.total, spec.batch) {
+            let (x, label) = make_crop(spec, order, epoch, step * spec.batch + j)?;
+            wav.extend_from_slice(&x);
+            labels.push(label);
+        }
+        micro.push(MicroCrops { wav, labels });
+    }
+    Ok(Batch { step, micro })
 }
 
 impl Loader {

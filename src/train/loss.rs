@@ -1,7 +1,7 @@
 //! Additive angular margin softmax (spec §4).
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::config::LossConfig;
 
@@ -26,13 +26,24 @@ fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
-/// One-hot `[B, N]` of integer labels.
-pub fn one_hot(labels: &[usize], n: usize, device: &Device) -> Tensor<2> {
-    let mut v = vec![0.0f32; labels.len() * n];
-    for (i, &l) in labels.iter().enumerate() {
-        v[i * n + l] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(v, [labels.len(), n]), device)
+/// Integer labels as a device tensor `[B]` (an upload, no read-back).
+pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(v, [labels.len()]), device)
+}
+
+/// One-hot `[B, N]` of integer labels `[B]`, built on the device.
+pub fn one_hot(labels: Tensor<1, Int>, n: usize) -> Tensor<2> {
+    let [b] = labels.dims();
+    let device = labels.device();
+    let ones = Tensor::<2>::ones([b, 1], &device);
+    Tensor::<2>::zeros([b, n], &device).scatter(1, labels.reshape([b, 1]), ones, IndexingUpdateOp::Add)
+}
+
+/// Number of rows whose largest logit is the label's, `[1]`, on the device.
+pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let [b] = labels.dims();
+    logits.argmax(1).equal(labels.reshape([b, 1])).float().sum()
 }
 
 impl AamSoftmax {
@@ -40,11 +51,10 @@ impl AamSoftmax {
         Self { margin: cfg.margin, scale: cfg.scale }
     }
 
-    /// `x`: embeddings `[B, E]`; `weight`: class matrix `[N, E]`.
-    pub fn forward(&self, x: Tensor<2>, weight: Tensor<2>, labels: &[usize]) -> AamOutput {
+    /// `x`: embeddings `[B, E]`; `weight`: class matrix `[N, E]`; `labels`: `[B]`.
+    pub fn forward(&self, x: Tensor<2>, weight: Tensor<2>, labels: Tensor<1, Int>) -> AamOutput {
         let [b, _] = x.dims();
         let [n, _] = weight.dims();
-        let device = x.device();
         let m = self.margin;
         let (cos_m, sin_m) = (m.cos(), m.sin());
         let th = (std::f64::consts::PI - m).cos();
@@ -55,7 +65,7 @@ impl AamSoftmax {
         let phi = cosine.clone().mul_scalar(cos_m) - sine.mul_scalar(sin_m);
         let keep = cosine.clone().sub_scalar(th).greater_elem(0.0);
         let phi = cosine.clone().sub_scalar(mm).mask_where(keep, phi);
-        let hot = one_hot(labels, n, &device);
+        let hot = one_hot(labels, n);
         let logits = (hot.clone() * phi + (hot.clone().neg().add_scalar(1.0)) * cosine).mul_scalar(self.scale);
         let nll = (log_softmax(logits.clone(), 1) * hot).sum().neg().div_scalar(b as f64);
         AamOutput { loss: nll.reshape([1]), logits }

@@ -1,7 +1,13 @@
-//! Training: loss, optimiser step, schedules, data loading, checkpoints.
+//! Training: loss, optimiser step, schedules, data loading, checkpoints, and
+//! the collectives of data-parallel training.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod data;
+#[cfg(feature = "distributed")]
+pub mod distributed;
+pub mod grads;
+pub mod history;
 pub mod loss;
 pub mod model;
 pub mod optim;

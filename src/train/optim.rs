@@ -2,7 +2,6 @@
 //! gradient clipping (as torch's `clip_grad_norm_`; Burn's own clipping is per
 //! tensor) and the learning-rate schedules.
 
-use burn::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
@@ -70,20 +69,18 @@ pub fn clip_global<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: 
 /// The recipe's learning-rate schedules, as one resumable scheduler.
 ///
 /// `StepLr` advances once per epoch, `CyclicTriangular2` once per optimiser
-/// step; [`Schedule::per_step`] says which. `step()` returns the rate for the
-/// current period and advances the counter, as torch's `get_last_lr()`
-/// followed by `scheduler.step()`.
+/// step; [`Schedule::per_step`] says which. [`Schedule::lr_at`] gives the
+/// rate of a period as torch's `get_last_lr()` does after that many
+/// `scheduler.step()` calls, so the run's position alone determines it.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cfg: SchedulerConfig,
     base_lr: f64,
-    /// Periods (epochs or steps) already taken.
-    pub count: usize,
 }
 
 impl Schedule {
     pub fn new(cfg: &SchedulerConfig, base_lr: f64) -> Self {
-        Self { cfg: cfg.clone(), base_lr, count: 0 }
+        Self { cfg: cfg.clone(), base_lr }
     }
 
     /// Whether the schedule advances per optimiser step (else per epoch).
@@ -113,29 +110,6 @@ impl Schedule {
                 let height = (max_lr - base_lr) * scale;
                 base_lr + height * (1.0 / 2f64.powf(cycle - 1.0))
             }
-        }
-    }
-
-    /// The current rate, without advancing.
-    pub fn current(&self) -> f64 {
-        self.lr_at(self.count)
-    }
-}
-
-impl LrScheduler for Schedule {
-    fn step(&mut self) -> f64 {
-        let lr = self.lr_at(self.count);
-        self.count += 1;
-        lr
-    }
-
-    fn to_record(&self) -> LrSchedulerRecord {
-        LrSchedulerRecord::new().with_scalar("count", self.count)
-    }
-
-    fn load_record(&mut self, record: LrSchedulerRecord) {
-        if let Some(c) = record.scalar::<usize>("count") {
-            self.count = c;
         }
     }
 }

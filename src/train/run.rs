@@ -1,5 +1,11 @@
-//! The training loop: epochs of batches from the loader, validation EER after
-//! each epoch, checkpoints, metrics CSV, curves and the best models.
+//! The training run: setup, the epoch loop, and the end of each epoch
+//! (validation EER, the best models, checkpoints, history and curves).
+//!
+//! The step loop never waits on the device: losses and correct counts add
+//! up on the device and are read back every `log_every` steps, at
+//! checkpoints and at the end of an epoch. With several ranks (MPI), every
+//! rank runs this loop on its share of each batch; rank 0 alone logs,
+//! validates and writes files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,24 +13,33 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::checkpoint::{self, EpochRow, StepRow, TrainState};
-use super::data::{mix, steps_per_epoch, Loader, LoaderSpec, TrainSet};
-use super::loss::{accuracy_percent, AamSoftmax};
+use super::checkpoint::{self, EpochRow, EpochSums, IntervalSums, TrainState, STATE_FORMAT};
+use super::collective::{micro_batches, Collective};
+use super::data::{mix, steps_per_epoch, Batch, Loader, LoaderSpec, TrainSet};
+use super::grads::{average_buffers, parameter_hash};
+use super::history::{epoch_line, plot_curves, step_line, CsvLog, METRICS_HEADER, STEPS_HEADER};
+use super::loss::{labels_tensor, AamSoftmax};
 use super::model::TrainModel;
 use super::optim::{adamw, Schedule};
-use super::step::{backward_and_step, spec_augment_mask, train_forward};
-use crate::audio::augment::{Augmenter, NoiseBank};
+use super::step::{accumulated_step, spec_augment_mask, MicroBatch, StepSums};
+use crate::audio::augment::{AudioCache, Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
 use crate::embed::{default_batch_seconds, Embedder};
 use crate::eval::metrics::Roc;
 use crate::eval::score::cosine;
 use crate::features::Frontend;
 use crate::lists::{preflight, read_trials, trial_files};
+use crate::progress::{Progress, Reporter};
 use crate::weights::{write_atomic, ModelMeta, SpeakerModel};
+
+/// Ranks compare a hash of their parameters every this many steps (and at
+/// the end of every epoch).
+const HASH_CHECK_EVERY: usize = 1000;
 
 /// What a run trains on and where it writes.
 #[derive(Debug, Clone)]
@@ -44,6 +59,8 @@ pub struct RunSpec {
     pub checkpoint_every: usize,
     /// Stop (after checkpointing) once this many optimiser steps are done.
     pub stop_after_steps: Option<usize>,
+    /// Read the loss and accuracy back every this many steps.
+    pub log_every: usize,
 }
 
 /// Validation data: the trial list and its files.
@@ -72,58 +89,96 @@ impl Validation {
     }
 }
 
-fn write_csvs(out: &Path, state: &TrainState) -> Result<()> {
-    let mut e = String::from(
-        "epoch,steps,loss,accuracy_percent,lr,eer_percent,crops_per_sec,loader_wait_secs,step_secs,rss_mib,device_in_use_mib,device_reserved_mib\n",
-    );
-    for r in &state.epochs {
-        let opt = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
-        e.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.epoch,
-            r.steps,
-            r.loss,
-            r.accuracy,
-            r.lr,
-            opt(r.eer),
-            r.crops_per_sec,
-            r.loader_wait_secs,
-            r.step_secs,
-            opt(r.rss_mib),
-            opt(r.device_in_use_mib),
-            opt(r.device_reserved_mib)
-        ));
-    }
-    write_atomic(&out.join("metrics.csv"), e.as_bytes())?;
-    let mut s = String::from("global_step,epoch,loss,accuracy_percent,lr\n");
-    for r in &state.steps {
-        s.push_str(&format!("{},{},{},{},{}\n", r.global_step, r.epoch, r.loss, r.accuracy, r.lr));
-    }
-    write_atomic(&out.join("steps.csv"), s.as_bytes())
+/// The history files, kept by rank 0 only.
+struct Logs {
+    steps: CsvLog,
+    metrics: CsvLog,
 }
 
-fn plot_curves(out: &Path, state: &TrainState) -> Result<()> {
-    let col = |f: &dyn Fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        state.epochs.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
-    };
-    crate::eval::plot::panels(
-        &out.join("curves"),
-        "Training",
-        &[
-            ("loss", col(&|r| Some(r.loss))),
-            ("accuracy (%)", col(&|r| Some(r.accuracy))),
-            ("learning rate", col(&|r| Some(r.lr))),
-            ("validation EER (%)", col(&|r| r.eer)),
-        ],
-    )
+/// Loss and correct count of the log interval in progress, on the device.
+struct DeviceSums {
+    loss: Tensor<1>,
+    correct: Tensor<1>,
 }
 
-/// Runs (or resumes) training. Returns the final model's path.
-pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
-    let cfg = &spec.cfg;
-    let tc = &cfg.train;
-    std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;
-    let set = Arc::new(TrainSet::load(&spec.train_list, &spec.wav_root)?);
+impl DeviceSums {
+    fn new(start: IntervalSums, device: &Device) -> Self {
+        let t = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v as f32], [1]), device);
+        Self { loss: t(start.loss), correct: t(start.correct) }
+    }
+
+    fn add(&mut self, s: StepSums) {
+        self.loss = self.loss.clone() + s.loss;
+        self.correct = self.correct.clone() + s.correct;
+    }
+
+    /// One read-back of both sums.
+    fn read(&self) -> [f64; 2] {
+        let v = Tensor::cat(vec![self.loss.clone(), self.correct.clone()], 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 sums");
+        [v[0] as f64, v[1] as f64]
+    }
+}
+
+/// What the epoch loop hands to the end of the epoch.
+struct EpochTimes {
+    steps_run: usize,
+    secs: f64,
+    step_secs: f64,
+    loader_wait_secs: f64,
+}
+
+enum EpochEnd {
+    Complete(EpochTimes),
+    Stopped,
+}
+
+/// A training run after setup.
+struct Run<'a> {
+    spec: &'a RunSpec,
+    comm: &'a dyn Collective,
+    plain: Device,
+    device: Device,
+    steps: usize,
+    /// Micro-batches per step over all ranks.
+    total: usize,
+    validation: Option<Validation>,
+    loader: LoaderSpec,
+    frontend: Frontend,
+    aam: AamSoftmax,
+    schedule: Schedule,
+    optim: ModuleOptimizer,
+    state: TrainState,
+    sums: DeviceSums,
+    logs: Option<Logs>,
+    ckpt_root: PathBuf,
+    /// The last values read back, for the progress bar.
+    shown: String,
+    /// Host time per step spent on anything but loading, the step itself and
+    /// checkpoints (read-backs, logging, progress), over this process's steps.
+    bookkeeping: (f64, usize),
+}
+
+/// Runs (or resumes) training. Returns the final model's path (or the
+/// checkpoint folder when stopped early).
+pub fn train(spec: &RunSpec, plain: &Device, comm: &dyn Collective, reporter: &dyn Reporter) -> Result<PathBuf> {
+    let (mut run, mut model) = Run::setup(spec, plain, comm)?;
+    while run.state.epoch < spec.cfg.train.max_epochs {
+        let (m, end) = run.epoch(model, reporter)?;
+        model = m;
+        match end {
+            EpochEnd::Stopped => return Ok(run.ckpt_root.clone()),
+            EpochEnd::Complete(times) => model = run.end_of_epoch(model, times)?,
+        }
+    }
+    run.finish(&model)
+}
+
+fn check_spec(spec: &RunSpec, set: &TrainSet, comm: &dyn Collective) -> Result<usize> {
+    let tc = &spec.cfg.train;
     if set.speakers.len() != tc.loss.n_classes {
         bail!(
             "{}: {} speakers, but the config's train.loss.n_classes is {}; set it to the number of speakers",
@@ -132,226 +187,480 @@ pub fn train(spec: &RunSpec, plain: &Device) -> Result<PathBuf> {
             tc.loss.n_classes
         );
     }
+    let total = comm.size() * tc.accumulate;
+    if !tc.batch_size.is_multiple_of(total) {
+        bail!(
+            "batch size {} does not split into {} micro-batches ({} ranks × accumulate {}): choose a multiple",
+            tc.batch_size,
+            total,
+            comm.size(),
+            tc.accumulate
+        );
+    }
     let steps = steps_per_epoch(set.files.len(), tc.batch_size);
     if steps == 0 {
         bail!("{} utterances make no full batch of {}", set.files.len(), tc.batch_size);
     }
-    let validation = match &spec.val_trials {
-        Some(t) => {
-            let root = spec.val_root.clone().or_else(|| t.parent().map(Path::to_path_buf)).unwrap_or_default();
-            Some(Validation::load(t, &root, cfg.frontend.sample_rate)?)
-        }
-        None => None,
-    };
-    let augmenter = match &spec.augment {
+    if spec.log_every == 0 {
+        bail!("--log-every must be at least 1");
+    }
+    Ok(total)
+}
+
+fn augmenter(spec: &RunSpec, root: bool) -> Result<Option<Arc<Augmenter>>> {
+    let cfg = &spec.cfg;
+    Ok(match &spec.augment {
         Some((musan, rir)) => Some(Arc::new(Augmenter {
             bank: NoiseBank::scan(musan, rir)?,
-            cfg: tc.augment.clone(),
+            cfg: cfg.train.augment.clone(),
             sample_rate: cfg.frontend.sample_rate,
+            cache: AudioCache::for_training(cfg.frontend.sample_rate),
         })),
         None => {
-            log::warn!("training without waveform augmentation (no --musan/--rir)");
+            if root {
+                log::warn!("training without waveform augmentation (no --musan/--rir)");
+            }
             None
         }
-    };
-    write_atomic(&spec.out.join("config.ron"), cfg.to_ron().as_bytes())?;
+    })
+}
 
-    // Model, optimiser, schedule: fresh, from a model, or from the last checkpoint.
-    let device = plain.clone().autodiff();
-    let ckpt_root = spec.out.join("checkpoints");
-    let mut model = match &spec.init_model {
-        Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, &device)?,
-        None => TrainModel::new(cfg, &device),
-    };
-    let mut optim = adamw(&tc.optimizer);
-    let mut state = TrainState {
+fn fresh_state(cfg: &ExperimentConfig) -> TrainState {
+    TrainState {
+        format: STATE_FORMAT,
         config_name: cfg.name.clone(),
         epoch: 0,
         step_in_epoch: 0,
         global_step: 0,
-        schedule_count: 0,
-        epochs: vec![],
-        steps: vec![],
+        epoch_sums: EpochSums::default(),
+        interval: IntervalSums::default(),
+        steps_csv_bytes: 0,
+        metrics_csv_bytes: 0,
         best: vec![],
-    };
-    if spec.resume {
-        match checkpoint::latest(&ckpt_root) {
-            Some(dir) => {
-                let (m, o, s) = checkpoint::load(&dir, model, optim)?;
-                (model, optim, state) = (m, o, s);
+    }
+}
+
+impl<'a> Run<'a> {
+    fn setup(spec: &'a RunSpec, plain: &Device, comm: &'a dyn Collective) -> Result<(Self, TrainModel)> {
+        let cfg = &spec.cfg;
+        let tc = &cfg.train;
+        let root = comm.is_root();
+        if root {
+            std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;
+        }
+        let t0 = Instant::now();
+        let set = Arc::new(TrainSet::load(&spec.train_list, &spec.wav_root)?);
+        let total = check_spec(spec, &set, comm)?;
+        let steps = steps_per_epoch(set.files.len(), tc.batch_size);
+        let validation = match (&spec.val_trials, root) {
+            (Some(t), true) => {
+                let vroot = spec.val_root.clone().or_else(|| t.parent().map(Path::to_path_buf)).unwrap_or_default();
+                Some(Validation::load(t, &vroot, cfg.frontend.sample_rate)?)
+            }
+            _ => None,
+        };
+        let augmenter = augmenter(spec, root)?;
+
+        // Model, optimiser and state: fresh, from a model, or from the last checkpoint.
+        let device = plain.clone().autodiff();
+        let ckpt_root = spec.out.join("checkpoints");
+        let mut model = match &spec.init_model {
+            Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, &device)?,
+            None => TrainModel::new(cfg, &device),
+        };
+        let mut optim = adamw(&tc.optimizer);
+        let mut state = fresh_state(cfg);
+        if spec.resume {
+            let Some(dir) = checkpoint::latest(&ckpt_root) else {
+                bail!("--resume: no checkpoint in {}", ckpt_root.display())
+            };
+            (model, optim, state) = checkpoint::load(&dir, model, optim)?;
+            if root {
                 log::info!("resumed from {} (epoch {}, step {})", dir.display(), state.epoch, state.step_in_epoch);
             }
-            None => bail!("--resume: no checkpoint in {}", ckpt_root.display()),
+        } else if checkpoint::latest(&ckpt_root).is_some() {
+            bail!("{} holds a run already: pass --resume to continue it, or choose another --out", spec.out.display());
         }
-    } else if checkpoint::latest(&ckpt_root).is_some() {
-        bail!("{} holds a run already: pass --resume to continue it, or choose another --out", spec.out.display());
+        if !comm.all_equal(parameter_hash(&model)) {
+            bail!(
+                "rank {}: the ranks start from different parameters (with --resume or --init-model, every rank must read the same files)",
+                comm.rank()
+            );
+        }
+        let logs = if root {
+            write_atomic(&spec.out.join("config.ron"), cfg.to_ron().as_bytes())?;
+            let resume = |n: u64| spec.resume.then_some(n);
+            Some(Logs {
+                steps: CsvLog::open(&spec.out.join("steps.csv"), STEPS_HEADER, resume(state.steps_csv_bytes))?,
+                metrics: CsvLog::open(&spec.out.join("metrics.csv"), METRICS_HEADER, resume(state.metrics_csv_bytes))?,
+            })
+        } else {
+            None
+        };
+        // The interval's partial sums of all ranks continue on rank 0.
+        let start = if root { state.interval } else { IntervalSums { steps: state.interval.steps, ..Default::default() } };
+        let loader = LoaderSpec {
+            set: set.clone(),
+            augmenter,
+            batch: tc.batch_size,
+            micro: micro_batches(comm.rank(), comm.size(), tc.accumulate),
+            total,
+            crop: tc.crop_samples,
+            seed: tc.seed,
+            sample_rate: cfg.frontend.sample_rate,
+            workers: spec.workers,
+            prefetch: 2 * spec.workers.max(1),
+        };
+        if root {
+            log::info!(
+                "{}: {} utterances, {} speakers, {} steps of {} per epoch ({} ranks × {} micro-batches of {}), {} epochs; set up in {:.1} s",
+                cfg.name,
+                set.files.len(),
+                set.speakers.len(),
+                steps,
+                tc.batch_size,
+                comm.size(),
+                tc.accumulate,
+                tc.batch_size / total,
+                tc.max_epochs,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        let run = Run {
+            spec,
+            comm,
+            plain: plain.clone(),
+            frontend: Frontend::new(&cfg.frontend, &device),
+            sums: DeviceSums::new(start, plain),
+            device,
+            steps,
+            total,
+            validation,
+            loader,
+            aam: AamSoftmax::new(&tc.loss),
+            schedule: Schedule::new(&tc.scheduler, tc.optimizer.lr),
+            optim,
+            state,
+            logs,
+            ckpt_root,
+            shown: String::new(),
+            bookkeeping: (0.0, 0),
+        };
+        Ok((run, model))
     }
-    let mut schedule = Schedule::new(&tc.scheduler, tc.optimizer.lr);
-    schedule.count = state.schedule_count;
 
-    let frontend = Frontend::new(&cfg.frontend, &device);
-    let aam = AamSoftmax::new(&tc.loss);
-    let loader_spec = LoaderSpec {
-        set: set.clone(),
-        augmenter,
-        batch: tc.batch_size,
-        crop: tc.crop_samples,
-        seed: tc.seed,
-        sample_rate: cfg.frontend.sample_rate,
-        workers: spec.workers,
-        prefetch: 2 * spec.workers.max(1),
-    };
-    let frames = cfg.frontend.num_frames(tc.crop_samples);
-    log::info!(
-        "{}: {} utterances, {} speakers, {} steps of {} per epoch, {} epochs",
-        cfg.name,
-        set.files.len(),
-        set.speakers.len(),
-        steps,
-        tc.batch_size,
-        tc.max_epochs
-    );
+    fn stop_reached(&self) -> bool {
+        self.spec.stop_after_steps.is_some_and(|s| self.state.global_step >= s)
+    }
 
-    while state.epoch < tc.max_epochs {
-        let epoch = state.epoch;
-        let epoch_lr = if schedule.per_step() { None } else { Some(schedule.lr_at(epoch)) };
-        let mut loader = Loader::start(&loader_spec, epoch, state.step_in_epoch);
-        let pb = crate::commands::progress(
-            (steps - state.step_in_epoch) as u64,
-            &format!("epoch {}/{}", epoch + 1, tc.max_epochs),
-        );
-        let mut n = 0usize;
-        let (t_epoch, mut step_secs) = (Instant::now(), 0.0);
+    fn lr(&self) -> f64 {
+        if self.schedule.per_step() {
+            self.schedule.lr_at(self.state.global_step)
+        } else {
+            self.schedule.lr_at(self.state.epoch)
+        }
+    }
+
+    /// Uploads this rank's micro-batches and draws the step's SpecAugment mask.
+    fn upload(&self, batch: Batch) -> (Vec<MicroBatch>, Option<Tensor<3>>) {
+        let spec = self.spec;
+        let cfg = &spec.cfg;
+        let tc = &cfg.train;
+        let micro = batch
+            .micro
+            .into_iter()
+            .map(|m| {
+                let b = m.labels.len();
+                MicroBatch {
+                    wav: Tensor::<2>::from_data(TensorData::new(m.wav, [b, tc.crop_samples]), &self.device),
+                    labels: labels_tensor(&m.labels, &self.device),
+                }
+            })
+            .collect();
+        let mask = self.spec.spec_augment.then(|| {
+            let mut rng = StdRng::seed_from_u64(mix(&[tc.seed, self.state.epoch as u64, batch.step as u64, 3]));
+            let frames = cfg.frontend.num_frames(tc.crop_samples);
+            spec_augment_mask(&tc.spec_augment, cfg.frontend.n_mels, frames, &mut rng, &self.device)
+        });
+        (micro, mask)
+    }
+
+    /// Steps through the rest of the epoch.
+    fn epoch(&mut self, mut model: TrainModel, reporter: &dyn Reporter) -> Result<(TrainModel, EpochEnd)> {
+        let spec = self.spec;
+        let tc = &spec.cfg.train;
+        let epoch = self.state.epoch;
+        if self.stop_reached() {
+            self.stop_message();
+            return Ok((model, EpochEnd::Stopped));
+        }
+        let mut loader = Loader::start(&self.loader, epoch, self.state.step_in_epoch);
+        let pb: Box<dyn Progress> = if self.comm.is_root() {
+            reporter.bar((self.steps - self.state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs))
+        } else {
+            Box::new(crate::progress::Silent)
+        };
+        let (t_epoch, mut step_secs, mut n) = (Instant::now(), 0.0, 0usize);
         for batch in loader.by_ref() {
             let batch = batch?;
             let t = Instant::now();
-            let lr = epoch_lr.unwrap_or_else(|| schedule.lr_at(state.global_step));
-            let b = batch.labels.len();
-            let wav = Tensor::<2>::from_data(TensorData::new(batch.wav, [b, tc.crop_samples]), &device);
-            let mask = spec.spec_augment.then(|| {
-                let mut rng = StdRng::seed_from_u64(mix(&[tc.seed, epoch as u64, batch.step as u64, 3]));
-                spec_augment_mask(&tc.spec_augment, cfg.frontend.n_mels, frames, &mut rng, &device)
-            });
-            let (_, out) = train_forward(&model, &frontend, wav, &batch.labels, &aam, mask);
-            let loss = out.loss.clone().into_scalar::<f32>() as f64;
-            let logits = out
-                .logits
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let acc = accuracy_percent(&logits, tc.loss.n_classes, &batch.labels);
-            if !loss.is_finite() {
-                bail!("loss is {loss} at epoch {epoch}, step {}: stopping", batch.step);
-            }
-            let (m, _) = backward_and_step(model, &mut optim, out.loss, lr, tc.optimizer.grad_clip_norm);
+            let lr = self.lr();
+            let step = batch.step;
+            let (micro, mask) = self.upload(batch);
+            let (m, sums) = accumulated_step(
+                model,
+                &mut self.optim,
+                &self.frontend,
+                &self.aam,
+                micro,
+                mask,
+                self.total,
+                lr,
+                tc.optimizer.grad_clip_norm,
+                self.comm,
+            );
             model = m;
-            step_secs += t.elapsed().as_secs_f64();
+            let t_book = Instant::now();
+            self.sums.add(sums);
+            self.state.interval.steps += 1;
+            self.state.global_step += 1;
+            self.state.step_in_epoch = step + 1;
             n += 1;
-            state.global_step += 1;
-            state.step_in_epoch = batch.step + 1;
-            if schedule.per_step() {
-                state.schedule_count = state.global_step;
+            if self.state.global_step.is_multiple_of(self.spec.log_every) {
+                self.flush_interval(lr)?;
+                pb.message(format!(
+                    "epoch {}/{} {} {:.1} crops/s",
+                    epoch + 1,
+                    tc.max_epochs,
+                    self.shown,
+                    (n * tc.batch_size) as f64 / t_epoch.elapsed().as_secs_f64()
+                ));
             }
-            state.steps.push(StepRow { global_step: state.global_step, epoch, loss, accuracy: acc, lr });
-            pb.set_message(format!(
-                "epoch {}/{} loss {loss:.3} acc {acc:.1}% lr {lr:.2e} {:.1} crops/s",
-                epoch + 1,
-                tc.max_epochs,
-                (n * b) as f64 / t_epoch.elapsed().as_secs_f64()
-            ));
+            if self.comm.size() > 1 && self.state.global_step.is_multiple_of(HASH_CHECK_EVERY) {
+                self.check_ranks_agree(&model)?;
+            }
             pb.inc(1);
-            let stop = spec.stop_after_steps.is_some_and(|s| state.global_step >= s);
-            if stop
-                || (spec.checkpoint_every > 0
-                    && state.global_step.is_multiple_of(spec.checkpoint_every)
-                    && state.step_in_epoch < steps)
+            self.bookkeeping.0 += t_book.elapsed().as_secs_f64();
+            self.bookkeeping.1 += 1;
+            step_secs += t.elapsed().as_secs_f64();
+            let every = self.spec.checkpoint_every;
+            let stop = self.stop_reached();
+            if stop || (every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_epoch < self.steps)
             {
-                checkpoint::save(&ckpt_root, &model, &optim, &state)?;
-                write_csvs(&spec.out, &state)?;
+                model = self.checkpoint(model)?;
             }
             if stop {
-                pb.finish_and_clear();
-                log::info!("stopping after {} steps as asked; resume with --resume", state.global_step);
-                return Ok(ckpt_root);
+                pb.finish();
+                self.stop_message();
+                return Ok((model, EpochEnd::Stopped));
             }
         }
-        pb.finish_and_clear();
-        let elapsed = t_epoch.elapsed().as_secs_f64();
+        pb.finish();
+        self.flush_interval(self.lr_of_last_step())?;
+        let times =
+            EpochTimes { steps_run: n, secs: t_epoch.elapsed().as_secs_f64(), step_secs, loader_wait_secs: loader.wait_secs };
+        Ok((model, EpochEnd::Complete(times)))
+    }
 
-        // Validation and the best models.
+    fn stop_message(&self) {
+        if self.comm.is_root() {
+            log::info!("stopping after {} steps as asked; resume with --resume", self.state.global_step);
+            self.log_bookkeeping();
+        }
+    }
+
+    fn log_bookkeeping(&self) {
+        let (secs, n) = self.bookkeeping;
+        if n > 0 {
+            log::info!(
+                "bookkeeping {:.3} ms per step over {n} steps; resident memory {:.0} MiB",
+                1e3 * secs / n as f64,
+                crate::device::resident_mib().unwrap_or(0.0)
+            );
+        }
+    }
+
+    fn lr_of_last_step(&self) -> f64 {
+        if self.schedule.per_step() {
+            self.schedule.lr_at(self.state.global_step.saturating_sub(1))
+        } else {
+            self.schedule.lr_at(self.state.epoch)
+        }
+    }
+
+    /// Reads the interval's sums back (summed over ranks), checks them, adds
+    /// them to the epoch's and logs a `steps.csv` row; the device sums restart
+    /// from zero.
+    fn flush_interval(&mut self, lr: f64) -> Result<()> {
+        let steps = self.state.interval.steps;
+        if steps == 0 {
+            return Ok(());
+        }
+        let mut v = self.sums.read();
+        self.comm.sum_f64(&mut v);
+        let [loss_sum, correct] = v;
+        let epoch = self.state.epoch;
+        let g = self.state.global_step;
+        if !loss_sum.is_finite() {
+            bail!("loss is {loss_sum} in epoch {}, steps {}..={g}: stopping", epoch + 1, g + 1 - steps);
+        }
+        let loss = loss_sum / (steps * self.total) as f64;
+        let accuracy = 100.0 * correct / (steps * self.spec.cfg.train.batch_size) as f64;
+        let es = &mut self.state.epoch_sums;
+        es.loss += loss_sum;
+        es.correct += correct;
+        es.steps += steps;
+        self.state.interval = IntervalSums::default();
+        self.sums = DeviceSums::new(IntervalSums::default(), &self.plain);
+        self.shown = format!("loss {loss:.3} acc {accuracy:.1}% lr {lr:.2e}");
+        if let Some(logs) = &mut self.logs {
+            logs.steps.append(&step_line(g, epoch, steps, loss, accuracy, lr))?;
+        }
+        Ok(())
+    }
+
+    fn check_ranks_agree(&self, model: &TrainModel) -> Result<()> {
+        let h = parameter_hash(model);
+        log::info!("rank {}: step {}, parameter hash {h:016x}", self.comm.rank(), self.state.global_step);
+        if !self.comm.all_equal(h) {
+            bail!(
+                "rank {}: parameters differ between ranks at step {}: stopping",
+                self.comm.rank(),
+                self.state.global_step
+            );
+        }
+        Ok(())
+    }
+
+    /// Averages the BatchNorm statistics over ranks, then (rank 0) writes the
+    /// checkpoint with the interval's partial sums as the device holds them.
+    fn checkpoint(&mut self, model: TrainModel) -> Result<TrainModel> {
+        let model = average_buffers(model, self.comm);
+        let mut v = self.sums.read();
+        self.comm.sum_f64(&mut v);
+        if !v[0].is_finite() {
+            bail!("loss is {} before the checkpoint at step {}: stopping", v[0], self.state.global_step);
+        }
+        if let Some(logs) = &mut self.logs {
+            let mut state = self.state.clone();
+            state.interval.loss = v[0];
+            state.interval.correct = v[1];
+            state.steps_csv_bytes = logs.steps.sync()?;
+            state.metrics_csv_bytes = logs.metrics.sync()?;
+            checkpoint::save(&self.ckpt_root, &model, &self.optim, &state)?;
+        }
+        Ok(model)
+    }
+
+    /// Validation, best models, history, curves and the checkpoint.
+    fn end_of_epoch(&mut self, model: TrainModel, times: EpochTimes) -> Result<TrainModel> {
+        let model = average_buffers(model, self.comm);
+        if self.comm.size() > 1 {
+            self.check_ranks_agree(&model)?;
+        }
+        let epoch = self.state.epoch;
+        if self.comm.is_root() {
+            self.record_epoch(&model, &times)?;
+        }
+        self.state.epoch += 1;
+        self.state.step_in_epoch = 0;
+        self.state.epoch_sums = EpochSums::default();
+        self.checkpoint(model).inspect(|_| {
+            if self.comm.is_root() {
+                if let Err(e) = plot_curves(&self.spec.out) {
+                    log::warn!("epoch {}: curves not drawn: {e:#}", epoch + 1);
+                }
+            }
+        })
+    }
+
+    /// Rank 0: validation EER, the epoch's row, the best models and the model file.
+    fn record_epoch(&mut self, model: &TrainModel, times: &EpochTimes) -> Result<()> {
+        let spec = self.spec;
+        let cfg = &spec.cfg;
+        let epoch = self.state.epoch;
         let speaker_model = model.to_speaker_model(
             cfg,
             ModelMeta { source: Some(format!("trained: {}", spec.out.display())), ..Default::default() },
         );
-        let eer = match &validation {
-            Some(v) => Some(v.eer(&speaker_model, plain)?),
+        let eer = match &self.validation {
+            Some(v) => Some(v.eer(&speaker_model, &self.plain)?),
             None => None,
         };
         // Over every step of the epoch, including those before a resume.
-        let rows: Vec<&StepRow> = state.steps.iter().filter(|r| r.epoch == epoch).collect();
-        let count = rows.len().max(1) as f64;
+        let es = self.state.epoch_sums;
         let row = EpochRow {
             epoch,
-            steps: rows.len(),
-            loss: rows.iter().map(|r| r.loss).sum::<f64>() / count,
-            accuracy: rows.iter().map(|r| r.accuracy).sum::<f64>() / count,
-            lr: epoch_lr.unwrap_or_else(|| schedule.lr_at(state.global_step.saturating_sub(1))),
+            steps: es.steps,
+            loss: es.loss / (es.steps.max(1) * self.total) as f64,
+            accuracy: 100.0 * es.correct / (es.steps.max(1) * cfg.train.batch_size) as f64,
+            lr: self.lr_of_last_step(),
             eer,
-            crops_per_sec: (n * tc.batch_size) as f64 / elapsed,
-            loader_wait_secs: loader.wait_secs,
-            step_secs,
+            crops_per_sec: (times.steps_run * cfg.train.batch_size) as f64 / times.secs,
+            loader_wait_secs: times.loader_wait_secs,
+            step_secs: times.step_secs,
             rss_mib: crate::device::resident_mib(),
-            device_in_use_mib: plain.memory_pool_usage().map(|u| u.bytes_in_use as f64 / (1 << 20) as f64),
-            device_reserved_mib: plain.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
+            device_in_use_mib: self.plain.memory_pool_usage().map(|u| u.bytes_in_use as f64 / (1 << 20) as f64),
+            device_reserved_mib: self.plain.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
         };
-        log::info!(
-            "epoch {}: loss {:.4}, accuracy {:.2}%, lr {:.3e}{}, {:.1} crops/s (loader wait {:.1} s, steps {:.1} s), RSS {:.0} MiB{}",
-            epoch + 1,
-            row.loss,
-            row.accuracy,
-            row.lr,
-            eer.map(|e| format!(", validation EER {e:.2}%")).unwrap_or_default(),
-            row.crops_per_sec,
-            row.loader_wait_secs,
-            row.step_secs,
-            row.rss_mib.unwrap_or(0.0),
-            row.device_reserved_mib
-                .map(|r| format!(", device memory {:.0} MiB in use, {r:.0} MiB reserved", row.device_in_use_mib.unwrap_or(0.0)))
-                .unwrap_or_default()
-        );
+        log_epoch(&row);
+        self.log_bookkeeping();
         if let Some(e) = eer {
-            let best_dir = spec.out.join("best");
-            let path = best_dir.join(format!("epoch{:04}_eer{e:.3}.safetensors", epoch + 1));
-            let mut m = speaker_model.clone();
-            m.meta.threshold = None;
-            m.save(&path)?;
-            state.best.push((e, path));
-            state.best.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-            while state.best.len() > tc.keep_best {
-                let (_, p) = state.best.pop().unwrap();
+            self.keep_best(&speaker_model, e)?;
+        }
+        if let Some(logs) = &mut self.logs {
+            logs.metrics.append(&epoch_line(&row))?;
+        }
+        speaker_model.save(&spec.out.join("model.safetensors"))
+    }
+
+    fn keep_best(&mut self, speaker_model: &SpeakerModel, eer: f64) -> Result<()> {
+        let path =
+            self.spec.out.join("best").join(format!("epoch{:04}_eer{eer:.3}.safetensors", self.state.epoch + 1));
+        let mut m = speaker_model.clone();
+        m.meta.threshold = None;
+        m.save(&path)?;
+        let best = &mut self.state.best;
+        best.push((eer, path));
+        best.sort_by(|a, b| a.0.total_cmp(&b.0));
+        while best.len() > self.spec.cfg.train.keep_best {
+            if let Some((_, p)) = best.pop() {
                 std::fs::remove_file(&p).ok();
             }
         }
-        state.epochs.push(row);
-        state.epoch += 1;
-        state.step_in_epoch = 0;
-        if !schedule.per_step() {
-            state.schedule_count = state.epoch;
+        Ok(())
+    }
+
+    fn finish(&self, model: &TrainModel) -> Result<PathBuf> {
+        let final_path = self.spec.out.join("model.safetensors");
+        if !self.comm.is_root() {
+            return Ok(final_path);
         }
-        checkpoint::save(&ckpt_root, &model, &optim, &state)?;
-        write_csvs(&spec.out, &state)?;
-        plot_curves(&spec.out, &state)?;
-        speaker_model.save(&spec.out.join("model.safetensors"))?;
+        if !final_path.exists() {
+            model.to_speaker_model(&self.spec.cfg, ModelMeta::default()).save(&final_path)?;
+        }
+        println!("trained model: {}", final_path.display());
+        if let Some((e, p)) = self.state.best.first() {
+            println!("best validation EER {e:.3}%: {}", p.display());
+        }
+        Ok(final_path)
     }
-    let final_path = spec.out.join("model.safetensors");
-    if !final_path.exists() {
-        model.to_speaker_model(cfg, ModelMeta::default()).save(&final_path)?;
-    }
-    println!("trained model: {}", final_path.display());
-    if let Some((e, p)) = state.best.first() {
-        println!("best validation EER {e:.3}%: {}", p.display());
-    }
-    Ok(final_path)
+}
+
+fn log_epoch(row: &EpochRow) {
+    log::info!(
+        "epoch {}: loss {:.4}, accuracy {:.2}%, lr {:.3e}{}, {:.1} crops/s (loader wait {:.1} s, steps {:.1} s), RSS {:.0} MiB{}",
+        row.epoch + 1,
+        row.loss,
+        row.accuracy,
+        row.lr,
+        row.eer.map(|e| format!(", validation EER {e:.2}%")).unwrap_or_default(),
+        row.crops_per_sec,
+        row.loader_wait_secs,
+        row.step_secs,
+        row.rss_mib.unwrap_or(0.0),
+        row.device_reserved_mib
+            .map(|r| format!(", device memory {:.0} MiB in use, {r:.0} MiB reserved", row.device_in_use_mib.unwrap_or(0.0)))
+            .unwrap_or_default()
+    );
 }

@@ -1,11 +1,13 @@
 //! One training step: features, SpecAugment, forward in train mode, AAM loss,
-//! backward, global clipping, AdamW.
+//! backward per micro-batch, the mean gradient, global clipping, AdamW.
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, RngExt};
 
-use super::loss::{AamOutput, AamSoftmax};
+use super::collective::Collective;
+use super::grads::mean_gradient;
+use super::loss::{correct_count, AamOutput, AamSoftmax};
 use super::model::TrainModel;
 use super::optim::clip_global;
 use crate::config::SpecAugmentConfig;
@@ -46,7 +48,7 @@ pub fn train_forward(
     model: &TrainModel,
     frontend: &Frontend,
     wav: Tensor<2>,
-    labels: &[usize],
+    labels: Tensor<1, Int>,
     aam: &AamSoftmax,
     mask: Option<Tensor<3>>,
 ) -> (Tensor<2>, AamOutput) {
@@ -60,16 +62,53 @@ pub fn train_forward(
     (emb, out)
 }
 
-/// Backward, optional global clipping and an AdamW step. Returns the updated
-/// model and the gradient norm before clipping (when clipping is on).
-pub fn backward_and_step(
+/// One micro-batch on the device: crops `[b, samples]` and labels `[b]`.
+pub struct MicroBatch {
+    pub wav: Tensor<2>,
+    pub labels: Tensor<1, Int>,
+}
+
+/// What a step leaves on the device for the log: the sum of its micro-batch
+/// losses and the number of crops classified correctly, `[1]` each, without
+/// autodiff. Nothing is read back.
+pub struct StepSums {
+    pub loss: Tensor<1>,
+    pub correct: Tensor<1>,
+}
+
+/// Forward and backward of each micro-batch, their gradients summed on the
+/// device, then averaged over all `total` micro-batches of all ranks
+/// ([`mean_gradient`]), clipped, and applied by AdamW.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulated_step(
     model: TrainModel,
     optim: &mut ModuleOptimizer,
-    loss: Tensor<1>,
+    frontend: &Frontend,
+    aam: &AamSoftmax,
+    micro: Vec<MicroBatch>,
+    mask: Option<Tensor<3>>,
+    total: usize,
     lr: f64,
     clip: Option<f64>,
-) -> (TrainModel, Option<Tensor<1>>) {
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    let norm = clip.and_then(|c| clip_global(&model, &mut grads, c));
-    (optim.step(lr, model, grads), norm)
+    comm: &dyn Collective,
+) -> (TrainModel, StepSums) {
+    let mut acc = GradientsAccumulator::<TrainModel>::new();
+    let mut sums: Option<StepSums> = None;
+    for mb in micro {
+        let (_, out) = train_forward(&model, frontend, mb.wav, mb.labels.clone(), aam, mask.clone());
+        // Off the autodiff graph and its dispatch: these only add up for the log.
+        let correct = correct_count(out.logits.clone().inner(), mb.labels.inner());
+        let loss = out.loss.clone().inner();
+        sums = Some(match sums {
+            Some(s) => StepSums { loss: s.loss + loss, correct: s.correct + correct },
+            None => StepSums { loss, correct },
+        });
+        acc.accumulate(&model, GradientsParams::from_grads(out.loss.backward(), &model));
+    }
+    let sums = sums.expect("a step has at least one micro-batch");
+    let mut grads = mean_gradient(&model, acc.grads(), total, comm);
+    if let Some(c) = clip {
+        clip_global(&model, &mut grads, c);
+    }
+    (optim.step(lr, model, grads), sums)
 }
