@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::train_corpus::corpus;
 use common::*;
 
-fn train_args(c: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+fn train_args(c: &Path, out: &Path, epochs: usize, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["--device".into(), "cpu".into(), "train".into(), "--config".into()];
     a.push(config("tiny_C32_B1_K65_7").display().to_string());
     for (k, v) in [
@@ -26,9 +26,10 @@ fn train_args(c: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
         a.push(k.into());
         a.push(v.display().to_string());
     }
-    for s in ["--n-classes", "4", "--batch-size", "4", "--epochs", "2", "--workers", "1", "--log-every", "1"] {
+    for s in ["--n-classes", "4", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--epochs"] {
         a.push(s.into());
     }
+    a.push(epochs.to_string());
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
@@ -112,11 +113,11 @@ fn compare(reference: &Path, other: &Path, what: &str) {
 fn two_ranks_equal_one_process_accumulating_two() {
     let dir = tmpdir("mpi-equal");
     let c = corpus(&dir);
-    ok(single(&train_args(&c, &dir.join("single"), &["--accumulate", "2"])));
+    ok(single(&train_args(&c, &dir.join("single"), 2, &["--accumulate", "2"])));
 
     for (name, mca) in [("shared memory", vec![]), ("tcp", vec!["--mca", "btl", "tcp,self"])] {
         let out = dir.join(name.replace(' ', "-"));
-        let log = ok(mpirun(&mca, &train_args(&c, &out, &[])));
+        let log = ok(mpirun(&mca, &train_args(&c, &out, 2, &[])));
         assert!(log.contains("rank 1 of 2"), "{name}: two ranks ran\n{log}");
         compare(&dir.join("single"), &out, name);
         let h = rank_hashes(&log);
@@ -136,15 +137,20 @@ fn a_killed_rank_ends_the_job_and_one_process_resumes() {
     let dir = tmpdir("mpi-kill");
     let c = corpus(&dir);
     let out = dir.join("run");
-    let args = train_args(&c, &out, &["--epochs", "50", "--checkpoint-every", "1"]);
+    let args = train_args(&c, &out, 50, &["--checkpoint-every", "1"]);
     let mut job = mpirun(&[], &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
 
     // Wait for a checkpoint, then kill one rank.
     let t = Instant::now();
-    let complete = |e: std::io::Result<std::fs::DirEntry>| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-"));
+    let complete =
+        |e: std::io::Result<std::fs::DirEntry>| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-"));
     while !out.join("checkpoints").read_dir().is_ok_and(|mut d| d.any(complete)) {
         assert!(t.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
-        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        if job.try_wait().unwrap().is_some() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the job ended before its first checkpoint:\n{err}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let ranks = children(job.id());
@@ -163,7 +169,7 @@ fn a_killed_rank_ends_the_job_and_one_process_resumes() {
     assert!(!status.success(), "a job with a killed rank must fail");
 
     // One process continues from the last checkpoint and finishes two epochs.
-    let log = ok(single(&train_args(&c, &out, &["--resume", "--accumulate", "2"])));
+    let log = ok(single(&train_args(&c, &out, 2, &["--resume", "--accumulate", "2"])));
     assert!(log.contains("resumed from"), "{log}");
     let rows: Vec<usize> = steps(&out).iter().map(|r| r.0).collect();
     assert_eq!(rows, (1..=6).collect::<Vec<_>>(), "every step logged once");

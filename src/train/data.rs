@@ -16,8 +16,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::audio::augment::{crop, Augmenter};
 use super::collective::micro_positions;
+use crate::audio::augment::{crop, Augmenter};
 use crate::audio::read_wav;
 
 /// Utterances with integer speaker labels in order of first appearance.

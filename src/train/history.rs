@@ -59,7 +59,9 @@ impl CsvLog {
 
     fn seek_end(&mut self) -> Result<()> {
         use std::io::Seek;
-        self.file.seek(std::io::SeekFrom::Start(self.len)).with_context(|| format!("cannot seek {}", self.path.display()))?;
+        self.file
+            .seek(std::io::SeekFrom::Start(self.len))
+            .with_context(|| format!("cannot seek {}", self.path.display()))?;
         Ok(())
     }
 

@@ -298,7 +298,8 @@ impl<'a> Run<'a> {
             None
         };
         // The interval's partial sums of all ranks continue on rank 0.
-        let start = if root { state.interval } else { IntervalSums { steps: state.interval.steps, ..Default::default() } };
+        let start =
+            if root { state.interval } else { IntervalSums { steps: state.interval.steps, ..Default::default() } };
         let loader = LoaderSpec {
             set: set.clone(),
             augmenter,
@@ -396,7 +397,8 @@ impl<'a> Run<'a> {
         }
         let mut loader = Loader::start(&self.loader, epoch, self.state.step_in_epoch);
         let pb: Box<dyn Progress> = if self.comm.is_root() {
-            reporter.bar((self.steps - self.state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs))
+            reporter
+                .bar((self.steps - self.state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs))
         } else {
             Box::new(crate::progress::Silent)
         };
@@ -445,7 +447,8 @@ impl<'a> Run<'a> {
             step_secs += t.elapsed().as_secs_f64();
             let every = self.spec.checkpoint_every;
             let stop = self.stop_reached();
-            if stop || (every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_epoch < self.steps)
+            if stop
+                || (every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_epoch < self.steps)
             {
                 model = self.checkpoint(model)?;
             }
@@ -457,8 +460,12 @@ impl<'a> Run<'a> {
         }
         pb.finish();
         self.flush_interval(self.lr_of_last_step())?;
-        let times =
-            EpochTimes { steps_run: n, secs: t_epoch.elapsed().as_secs_f64(), step_secs, loader_wait_secs: loader.wait_secs };
+        let times = EpochTimes {
+            steps_run: n,
+            secs: t_epoch.elapsed().as_secs_f64(),
+            step_secs,
+            loader_wait_secs: loader.wait_secs,
+        };
         Ok((model, EpochEnd::Complete(times)))
     }
 
@@ -615,8 +622,7 @@ impl<'a> Run<'a> {
     }
 
     fn keep_best(&mut self, speaker_model: &SpeakerModel, eer: f64) -> Result<()> {
-        let path =
-            self.spec.out.join("best").join(format!("epoch{:04}_eer{eer:.3}.safetensors", self.state.epoch + 1));
+        let path = self.spec.out.join("best").join(format!("epoch{:04}_eer{eer:.3}.safetensors", self.state.epoch + 1));
         let mut m = speaker_model.clone();
         m.meta.threshold = None;
         m.save(&path)?;

@@ -65,4 +65,3 @@ pub fn corpus(dir: &Path) -> PathBuf {
     .unwrap();
     c
 }
-
