@@ -134,23 +134,21 @@ fn accumulated_gradient_is_the_gradient_of_the_mean_loss() {
 /// The buffer's packing is the same code on every backend; the CPU checks it.
 #[test]
 fn gradients_survive_the_flat_buffer_exactly() {
-    for (name, plain) in [("cpu", Device::flex())] {
-        let s = setup(plain);
-        let model = TrainModel::new(&s.cfg, &s.device);
-        let grads = GradientsParams::from_grads(micro_loss(&s, &model, 0).backward(), &model);
-        let want = collect(&model, &grads);
-        // Two identical ranks, one micro-batch each: the mean is the gradient itself.
-        let got = collect(&model, &mean_gradient(&model, grads, 2, &Twin));
-        assert_eq!(got, want, "[{name}] gradients changed through the flat buffer");
+    let s = setup(Device::flex());
+    let model = TrainModel::new(&s.cfg, &s.device);
+    let grads = GradientsParams::from_grads(micro_loss(&s, &model, 0).backward(), &model);
+    let want = collect(&model, &grads);
+    // Two identical ranks, one micro-batch each: the mean is the gradient itself.
+    let got = collect(&model, &mean_gradient(&model, grads, 2, &Twin));
+    assert_eq!(got, want, "gradients changed through the flat buffer");
 
-        // Averaging identical BatchNorm statistics leaves them as they are,
-        // and parameters are not touched.
-        let before = parameter_hash(&model);
-        let bn_before = to_vec(model.net.head.embed_bn.running_var.value());
-        let model = average_buffers(model, &Twin);
-        assert_eq!(parameter_hash(&model), before, "[{name}]");
-        assert_eq!(to_vec(model.net.head.embed_bn.running_var.value()), bn_before, "[{name}]");
-    }
+    // Averaging identical BatchNorm statistics leaves them as they are,
+    // and parameters are not touched.
+    let before = parameter_hash(&model);
+    let bn_before = to_vec(model.net.head.embed_bn.running_var.value());
+    let model = average_buffers(model, &Twin);
+    assert_eq!(parameter_hash(&model), before);
+    assert_eq!(to_vec(model.net.head.embed_bn.running_var.value()), bn_before);
 }
 
 #[test]

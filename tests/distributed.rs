@@ -151,7 +151,7 @@ fn a_killed_rank_ends_the_job_and_one_process_resumes() {
             std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
             panic!("the job ended before its first checkpoint:\n{err}");
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let ranks = children(job.id());
     assert!(!ranks.is_empty(), "no rank processes under mpirun");
@@ -168,11 +168,12 @@ fn a_killed_rank_ends_the_job_and_one_process_resumes() {
     eprintln!("job ended {:.1} s after the kill with {status}", killed.elapsed().as_secs_f64());
     assert!(!status.success(), "a job with a killed rank must fail");
 
-    // One process continues from the last checkpoint and finishes two epochs.
-    let log = ok(single(&train_args(&c, &out, 2, &["--resume", "--accumulate", "2"])));
+    // One process continues from the last checkpoint (a step or two in) and
+    // finishes four epochs of three steps.
+    let log = ok(single(&train_args(&c, &out, 4, &["--resume", "--accumulate", "2"])));
     assert!(log.contains("resumed from"), "{log}");
     let rows: Vec<usize> = steps(&out).iter().map(|r| r.0).collect();
-    assert_eq!(rows, (1..=6).collect::<Vec<_>>(), "every step logged once");
+    assert_eq!(rows, (1..=12).collect::<Vec<_>>(), "every step logged once");
     assert!(out.join("model.safetensors").is_file());
     std::fs::remove_dir_all(&dir).ok();
 }

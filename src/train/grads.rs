@@ -49,7 +49,7 @@ impl ModuleVisitor for Unpack {
         let shape = self.shapes.next().expect("one shape per packed gradient");
         let n: usize = shape.iter().product();
         let dims: [usize; D] = shape.try_into().expect("gradient rank matches its parameter");
-        let part = self.flat.clone().slice([self.offset..self.offset + n]).reshape(dims);
+        let part = self.flat.clone().narrow(0, self.offset, n).reshape(dims);
         self.offset += n;
         self.grads.register::<D>(p.id, part);
     }

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use nexttdnn::commands::bench::BenchArgs;
+use nexttdnn::commands::bench_train::TrainBenchArgs;
 use nexttdnn::device::{select, DeviceSpec};
 use nexttdnn::model::Precision;
 
@@ -25,20 +27,29 @@ fn main() -> anyhow::Result<()> {
         let path = root.join("configs").join(format!("{config}.ron"));
         let out = out_dir.join(format!("{config}.json"));
         // Embedding at 4 s and 8 s, the front end at batch 32, single operations at batch 32.
-        nexttdnn::commands::bench::run(
-            Some(&path),
-            None,
-            &[4.0, 8.0],
-            32,
-            0,
-            32,
-            3,
-            15,
-            Some(&out),
-            "extension",
-            Precision::F32,
-            &dev,
-        )?;
+        let args = BenchArgs {
+            config: Some(path),
+            model: None,
+            seconds: vec![4.0, 8.0],
+            frontend_batch: 32,
+            train_batch: 0,
+            op_batch: 32,
+            warmup: 3,
+            repeats: 15,
+            out: Some(out),
+            ops: "extension".into(),
+            precision: Precision::F32,
+            training: TrainBenchArgs {
+                loader_list: None,
+                loader_root: None,
+                loader_musan: None,
+                loader_rir: None,
+                loader_workers: 1,
+                loader_crops: 0,
+                allreduce: 0,
+            },
+        };
+        nexttdnn::commands::bench::run(&args, &dev)?;
     }
     Ok(())
 }
