@@ -240,6 +240,53 @@ fn fresh_state(cfg: &ExperimentConfig) -> TrainState {
     }
 }
 
+/// Model, optimiser and state: fresh, from `--init-model`, or from the last
+/// checkpoint; every rank must hold the same parameters.
+fn restore(
+    spec: &RunSpec,
+    plain: &Device,
+    device: &Device,
+    ckpt_root: &Path,
+    comm: &dyn Collective,
+) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
+    let cfg = &spec.cfg;
+    let mut model = match &spec.init_model {
+        Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, device)?,
+        None => TrainModel::new(cfg, device),
+    };
+    let mut optim = adamw(&cfg.train.optimizer);
+    let mut state = fresh_state(cfg);
+    if spec.resume {
+        let Some(dir) = checkpoint::latest(ckpt_root) else {
+            bail!("--resume: no checkpoint in {}", ckpt_root.display())
+        };
+        (model, optim, state) = checkpoint::load(&dir, model, optim)?;
+        if comm.is_root() {
+            log::info!("resumed from {} (epoch {}, step {})", dir.display(), state.epoch, state.step_in_epoch);
+        }
+    } else if checkpoint::latest(ckpt_root).is_some() {
+        bail!("{} holds a run already: pass --resume to continue it, or choose another --out", spec.out.display());
+    }
+    if !comm.all_equal(parameter_hash(&model)) {
+        bail!(
+            "rank {}: the ranks start from different parameters (with --resume or --init-model, every rank must read the same files)",
+            comm.rank()
+        );
+    }
+    Ok((model, optim, state))
+}
+
+/// Rank 0: the run's config and its history files, new or cut back to the
+/// checkpoint.
+fn open_logs(spec: &RunSpec, state: &TrainState) -> Result<Logs> {
+    write_atomic(&spec.out.join("config.ron"), spec.cfg.to_ron().as_bytes())?;
+    let resume = |n: u64| spec.resume.then_some(n);
+    Ok(Logs {
+        steps: CsvLog::open(&spec.out.join("steps.csv"), STEPS_HEADER, resume(state.steps_csv_bytes))?,
+        metrics: CsvLog::open(&spec.out.join("metrics.csv"), METRICS_HEADER, resume(state.metrics_csv_bytes))?,
+    })
+}
+
 impl<'a> Run<'a> {
     fn setup(spec: &'a RunSpec, plain: &Device, comm: &'a dyn Collective) -> Result<(Self, TrainModel)> {
         let cfg = &spec.cfg;
@@ -261,42 +308,10 @@ impl<'a> Run<'a> {
         };
         let augmenter = augmenter(spec, root)?;
 
-        // Model, optimiser and state: fresh, from a model, or from the last checkpoint.
         let device = plain.clone().autodiff();
         let ckpt_root = spec.out.join("checkpoints");
-        let mut model = match &spec.init_model {
-            Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, &device)?,
-            None => TrainModel::new(cfg, &device),
-        };
-        let mut optim = adamw(&tc.optimizer);
-        let mut state = fresh_state(cfg);
-        if spec.resume {
-            let Some(dir) = checkpoint::latest(&ckpt_root) else {
-                bail!("--resume: no checkpoint in {}", ckpt_root.display())
-            };
-            (model, optim, state) = checkpoint::load(&dir, model, optim)?;
-            if root {
-                log::info!("resumed from {} (epoch {}, step {})", dir.display(), state.epoch, state.step_in_epoch);
-            }
-        } else if checkpoint::latest(&ckpt_root).is_some() {
-            bail!("{} holds a run already: pass --resume to continue it, or choose another --out", spec.out.display());
-        }
-        if !comm.all_equal(parameter_hash(&model)) {
-            bail!(
-                "rank {}: the ranks start from different parameters (with --resume or --init-model, every rank must read the same files)",
-                comm.rank()
-            );
-        }
-        let logs = if root {
-            write_atomic(&spec.out.join("config.ron"), cfg.to_ron().as_bytes())?;
-            let resume = |n: u64| spec.resume.then_some(n);
-            Some(Logs {
-                steps: CsvLog::open(&spec.out.join("steps.csv"), STEPS_HEADER, resume(state.steps_csv_bytes))?,
-                metrics: CsvLog::open(&spec.out.join("metrics.csv"), METRICS_HEADER, resume(state.metrics_csv_bytes))?,
-            })
-        } else {
-            None
-        };
+        let (model, optim, state) = restore(spec, plain, &device, &ckpt_root, comm)?;
+        let logs = if root { Some(open_logs(spec, &state)?) } else { None };
         // The interval's partial sums of all ranks continue on rank 0.
         let start =
             if root { state.interval } else { IntervalSums { steps: state.interval.steps, ..Default::default() } };
