@@ -369,12 +369,17 @@ impl<'a> Run<'a> {
         self.spec.stop_after_steps.is_some_and(|s| self.state.global_step >= s)
     }
 
-    fn lr(&self) -> f64 {
+    /// The rate of optimiser step `step` (0-based) in the current epoch.
+    fn lr_of_step(&self, step: usize) -> f64 {
         if self.schedule.per_step() {
-            self.schedule.lr_at(self.state.global_step)
+            self.schedule.lr_at(step)
         } else {
             self.schedule.lr_at(self.state.epoch)
         }
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr_of_step(self.state.global_step)
     }
 
     /// Uploads this rank's micro-batches and draws the step's SpecAugment mask.
@@ -503,11 +508,7 @@ impl<'a> Run<'a> {
     }
 
     fn lr_of_last_step(&self) -> f64 {
-        if self.schedule.per_step() {
-            self.schedule.lr_at(self.state.global_step.saturating_sub(1))
-        } else {
-            self.schedule.lr_at(self.state.epoch)
-        }
+        self.lr_of_step(self.state.global_step.saturating_sub(1))
     }
 
     /// Reads the interval's sums back (summed over ranks), checks them, adds
