@@ -84,6 +84,7 @@ pub struct ModelConfig {
 
 /// Learning-rate schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum SchedulerConfig {
     /// Multiply the rate by `gamma` every `step_size` epochs (stepped per epoch).
     StepLr { step_size: usize, gamma: f64 },
@@ -181,8 +182,7 @@ fn is_one(v: &usize) -> bool {
 impl ExperimentConfig {
     /// Reads and validates a RON config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = crate::files::read_text(path).context("cannot read the config file")?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -232,8 +232,15 @@ impl ExperimentConfig {
             f.f_min >= 0.0 && f.f_min < f.f_max && f.f_max <= f.sample_rate as f64 / 2.0,
             "frontend needs 0 <= f_min < f_max <= sample_rate / 2"
         );
+        self.validate_values()?;
         let t = &self.train;
         anyhow::ensure!(t.batch_size > 0, "train.batch_size must be positive");
+        anyhow::ensure!(
+            t.crop_samples >= self.min_samples(),
+            "train.crop_samples ({}) must be at least {} samples: the front end's padding and the model's stem need them",
+            t.crop_samples,
+            self.min_samples()
+        );
         anyhow::ensure!(t.accumulate > 0, "train.accumulate must be at least 1");
         anyhow::ensure!(
             t.batch_size.is_multiple_of(t.accumulate),
@@ -245,6 +252,102 @@ impl ExperimentConfig {
             !self.eval.p_targets.is_empty() && self.eval.p_targets.iter().all(|p| *p > 0.0 && *p < 1.0),
             "eval.p_targets must be non-empty, each in (0, 1)"
         );
+        Ok(())
+    }
+}
+
+/// `name` holds a finite number above `min` (or at least `min` when `inclusive`).
+fn check_number(name: &str, v: f64, min: f64, inclusive: bool) -> Result<()> {
+    let ok = v.is_finite() && if inclusive { v >= min } else { v > min };
+    let bound = if inclusive { "at least" } else { "above" };
+    anyhow::ensure!(ok, "{name} must be a finite number {bound} {min}, found {v}");
+    Ok(())
+}
+
+/// `name` is an ordered range of finite numbers.
+fn check_range(name: &str, (lo, hi): (f64, f64)) -> Result<()> {
+    anyhow::ensure!(
+        lo.is_finite() && hi.is_finite() && lo <= hi,
+        "{name} must be finite with low <= high, found ({lo}, {hi})"
+    );
+    Ok(())
+}
+
+impl ExperimentConfig {
+    /// Fewest samples the model accepts: the centred STFT's reflect padding
+    /// needs more than `n_fft / 2`, and the unpadded stem needs
+    /// `stem_kernel` frames.
+    pub fn min_samples(&self) -> usize {
+        let f = &self.frontend;
+        let for_stem = self.model.stem_kernel.saturating_sub(1) * f.hop_length;
+        f.min_samples().max(for_stem)
+    }
+
+    /// Ranges of the single values: counts positive, rates, epsilons and
+    /// costs finite and positive, probabilities inside (0, 1).
+    fn validate_values(&self) -> Result<()> {
+        let (f, m, t, e) = (&self.frontend, &self.model, &self.train, &self.eval);
+        for (name, v) in [
+            ("frontend.sample_rate", f.sample_rate as usize),
+            ("frontend.n_fft", f.n_fft),
+            ("frontend.win_length", f.win_length),
+            ("frontend.n_mels", f.n_mels),
+            ("model.ffn_expansion", m.ffn_expansion),
+            ("model.pool_bottleneck", m.pool_bottleneck),
+            ("model.embedding_dim", m.embedding_dim),
+            ("train.max_epochs", t.max_epochs),
+            ("train.loss.n_classes", t.loss.n_classes),
+            ("eval.asnorm_top_k", e.asnorm_top_k),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be positive");
+        }
+        check_number("frontend.pre_emphasis", f.pre_emphasis, 0.0, true)?;
+        check_number("frontend.log_offset", f.log_offset, 0.0, false)?;
+        for (name, v) in [
+            ("model.layer_norm_eps", m.layer_norm_eps),
+            ("model.grn_eps", m.grn_eps),
+            ("model.batch_norm_eps", m.batch_norm_eps),
+            ("model.pool_var_floor", m.pool_var_floor),
+            ("train.loss.scale", t.loss.scale),
+            ("train.optimizer.lr", t.optimizer.lr),
+            ("train.optimizer.epsilon", t.optimizer.epsilon),
+            ("eval.c_miss", e.c_miss),
+            ("eval.c_fa", e.c_fa),
+        ] {
+            check_number(name, v, 0.0, false)?;
+        }
+        check_number("train.loss.margin", t.loss.margin, 0.0, true)?;
+        check_number("train.optimizer.weight_decay", t.optimizer.weight_decay, 0.0, true)?;
+        for (name, v) in [("train.optimizer.beta1", t.optimizer.beta1), ("train.optimizer.beta2", t.optimizer.beta2)] {
+            anyhow::ensure!((0.0..1.0).contains(&v), "{name} must be in [0, 1), found {v}");
+        }
+        if let Some(c) = t.optimizer.grad_clip_norm {
+            check_number("train.optimizer.grad_clip_norm", c, 0.0, false)?;
+        }
+        match &t.scheduler {
+            SchedulerConfig::StepLr { step_size, gamma } => {
+                anyhow::ensure!(*step_size > 0, "train.scheduler.step_size must be positive");
+                check_number("train.scheduler.gamma", *gamma, 0.0, false)?;
+            }
+            SchedulerConfig::CyclicTriangular2 { base_lr, max_lr, step_size_up, step_size_down } => {
+                check_number("train.scheduler.base_lr", *base_lr, 0.0, false)?;
+                check_number("train.scheduler.max_lr", *max_lr, *base_lr, true)?;
+                anyhow::ensure!(
+                    *step_size_up > 0 && *step_size_down > 0,
+                    "train.scheduler.step_size_up and step_size_down must be positive"
+                );
+            }
+        }
+        let a = &t.augment;
+        check_range("train.augment.music_snr_db", a.music_snr_db)?;
+        check_range("train.augment.babble_snr_db", a.babble_snr_db)?;
+        check_range("train.augment.noise_snr_db", a.noise_snr_db)?;
+        let (b0, b1) = a.babble_speakers;
+        anyhow::ensure!(
+            b0 >= 1 && b0 <= b1,
+            "train.augment.babble_speakers must be 1 <= low <= high, found ({b0}, {b1})"
+        );
+        check_number("train.augment.energy_floor", a.energy_floor, 0.0, true)?;
         Ok(())
     }
 }

@@ -147,6 +147,35 @@ pub fn tune_allocator() {
     }
 }
 
+/// Keeps Mesa's Vulkan device-selection layer from connecting to a Wayland
+/// display where there is none. The layer (an implicit layer that Mesa's
+/// drivers install) orders GPUs by the display in use; without
+/// `XDG_RUNTIME_DIR` its connection attempt prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set" on every device probe, runs that end on the CPU
+/// included. It is switched off (`NODEVICE_SELECT=1`) only then, and never
+/// when the user configures it (`MESA_VK_DEVICE_SELECT`). Call at start-up,
+/// before other threads exist.
+pub fn quiet_vulkan_layers() {
+    let unset = |k: &str| std::env::var_os(k).is_none_or(|v| v.is_empty());
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Makes the CPU Burn's default device (`BURN_DEVICE=flex`, unless the user
+/// set one). Our code always names its device; Burn itself materialises
+/// optimiser moments read from a checkpoint on the default device, which
+/// with the `wgpu` feature is the first GPU: a resumed CPU run then started
+/// a GPU runtime, and every rank of a multi-GPU job put its moments on GPU 0.
+/// They now pass through host memory and move to the parameters' device at
+/// the next step, as they did before. Call at start-up, before other
+/// threads exist.
+pub fn host_as_default_device() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        std::env::set_var("BURN_DEVICE", "flex");
+    }
+}
+
 /// Resident memory of this process now.
 pub fn resident_mib() -> Option<f64> {
     proc_status_mib("VmRSS:")
@@ -278,12 +307,16 @@ mod gpu {
     use burn::tensor::wgpu::{wgpu, WgpuBackend};
     use burn::tensor::DeviceKind;
 
+    /// Adapters of the APIs the wgpu backend runs on (Vulkan, Metal, DX12).
+    /// OpenGL is left out: it is not used for compute here, and probing it
+    /// opens a display connection (EGL), which prints errors about
+    /// `XDG_RUNTIME_DIR` on machines without one.
     pub fn adapters() -> Vec<wgpu::AdapterInfo> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::all(),
+            backends: wgpu::Backends::PRIMARY,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
-        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
             .into_iter()
             .map(|a| a.get_info())
             .filter(|i| i.backend != wgpu::Backend::Noop)

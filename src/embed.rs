@@ -45,9 +45,7 @@ pub fn default_batch_seconds(device: &Device) -> f64 {
 /// Fewest samples a model accepts: the centred STFT's reflect padding needs
 /// more than `n_fft / 2`, and the unpadded stem needs `stem_kernel` frames.
 pub fn min_samples(cfg: &ExperimentConfig) -> usize {
-    let f = &cfg.frontend;
-    let for_stem = (cfg.model.stem_kernel.saturating_sub(1)) * f.hop_length;
-    f.min_samples().max(for_stem)
+    cfg.min_samples()
 }
 
 /// Log-mel features of one utterance on the host: `[n_mels, frames]` row-major.
@@ -160,13 +158,14 @@ impl Embedder {
         );
         let emb = self.net.forward(self.features(samples), false);
         let v = read_back(emb)?;
-        ensure_finite(&v, 0)?;
+        ensure_finite(&v, 0).map_err(|e| anyhow::anyhow!("{e}{}", amplitude_hint(samples)))?;
         Ok(v)
     }
 
     /// Embedding of one WAV file.
     pub fn embed_file(&self, path: &Path) -> Result<Vec<f32>> {
         let samples = self.load_audio(path)?;
+        warn_if_silent(path, &samples);
         self.embed_samples(&samples).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -338,9 +337,39 @@ fn prepare(path: &Path, loaded: Loaded, frontend: &CpuFrontend, min: usize) -> R
                 path.display(),
                 s.len()
             );
-            Prepared::Features(host_features(frontend, &s))
+            warn_if_silent(path, &s);
+            let f = host_features(frontend, &s);
+            if let Some(x) = f.values.iter().find(|x| !x.is_finite()) {
+                anyhow::bail!(
+                    "{}: the log-mel features hold a value that is not a finite number ({x}){}",
+                    path.display(),
+                    amplitude_hint(&s)
+                );
+            }
+            Prepared::Features(f)
         }
     })
+}
+
+/// Warns that a recording is (nearly) silent, or its samples unscaled.
+pub fn warn_if_silent(path: &Path, samples: &[f32]) {
+    if let Some(problem) = crate::audio::Level::of(samples).problem() {
+        log::warn!("{}: {problem}; its embedding says little about the speaker", path.display());
+    }
+}
+
+/// Why features or embeddings of finite samples may not be finite: samples
+/// far outside [-1, 1] overflow the power spectrum.
+fn amplitude_hint(samples: &[f32]) -> String {
+    let level = crate::audio::Level::of(samples);
+    if level.peak > crate::audio::MAX_PEAK {
+        format!(
+            "; the samples reach {:.1e}, far outside [-1, 1]: float WAV samples must be scaled to [-1, 1]",
+            level.peak
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {

@@ -11,6 +11,7 @@ pub mod device;
 pub mod embed;
 pub mod eval;
 pub mod features;
+pub mod files;
 pub mod lists;
 pub mod model;
 pub mod npy;

@@ -4,24 +4,38 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read list", path.display()))?;
-    Ok(text
-        .lines()
+/// The non-empty, non-comment lines of a list, trimmed, with their 1-based
+/// line numbers.
+pub fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    Ok(lines_of(&crate::files::read_text(path)?))
+}
+
+/// The non-empty, non-comment lines of a text, trimmed, numbered from 1. A
+/// byte-order mark starting a line is dropped too: lists concatenated from
+/// files written on Windows carry one at each file's first line.
+pub fn lines_of(text: &str) -> Vec<(usize, String)> {
+    text.lines()
         .enumerate()
-        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .map(|(i, l)| {
+            (i + 1, l.trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace()).trim_end().to_string())
+        })
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .collect())
+        .collect()
 }
 
 /// An audio list: one path per line, resolved against `root` when relative.
 /// A VoxCeleb train-list line (`speaker path`) is accepted too; the path is
 /// the last field.
 pub fn read_audio_list(path: &Path, root: Option<&Path>) -> Result<Vec<PathBuf>> {
+    parse_audio_list(path, &crate::files::read_text(path)?, root)
+}
+
+/// [`read_audio_list`] of a text read from `path` (named in errors).
+pub fn parse_audio_list(path: &Path, text: &str, root: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for (n, line) in read_lines(path)? {
+    for (n, line) in lines_of(text) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let file = match fields.as_slice() {
             [p] | [_, p] => *p,
@@ -56,8 +70,13 @@ pub struct Trial {
 
 /// A trial list in VoxCeleb format: `label enroll test`, label 1 = same speaker.
 pub fn read_trials(path: &Path) -> Result<Vec<Trial>> {
+    parse_trials(path, &crate::files::read_text(path)?)
+}
+
+/// [`read_trials`] of a text read from `path` (named in errors).
+pub fn parse_trials(path: &Path, text: &str) -> Result<Vec<Trial>> {
     let mut out = Vec::new();
-    for (n, line) in read_lines(path)? {
+    for (n, line) in lines_of(text) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [label, enroll, test] = f.as_slice() else {
             bail!("{}:{n}: malformed trial {line:?}: expected `label enroll test`", path.display())
@@ -126,6 +145,9 @@ pub fn preflight(
 /// `sample_rate`, and reads its length. Errors start with `at` (the file, or
 /// the list, line and file).
 pub fn check_audio(path: PathBuf, at: &str, sample_rate: u32) -> Result<ListedFile> {
+    if path.is_dir() {
+        bail!("{at}: is a directory, not an audio file");
+    }
     if !path.is_file() {
         bail!("{at}: file not found");
     }
@@ -140,12 +162,17 @@ pub fn check_audio(path: PathBuf, at: &str, sample_rate: u32) -> Result<ListedFi
 /// A cohort list for score normalisation: one file per line, or the
 /// reference's CSV (header `file_name`, ids without the `.wav` suffix).
 pub fn read_cohort(path: &Path) -> Result<Vec<(String, usize)>> {
+    parse_cohort(path, &crate::files::read_text(path)?)
+}
+
+/// [`read_cohort`] of a text read from `path` (named in errors).
+pub fn parse_cohort(path: &Path, text: &str) -> Result<Vec<(String, usize)>> {
     let mut out = Vec::new();
-    for (n, line) in read_lines(path)? {
+    for (n, line) in lines_of(text) {
         if n == 1 && line == "file_name" {
             continue;
         }
-        let fields: Vec<&str> = line.split([',', ' ', '\t']).filter(|s| !s.is_empty()).collect();
+        let fields: Vec<&str> = line.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()).collect();
         let file = match fields.as_slice() {
             [p] | [_, p] => p.to_string(),
             _ => bail!("{}:{n}: malformed cohort line {line:?}", path.display()),

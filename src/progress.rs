@@ -1,8 +1,9 @@
 //! Progress of long loops, reported through a small interface so that library
 //! code does not depend on how the command line draws it.
 
-/// One progress bar: a known number of units, advanced as they are done.
-pub trait Progress {
+/// One progress bar: a known number of units, advanced as they are done
+/// (from any thread).
+pub trait Progress: Send + Sync {
     /// Advances by `n` units.
     fn inc(&self, n: u64);
     /// Replaces the text shown beside the bar.

@@ -57,7 +57,7 @@ fn import_embed_verify() {
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["device"]["backend"], "flex");
-    assert_eq!(prov["model_sha256"].as_str().unwrap(), nexttdnn::weights::sha256_file(&model).unwrap());
+    assert_eq!(prov["model_sha256"].as_str().unwrap(), nexttdnn::files::sha256_file(&model).unwrap());
     let device = burn::tensor::Device::flex();
     let m = nexttdnn::weights::SpeakerModel::load(&model, &device).unwrap();
     let e = nexttdnn::embed::Embedder::new(&m, &device);
@@ -138,7 +138,10 @@ fn compare_cpu_against_wgpu() {
     let has_wgpu = cfg!(feature = "wgpu") && nexttdnn::device::available().len() > 1;
     let devices = if has_wgpu { "cpu,wgpu" } else { "cpu,cpu" };
     if !has_wgpu {
-        skip("compare against wgpu: no wgpu adapter; comparing cpu with itself");
+        skip_unless_required(
+            "NEXTTDNN_REQUIRE_WGPU",
+            "compare against wgpu: no wgpu adapter; comparing cpu with itself",
+        );
     }
     let dir = tmpdir("compare");
     let text = run_ok(bin().args(["compare", "--devices", devices, "--out"]).arg(&dir));
@@ -161,4 +164,30 @@ fn compare_cpu_against_wgpu() {
         );
         assert!(err.contains("disagree"), "{err}");
     }
+}
+
+/// The binary alone, copied elsewhere and run from another folder (as after
+/// `cargo install`): the bundled model, recordings and configs come from the
+/// binary itself.
+#[test]
+fn an_installed_binary_carries_its_bundle() {
+    let dir = tmpdir("installed");
+    let exe = dir.join("bin").join("nexttdnn");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_nexttdnn"), &exe).unwrap();
+    let data = dir.join("data");
+    let run = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.current_dir(&dir).env("RUST_LOG", "warn").env("NEXTTDNN_DATA_DIR", &data).args(args);
+        c
+    };
+    let out = run_ok(&mut run(&["--device", "cpu", "eval", "--out", "results", "--cache-dir", "cache"]));
+    assert!(out.contains("EER"), "{out}");
+    let bundles: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let trials = bundles[0].join("assets").join("trials.txt");
+    assert_eq!(std::fs::read(&trials).unwrap(), std::fs::read(root().join("assets/trials.txt")).unwrap());
+    assert!(bundles[0].join("configs/NeXt_TDNN_C256_B3_K65_7.ron").is_file());
+    run_ok(&mut run(&["--device", "cpu", "verify"]));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,6 +1,7 @@
 //! The depthwise-convolution extension (our CubeCL kernels on wgpu, Burn's
-//! ops on the CPU, our autodiff backward on both) against Burn's generic
-//! grouped `conv1d`, on fresh random inputs every run.
+//! ops on the CPU, our autodiff backward on both): the forward against the
+//! sum written out on the host, the gradients against Burn's generic grouped
+//! `conv1d`, on fresh random inputs every run (the seed is printed).
 
 mod common;
 
@@ -16,10 +17,36 @@ fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// A fresh seed every run, printed; `NEXTTDNN_TEST_SEED=S` replays one.
 fn seed() -> u64 {
-    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("kernel comparison seed {s}");
+    let s = match std::env::var("NEXTTDNN_TEST_SEED") {
+        Ok(v) => v.parse().expect("NEXTTDNN_TEST_SEED is a number"),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
+    eprintln!("kernel comparison seed {s} (replay with NEXTTDNN_TEST_SEED={s})");
     s
+}
+
+/// The depthwise convolution written out on the host, in float64: the
+/// reference that neither backend's code path shares.
+fn naive(x: &[f32], w: &[f32], bias: &[f32], (b, c, t, k, pad): (usize, usize, usize, usize, usize)) -> Vec<f32> {
+    let t_out = t + 2 * pad + 1 - k;
+    let mut out = Vec::with_capacity(b * c * t_out);
+    for bi in 0..b {
+        for ci in 0..c {
+            for to in 0..t_out {
+                let mut acc = bias[ci] as f64;
+                for ki in 0..k {
+                    let ti = (to + ki) as isize - pad as isize;
+                    if ti >= 0 && (ti as usize) < t {
+                        acc += w[ci * k + ki] as f64 * x[(bi * c + ci) * t + ti as usize] as f64;
+                    }
+                }
+                out.push(acc as f32);
+            }
+        }
+    }
+    out
 }
 
 /// Shapes of the models (kernels 7 and 65, 'same' padding) plus odd lengths,
@@ -59,11 +86,14 @@ fn depthwise_forward_matches_generic_conv1d() {
         assert!(supported(&device), "{name}: the depthwise extension must run here");
         for &case in CASES {
             let (x, w, b) = tensors(&mut rng, case, &device);
+            let reference = naive(&to_vec(x.clone()), &to_vec(w.clone()), &to_vec(b.clone()), case);
             let ours = to_vec(depthwise_conv1d_extension(x.clone(), w.clone(), b.clone(), case.4));
-            let reference = to_vec(generic(x, w, b, case.4));
-            assert_eq!(ours.len(), reference.len(), "{name} {case:?}: output length");
-            let err = max_abs(&ours, &reference);
-            assert!(err < 1e-5, "{name} {case:?}: forward differs by {err:e}");
+            let generic = to_vec(generic(x, w, b, case.4));
+            for (what, got) in [("extension", &ours), ("generic conv1d", &generic)] {
+                assert_eq!(got.len(), reference.len(), "{name} {case:?}: {what} output length");
+                let err = max_abs(got, &reference);
+                assert!(err < 1e-5, "{name} {case:?}: the {what} differs from the written-out sum by {err:e}");
+            }
         }
     }
 }

@@ -152,7 +152,7 @@ fn tiny_light_matches_reference() {
 fn c256_b3_matches_reference() {
     match shared_fixtures() {
         Some(dir) => check_variant(&dir, "C256_B3_K65_7", "NeXt_TDNN_C256_B3_K65_7"),
-        None => skip("c256_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
+        None => no_shared_fixtures("c256_b3_matches_reference"),
     }
 }
 
@@ -160,14 +160,14 @@ fn c256_b3_matches_reference() {
 fn light_c128_b3_matches_reference() {
     match shared_fixtures() {
         Some(dir) => check_variant(&dir, "light_C128_B3_K65", "NeXt_TDNN_light_C128_B3_K65"),
-        None => skip("light_c128_b3_matches_reference: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
+        None => no_shared_fixtures("light_c128_b3_matches_reference"),
     }
 }
 
 #[test]
 fn safetensors_checkpoint_imports_like_pt() {
     let Some(dir) = shared_fixtures() else {
-        skip("safetensors_checkpoint_imports_like_pt: ../shared/fixtures is absent");
+        no_shared_fixtures("safetensors_checkpoint_imports_like_pt");
         return;
     };
     let cfg = ExperimentConfig::load(&config("tiny_C32_B1_K65_7")).unwrap();

@@ -82,7 +82,7 @@ fn voxceleb_tree_with_m4a_and_bad_files() {
     assert!(max_abs(&w.samples, &ff.samples) <= 1.0 / 32768.0 + 1e-9, "{}", max_abs(&w.samples, &ff.samples));
     assert!(w.samples.iter().map(|v| v.abs()).fold(0.0, f32::max) > 0.05, "decoded audio is not silent");
     let manifest = std::fs::read_to_string(out.join("manifest.tsv")).unwrap();
-    let sha = nexttdnn::weights::sha256_file(&out.join("wav/id00001/vidA/00001.wav")).unwrap();
+    let sha = nexttdnn::files::sha256_file(&out.join("wav/id00001/vidA/00001.wav")).unwrap();
     assert!(manifest.contains(&sha), "{manifest}");
 
     // Training reads what prepare wrote.
@@ -94,7 +94,56 @@ fn voxceleb_tree_with_m4a_and_bad_files() {
     assert!(!ok && log.contains("--force"), "{log}");
     let (ok, log) = prep(&["--force"]);
     assert!(ok && log.contains("3 decoded"), "{log}");
-    // An interrupted conversion leaves only a .partial file, never a complete-looking WAV.
+    // A finished run leaves no temporary file behind.
+    assert!(walk(&out).iter().all(|p| !p.to_string_lossy().ends_with(".partial")));
+}
+
+/// `prepare voxceleb` killed in the middle of converting: every WAV that has
+/// its final name is complete, no list is written, and a rerun keeps what
+/// was done and converts the rest.
+#[test]
+fn voxceleb_killed_midway_resumes() {
+    let dir = tmpdir("vox-kill");
+    let root = dir.join("vox2");
+    let m4a = fixtures().join("m4a").join("mono16k.m4a");
+    let n = 400;
+    for i in 0..n {
+        put(&root.join(format!("id{:05}/vid/{i:05}.m4a", i % 8)), &m4a);
+    }
+    let out = dir.join("prepared");
+    let wavs = |out: &Path| -> Vec<std::path::PathBuf> {
+        if !out.join("wav").exists() {
+            return vec![];
+        }
+        walk(&out.join("wav")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "wav")).collect()
+    };
+    let mut child = bin()
+        .args(["prepare", "voxceleb"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while wavs(&out).len() < 10 && started.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = wavs(&out);
+    assert!(!done.is_empty() && done.len() < n, "killed after {} of {n} files", done.len());
+    assert!(!out.join("train_list.txt").exists(), "no list from a killed run");
+    let expected = nexttdnn::audio::read_wav(&m4a.with_file_name("mono16k.ffmpeg.wav"), 16000, 1).unwrap();
+    for f in &done {
+        let w = nexttdnn::audio::read_wav(f, 16000, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.samples.len(), expected.samples.len(), "{} is complete", f.display());
+    }
+    let (ok, log) = run(bin().args(["prepare", "voxceleb"]).arg(&root).arg("--out").arg(&out));
+    let resumed = format!("{} decoded from m4a, {} from an earlier run", n - done.len(), done.len());
+    assert!(ok && log.contains(&resumed), "expected \"{resumed}\": {log}");
     assert!(walk(&out).iter().all(|p| !p.to_string_lossy().ends_with(".partial")));
 }
 
@@ -162,4 +211,61 @@ fn trial_lists_merged_and_split_layouts() {
         .arg(&merged));
     assert!(ok && log.contains("all 3 files"), "{log}");
     assert!(merged.join("id10001/a/00001.wav").exists() && merged.join("id10270/b/00002.wav").exists());
+}
+
+#[test]
+fn voxceleb_refuses_silence_unscaled_audio_and_spaces() {
+    let dir = tmpdir("vox-unfit");
+    let root = dir.join("vox");
+    wav(&root.join("id00001/vidA/00001.wav"), 16000, 16000, 1);
+    // Digital silence.
+    let silent = root.join("id00001/vidA/00002.wav");
+    nexttdnn::audio::wav::write_wav_i16(&silent, &vec![0.0; 16000], 16000).unwrap();
+    // Float samples written unscaled, near 1e30.
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(root.join("id00001/vidA/00003.wav"), spec).unwrap();
+    for i in 0..16000 {
+        w.write_sample((i as f32 * 0.05).sin() * 1e30).unwrap();
+    }
+    w.finalize().unwrap();
+    // A speaker folder with a space, which a train list cannot carry.
+    wav(&root.join("id 00002/vidB/00001.wav"), 16000, 16000, 1);
+    // A corrupt .m4a is named as such, not as a bad WAV.
+    std::fs::create_dir_all(root.join("id00003/vidC")).unwrap();
+    std::fs::write(root.join("id00003/vidC/00001.m4a"), b"\x00\x00\x00\x18ftypM4A garbage garbage").unwrap();
+    let out = dir.join("prepared");
+    let (ok, log) = run(bin().args(["prepare", "voxceleb"]).arg(&root).arg("--out").arg(&out));
+    assert!(ok && log.contains("1 usable") && log.contains("4 bad"), "{log}");
+    let report = std::fs::read_to_string(out.join("report.tsv")).unwrap();
+    for (file, why) in [
+        ("vidA/00002.wav", "silent"),
+        ("vidA/00003.wav", "far outside [-1, 1]"),
+        ("vidB/00001.wav", "whitespace"),
+        ("vidC/00001.m4a", "MP4"),
+    ] {
+        let line =
+            report.lines().find(|l| l.contains(file)).unwrap_or_else(|| panic!("{file} not reported:\n{report}"));
+        assert!(line.contains(why), "{file}: {line}");
+        assert!(!line.contains("not a WAV file"), "{file}: {line}");
+    }
+}
+
+#[test]
+fn trial_lists_are_checked_for_rate_and_length() {
+    let dir = tmpdir("trials-checked");
+    let root = dir.join("wav");
+    wav(&root.join("a/1.wav"), 16000, 16000, 1);
+    wav(&root.join("b/1.wav"), 16000, 8000, 1);
+    wav(&root.join("c/1.wav"), 100, 16000, 1);
+    let list = dir.join("trials.txt");
+    std::fs::write(&list, "1 a/1.wav a/1.wav\n0 a/1.wav b/1.wav\n0 c/1.wav a/1.wav\n").unwrap();
+    let (ok, log) = run(bin().args(["prepare", "trials"]).arg(&list).arg("--root").arg(&root));
+    assert!(!ok && log.contains("2 of 3 files"), "{log}");
+    assert!(log.contains("trials.txt:2: b/1.wav") && log.contains("8000 Hz"), "{log}");
+    assert!(log.contains("trials.txt:3: c/1.wav") && log.contains("100 samples"), "{log}");
 }

@@ -32,8 +32,15 @@ fn train(c: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
         .arg(c.join("wav"))
         .arg("--out")
         .arg(out)
-        .args(["--n-classes", "4", "--batch-size", "4", "--epochs", "2", "--workers", "2", "--log-every", "1"])
         .args(extra);
+    // The defaults of these tests, unless `extra` sets them.
+    for pair in
+        [["--n-classes", "4"], ["--batch-size", "4"], ["--epochs", "2"], ["--workers", "2"], ["--log-every", "1"]]
+    {
+        if !extra.contains(&pair[0]) {
+            cmd.args(pair);
+        }
+    }
     run(&mut cmd)
 }
 
@@ -68,6 +75,14 @@ fn training_outputs_and_exact_resume() {
     assert_eq!(partial.lines().count(), 5, "stopped after 4 steps: {partial}");
     let (ok, log) = train(&c, &parts, &[]);
     assert!(!ok && log.contains("--resume"), "a second run into the same directory must ask for --resume: {log}");
+    // A resume keeps the run what it is, and takes no step past --stop-after-steps.
+    let (ok, log) = train(&c, &parts, &["--resume", "--batch-size", "8"]);
+    assert!(!ok && log.contains("--batch-size"), "{log}");
+    let (ok, log) = train(&c, &parts, &["--resume", "--epochs", "0"]);
+    assert!(!ok && log.contains("--epochs must be at least 1"), "{log}");
+    let (ok, log) = train(&c, &parts, &["--resume", "--stop-after-steps", "4"]);
+    assert!(ok, "{log}");
+    assert_eq!(std::fs::read_to_string(parts.join("steps.csv")).unwrap(), partial, "no step past the stop");
     let (ok, log) = train(&c, &parts, &["--resume"]);
     assert!(ok, "{log}");
     let a = std::fs::read_to_string(full.join("steps.csv")).unwrap();

@@ -294,14 +294,30 @@ mod tests {
 
     #[test]
     fn snr_is_as_drawn() {
-        // Mixing at a fixed SNR: noise energy relative to speech energy (both
-        // loud enough for the -40 dB floor to be negligible).
-        let clean: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        // The augmenter mixes one noise file at an SNR fixed to 10 dB: the
+        // added signal's energy is 10 dB below the speech's (both loud
+        // enough for the energy floor to be negligible).
+        let dir = std::env::temp_dir().join(format!("nexttdnn-snr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let noise_file = dir.join("noise.wav");
         let noise: Vec<f32> = (0..16000).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
-        let (c, n) = (energy_db(&clean, 1e-4), energy_db(&noise, 1e-4));
-        let gain = (10f64.powf((c - n - 10.0) / 10.0)).sqrt() as f32;
-        let scaled: Vec<f32> = noise.iter().map(|v| v * gain).collect();
-        let got = c - energy_db(&scaled, 0.0);
+        crate::audio::wav::write_wav_i16(&noise_file, &noise, 16000).unwrap();
+        let cfg = AugmentConfig {
+            music_snr_db: (5.0, 15.0),
+            babble_snr_db: (13.0, 20.0),
+            babble_speakers: (3, 7),
+            noise_snr_db: (10.0, 10.0),
+            energy_floor: 1e-4,
+        };
+        let bank = NoiseBank { noise: vec![noise_file], speech: vec![], music: vec![], rirs: vec![] };
+        let aug = Augmenter { bank, cfg, sample_rate: 16000, cache: AudioCache::for_training(16000) };
+        let clean: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        let mut x = clean.clone();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        aug.add_noise(&mut x, &aug.bank.noise, 1, aug.cfg.noise_snr_db, &mut rng).unwrap();
+        let added: Vec<f32> = x.iter().zip(&clean).map(|(a, b)| a - b).collect();
+        let got = energy_db(&clean, 1e-4) - energy_db(&added, 0.0);
         assert!((got - 10.0).abs() < 0.05, "{got}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

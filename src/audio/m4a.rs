@@ -13,7 +13,7 @@ use symphonia::core::probe::Hint;
 use super::wav::{AudioError, Waveform};
 
 fn bad(path: &Path, reason: impl Into<String>) -> AudioError {
-    AudioError::NotWav { path: path.to_path_buf(), reason: reason.into() }
+    AudioError::Undecodable { path: path.to_path_buf(), format: "an MP4/AAC (.m4a) file", reason: reason.into() }
 }
 
 /// Samples to drop at the start: the encoder's priming, as the MP4 edit list
@@ -90,7 +90,7 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
             SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 AudioError::Truncated { path: path.to_path_buf(), reason: "the MP4 container ends early".into() }
             }
-            e => bad(path, format!("not a readable MP4/AAC file: {e}")),
+            e => bad(path, e.to_string()),
         })?;
     let mut format = probed.format;
     let track = format.default_track().ok_or_else(|| bad(path, "no audio track"))?;
@@ -100,7 +100,7 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
     let expected_frames = params.n_frames;
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
-        .map_err(|e| AudioError::Unsupported { path: path.to_path_buf(), reason: format!("codec: {e}") })?;
+        .map_err(|e| bad(path, format!("unsupported codec: {e}")))?;
     let mut mono: Vec<f32> = Vec::new();
     let mut frames: u64 = 0;
     loop {

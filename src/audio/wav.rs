@@ -26,9 +26,11 @@ pub enum AudioError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a WAV file ({reason})")]
     NotWav { path: PathBuf, reason: String },
-    #[error("{path}: truncated WAV file: {reason}")]
+    #[error("{path}: cannot decode {format}: {reason}")]
+    Undecodable { path: PathBuf, format: &'static str, reason: String },
+    #[error("{path}: truncated audio file: {reason}")]
     Truncated { path: PathBuf, reason: String },
-    #[error("{path}: unsupported WAV format: {reason}; supported are 8/16/24/32-bit integer PCM and 32-bit float")]
+    #[error("{path}: unsupported WAV format: {reason} (supported: 8/16/24/32-bit integer PCM and 32-bit float)")]
     Unsupported { path: PathBuf, reason: String },
     #[error("{path}: sample rate is {found} Hz but the model expects {expected} Hz; convert it first, e.g. `sox {path} -r {expected} out.wav` or `ffmpeg -i {path} -ar {expected} out.wav`")]
     SampleRate { path: PathBuf, found: u32, expected: u32 },
@@ -47,6 +49,7 @@ impl AudioError {
             AudioError::NotFound { path }
             | AudioError::Io { path, .. }
             | AudioError::NotWav { path, .. }
+            | AudioError::Undecodable { path, .. }
             | AudioError::Truncated { path, .. }
             | AudioError::Unsupported { path, .. }
             | AudioError::SampleRate { path, .. }
@@ -109,6 +112,8 @@ pub fn decode_wav(path: &Path, bytes: &[u8], expected_rate: u32, min_samples: us
     if bytes.is_empty() {
         return Err(AudioError::NotWav { path: pb, reason: "the file is empty (0 bytes)".into() });
     }
+    let repacked = riff::check(path, bytes)?;
+    let bytes = repacked.as_deref().unwrap_or(bytes);
     let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| match e {
         hound::Error::IoError(ref io) if is_short_read(io) => {
             AudioError::Truncated { path: pb.clone(), reason: "the header is incomplete".into() }
@@ -173,6 +178,110 @@ where
         }
     }
     Ok(out)
+}
+
+/// A look at the RIFF chunks before hound reads the file, for two things
+/// hound does not do: naming an unsupported encoding (hound reports most as
+/// an inconsistent or unsupported format), and stepping over the pad byte
+/// that follows a chunk of odd size (RIFF requires it, libsndfile honours
+/// it, hound does not).
+mod riff {
+    use std::path::Path;
+
+    use super::AudioError;
+
+    const CONVERT: &str = "convert it to 16-bit PCM, e.g. `sox IN.wav -e signed-integer -b 16 OUT.wav`";
+
+    fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?))
+    }
+
+    fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    }
+
+    /// The encoding of a `fmt ` chunk body: format tag (the sub-format of
+    /// WAVE_FORMAT_EXTENSIBLE) and bits per sample.
+    fn encoding(fmt: &[u8]) -> Option<(u16, u16)> {
+        let tag = u16_at(fmt, 0)?;
+        let bits = u16_at(fmt, 14)?;
+        if tag == 0xFFFE {
+            return Some((u16_at(fmt, 24)?, bits));
+        }
+        Some((tag, bits))
+    }
+
+    fn name(tag: u16) -> String {
+        match tag {
+            0x0002 => "Microsoft ADPCM".into(),
+            0x0006 => "A-law".into(),
+            0x0007 => "µ-law".into(),
+            0x0011 => "IMA ADPCM".into(),
+            0x0031 => "GSM 6.10".into(),
+            0x0055 => "MPEG layer 3".into(),
+            other => format!("format tag 0x{other:04x}"),
+        }
+    }
+
+    fn unsupported(path: &Path, reason: String) -> AudioError {
+        AudioError::Unsupported { path: path.to_path_buf(), reason }
+    }
+
+    /// Refuses encodings we do not decode with a message that names them,
+    /// and returns the file rewritten without pad bytes when a chunk before
+    /// `data` has an odd size. Files that are not RIFF/WAVE pass through
+    /// for hound to report.
+    pub fn check(path: &Path, bytes: &[u8]) -> Result<Option<Vec<u8>>, AudioError> {
+        if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+            return Ok(None);
+        }
+        let mut at = 12;
+        let mut fmt: Option<&[u8]> = None;
+        let mut padded = false;
+        while let (Some(id), Some(size)) = (bytes.get(at..at + 4), u32_at(bytes, at + 4)) {
+            let body = at + 8;
+            let size = size as usize;
+            if id == b"data" {
+                let Some(fmt) = fmt else { return Ok(None) };
+                if !padded {
+                    return Ok(None);
+                }
+                // A canonical file: header, the format chunk, then the data.
+                let data = &bytes[body..(body + size).min(bytes.len())];
+                let mut out = Vec::with_capacity(28 + fmt.len() + data.len());
+                out.extend_from_slice(b"RIFF");
+                out.extend_from_slice(&((20 + fmt.len() + size) as u32).to_le_bytes());
+                out.extend_from_slice(b"WAVEfmt ");
+                out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+                out.extend_from_slice(fmt);
+                out.extend_from_slice(b"data");
+                out.extend_from_slice(&(size as u32).to_le_bytes());
+                out.extend_from_slice(data);
+                return Ok(Some(out));
+            }
+            let Some(chunk) = bytes.get(body..body + size) else { return Ok(None) };
+            if id == b"fmt " {
+                if let Some((tag, bits)) = encoding(chunk) {
+                    refuse(path, tag, bits)?;
+                }
+                fmt = Some(chunk);
+            }
+            padded |= size % 2 == 1;
+            at = body + size + size % 2;
+        }
+        Ok(None)
+    }
+
+    /// The encodings that hound decodes and we accept pass; others are
+    /// named, with a conversion command.
+    fn refuse(path: &Path, tag: u16, bits: u16) -> Result<(), AudioError> {
+        match (tag, bits) {
+            (0x0001, 8 | 16 | 24 | 32) | (0x0003, 32) => Ok(()),
+            (0x0003, bits) => Err(unsupported(path, format!("{bits}-bit float samples; {CONVERT}"))),
+            (0x0001, bits) => Err(unsupported(path, format!("{bits}-bit integer samples; {CONVERT}"))),
+            (tag, _) => Err(unsupported(path, format!("the {} encoding is not supported; {CONVERT}", name(tag)))),
+        }
+    }
 }
 
 /// Writes mono 16-bit PCM (used by tests and the bundled assets).

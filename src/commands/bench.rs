@@ -14,7 +14,8 @@ use crate::config::ExperimentConfig;
 use crate::device::{DeviceInfo, SelectedDevice};
 use crate::embed::Embedder;
 use crate::features::Frontend;
-use crate::weights::{write_atomic, ModelMeta, SpeakerModel};
+use crate::files::write_atomic;
+use crate::weights::{ModelMeta, SpeakerModel};
 
 /// One timed operation.
 #[derive(Debug, Clone, Serialize)]
@@ -95,7 +96,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Utterance lengths in seconds.
-    #[arg(long, value_delimiter = ',', default_value = "4,8")]
+    #[arg(long, value_delimiter = ',', default_value = "4,8", value_parser = super::cli::non_negative)]
     pub seconds: Vec<f64>,
     /// Batch size of the front-end measurement (training crops); 0 skips it.
     #[arg(long, default_value_t = 32)]
@@ -148,7 +149,7 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     let m = match model {
         Some(p) => SpeakerModel::load(p, &dev.device)?,
         None => {
-            let default = super::configs_dir().join("NeXt_TDNN_C256_B3_K65_7.ron");
+            let default = super::configs_dir()?.join("NeXt_TDNN_C256_B3_K65_7.ron");
             let cfg = ExperimentConfig::load(config.unwrap_or(&default))?;
             let net = crate::model::NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, &dev.device);
             SpeakerModel { config: cfg, net, aam: None, meta: ModelMeta::default() }
@@ -220,7 +221,7 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     results.extend(super::bench_train::run(training, &cfg, warmup, dev)?);
     let report = Report {
         config: cfg.name.clone(),
-        model_sha256: model.map(crate::weights::sha256_file).transpose()?,
+        model_sha256: model.map(crate::files::sha256_file).transpose()?,
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
         ops: ops.to_string(),

@@ -20,31 +20,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Import an official PyTorch checkpoint (.pt or .safetensors) into a model file.
-    Import {
-        /// The official checkpoint.
-        checkpoint: PathBuf,
-        /// The config it was trained with (configs/*.ron).
-        #[arg(long)]
-        config: PathBuf,
-        /// Output model file.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Import(super::import::ImportArgs),
     /// Write embeddings of WAV files: DIR/embeddings.npy and DIR/index.txt.
     Embed(super::embed::EmbedArgs),
     /// Score two recordings: cosine similarity of their embeddings, and a decision.
-    Verify {
-        /// Model file (default: the bundled demonstration model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Decision threshold on the cosine score (default: the model's stored one).
-        #[arg(long)]
-        threshold: Option<f64>,
-        /// Enrolment recording (default: bundled example).
-        enroll: Option<PathBuf>,
-        /// Test recording (default: bundled example).
-        test: Option<PathBuf>,
-    },
+    Verify(super::verify::VerifyArgs),
     /// Time embedding extraction and the front end (median of repeats) and report peak memory.
     Bench(super::bench::BenchArgs),
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.
@@ -52,32 +32,7 @@ pub enum Command {
     /// Evaluate on a trial list: EER, minDCF, optional AS-norm, scores, summary and plots.
     Eval(super::eval::EvalArgs),
     /// Run one model on several devices and compare results, deviations and speed.
-    Compare {
-        /// Model file (default: the bundled model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Devices, comma-separated; the first is the reference (e.g. cpu,wgpu:0,cuda:0).
-        #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
-        devices: Vec<DeviceSpec>,
-        /// Trial list (default: the bundled list).
-        #[arg(long)]
-        trials: Option<PathBuf>,
-        /// Root of the trial list's paths (default: the list's folder).
-        #[arg(long)]
-        wav_root: Option<PathBuf>,
-        /// Output directory for compare.json.
-        #[arg(long, default_value = "compare-results")]
-        out: PathBuf,
-        /// Tolerance on embeddings, relative to the largest reference value.
-        #[arg(long, default_value_t = 1e-3)]
-        emb_tol: f64,
-        /// Tolerance on the EER, in percentage points.
-        #[arg(long, default_value_t = 0.01)]
-        eer_tol: f64,
-        /// Seconds of audio per padded batch (default: each device's).
-        #[arg(long)]
-        batch_seconds: Option<f64>,
-    },
+    Compare(super::compare::CompareArgs),
     /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.
     Prepare {
         #[command(subcommand)]
@@ -147,5 +102,31 @@ pub enum PrepareCommand {
         /// Where to build the merged tree (needed with several roots).
         #[arg(long)]
         merged: Option<PathBuf>,
+        /// The sample rate every file must have.
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        /// Shortest accepted file, in seconds (the official models need 0.03 s).
+        #[arg(long, default_value_t = 0.03, value_parser = non_negative)]
+        min_seconds: f64,
     },
+}
+
+/// A number option that must be finite (`NaN` and `inf` are refused).
+pub fn finite(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim().parse().map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{text:?} is not a finite number"))
+    }
+}
+
+/// A finite number of zero or more (seconds, tolerances).
+pub fn non_negative(text: &str) -> Result<f64, String> {
+    let v = finite(text)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is negative"))
+    }
 }

@@ -16,22 +16,36 @@ use crate::device::{select, DeviceInfo, DeviceSpec};
 use crate::embed::{default_batch_seconds, Embedder};
 use crate::eval::metrics::Roc;
 use crate::eval::score::cosine;
+use crate::files::{sha256_file, write_atomic};
 use crate::lists::{preflight, read_trials, trial_files};
-use crate::weights::{sha256_file, write_atomic, SpeakerModel};
+use crate::weights::SpeakerModel;
 
 /// Options of `compare`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
+    /// Model file (default: the bundled model).
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Devices, comma-separated; the first is the reference (e.g. cpu,wgpu:0,cuda:0).
+    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
     pub devices: Vec<DeviceSpec>,
+    /// Trial list (default: the bundled list).
+    #[arg(long)]
     pub trials: Option<PathBuf>,
+    /// Root of the trial list's paths (default: the list's folder).
+    #[arg(long)]
     pub wav_root: Option<PathBuf>,
+    /// Output directory for compare.json.
+    #[arg(long, default_value = "compare-results")]
     pub out: PathBuf,
     /// Largest allowed embedding deviation, relative to the largest reference value.
+    #[arg(long, default_value_t = 1e-3, value_parser = super::cli::non_negative)]
     pub emb_tol: f64,
-    /// Largest allowed EER difference, in points.
+    /// Largest allowed EER difference, in percentage points.
+    #[arg(long, default_value_t = 0.01, value_parser = super::cli::non_negative)]
     pub eer_tol: f64,
-    /// Seconds of audio per padded batch (default: the device's).
+    /// Seconds of audio per padded batch (default: each device's).
+    #[arg(long, value_parser = super::cli::non_negative)]
     pub batch_seconds: Option<f64>,
 }
 
@@ -80,11 +94,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     if args.devices.is_empty() {
         bail!("--devices needs at least one device");
     }
-    let model_path = args.model.clone().unwrap_or_else(super::bundled_model);
+    let model_path = super::model_or_bundled(args.model.as_deref())?;
     let model_sha = sha256_file(&model_path)?;
     let (trial_path, default_root) = match &args.trials {
         Some(t) => (t.clone(), t.parent().map(Path::to_path_buf).unwrap_or_default()),
-        None => (super::assets_dir().join("trials.txt"), super::assets_dir().join("audio")),
+        None => (super::assets_dir()?.join("trials.txt"), super::assets_dir()?.join("audio")),
     };
     let root = args.wav_root.clone().unwrap_or(default_root);
     let trials = read_trials(&trial_path)?;

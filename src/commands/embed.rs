@@ -1,14 +1,14 @@
 //! `embed`: WAV files → `embeddings.npy` (float32, one row per file) + `index.txt`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder};
+use crate::files::write_atomic;
 use crate::lists::{check_audio, read_audio_list, ListedFile};
 use crate::npy;
-use crate::weights::write_atomic;
 
 /// Options of `embed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,7 +29,7 @@ pub struct EmbedArgs {
     #[arg(long, default_value = "f32")]
     pub precision: crate::model::Precision,
     /// Seconds of audio per padded batch (0: one file at a time; default 20 on the CPU, 400 on a GPU).
-    #[arg(long)]
+    #[arg(long, value_parser = super::cli::non_negative)]
     pub batch_seconds: Option<f64>,
     /// WAV files.
     pub wavs: Vec<PathBuf>,
@@ -59,10 +59,10 @@ pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
     write_atomic(&out.join("embeddings.npy"), &npy::encode_f32(&values, files.len(), dim)?)?;
     let index: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
     write_atomic(&out.join("index.txt"), index.as_bytes())?;
-    let model_path = model.map(Path::to_path_buf).unwrap_or_else(super::bundled_model);
+    let model_path = super::model_or_bundled(model)?;
     let provenance = serde_json::json!({
         "model": model_path.display().to_string(),
-        "model_sha256": crate::weights::sha256_file(&model_path)?,
+        "model_sha256": crate::files::sha256_file(&model_path)?,
         "config": embedder.config.name,
         "device": dev.info,
         "precision": precision.name(),

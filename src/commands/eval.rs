@@ -16,11 +16,12 @@ use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder, Loaded};
 use crate::eval::cache::{audio_key, AudioKey, EmbeddingCache};
-use crate::eval::metrics::Roc;
+use crate::eval::metrics::{MetricError, Roc};
 use crate::eval::plot;
 use crate::eval::score::{cosine, AsNorm, CohortStats};
+use crate::files::{sha256_file, write_atomic, StagedDir};
 use crate::lists::{preflight, read_cohort, read_trials, trial_files, ListedFile, Trial};
-use crate::weights::{import_official, sha256_file, write_atomic, SpeakerModel};
+use crate::weights::{import_official, SpeakerModel};
 
 /// Options of `eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,7 +68,7 @@ pub struct EvalArgs {
     pub precision: crate::model::Precision,
     /// Seconds of audio per padded batch (0: one file at a time). Default:
     /// 20 on the CPU, 400 on a GPU. Batches give the embeddings of files alone.
-    #[arg(long)]
+    #[arg(long, value_parser = super::cli::non_negative)]
     pub batch_seconds: Option<f64>,
 }
 
@@ -194,30 +195,30 @@ struct EvalStage {
     pipeline: crate::embed::PipelineStats,
 }
 
-pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
-    let started = Instant::now();
-    // The model and the hash that keys its cache.
-    let (mut model, model_hash, model_path) = match (&args.checkpoint, &args.model) {
+/// The model to evaluate, the hash that keys its cache, and its file.
+fn eval_model(args: &EvalArgs, dev: &SelectedDevice) -> Result<(SpeakerModel, String, Option<PathBuf>)> {
+    match (&args.checkpoint, &args.model) {
         (Some(ckpt), None) => {
             let cfg_path = args.config.as_ref().context("--checkpoint needs --config")?;
             let cfg = ExperimentConfig::load(cfg_path)?;
             let m = import_official(ckpt, &cfg, &dev.device)?;
             let hash = m.content_hash()?;
-            (m, hash, None)
+            Ok((m, hash, None))
         }
         (None, m) => {
-            let p = m.clone().unwrap_or_else(super::bundled_model);
+            let p = super::model_or_bundled(m.as_deref())?;
             let model = SpeakerModel::load(&p, &dev.device)?;
             let hash = model.content_hash()?;
-            (model, hash, Some(p))
+            Ok((model, hash, Some(p)))
         }
         (Some(_), Some(_)) => bail!("give either --model or --checkpoint, not both"),
-    };
-    let cfg = model.config.clone();
+    }
+}
 
-    // The trial list and where its files live.
+/// The trial list and the root of its audio paths.
+fn trial_source(args: &EvalArgs) -> Result<(PathBuf, PathBuf)> {
     let (trial_path, default_root) = match args.trials.as_deref() {
-        None => (super::assets_dir().join("trials.txt"), super::assets_dir().join("audio")),
+        None => (super::assets_dir()?.join("trials.txt"), super::assets_dir()?.join("audio")),
         Some(name) => {
             let p = match standard_list(name) {
                 Some(file) => args.data_dir.join(file),
@@ -227,115 +228,68 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
             (p, root)
         }
     };
-    let wav_root = args.wav_root.clone().unwrap_or(default_root);
+    Ok((trial_path, args.wav_root.clone().unwrap_or(default_root)))
+}
+
+/// The checked files of the cohort list, when one is given.
+fn cohort_files(args: &EvalArgs, sample_rate: u32) -> Result<Option<Vec<ListedFile>>> {
+    let Some(c) = &args.cohort else { return Ok(None) };
+    let list = read_cohort(c)?;
+    let root = args.cohort_root.clone().or_else(|| c.parent().map(Path::to_path_buf));
+    Ok(Some(preflight(c, &list, root.as_deref(), sample_rate)?))
+}
+
+/// Outputs an earlier run may have left that this run may not write: they
+/// are removed when the new outputs are put in place, so that a folder
+/// never mixes two runs.
+const OPTIONAL_OUTPUTS: [&str; 7] =
+    ["scores_snorm.txt", "det.png", "det.svg", "hist.png", "hist.svg", "hist_snorm.png", "hist_snorm.svg"];
+
+/// Everything `eval` measured, for `summary.json` and the table.
+struct Outcome {
+    summary: serde_json::Value,
+    rows: Vec<(String, ScoreSummary)>,
+    threshold: f64,
+}
+
+pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
+    let started = Instant::now();
+    let (mut model, model_hash, model_path) = eval_model(args, dev)?;
+    let cfg = model.config.clone();
+    let (trial_path, wav_root) = trial_source(args)?;
     let trials = read_trials(&trial_path)?;
     let unique = trial_files(&trials);
     let sr = cfg.frontend.sample_rate;
     let files = preflight(&trial_path, &unique, Some(&wav_root), sr)?;
-    let cohort_files = match &args.cohort {
-        Some(c) => {
-            let list = read_cohort(c)?;
-            let root = args.cohort_root.clone().or_else(|| c.parent().map(Path::to_path_buf));
-            Some(preflight(c, &list, root.as_deref(), sr)?)
-        }
-        None => None,
-    };
+    let cohort_files = cohort_files(args, sr)?;
     log::info!("{}: {} trials over {} files", trial_path.display(), trials.len(), files.len());
 
-    // Embeddings, cached per model and file.
+    // Embeddings, cached per model and file; embeddings of another
+    // precision are other embeddings, keyed apart.
     let cache_root = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    // Embeddings of another precision are other embeddings: keyed apart.
     let variant = (args.precision != crate::model::Precision::F32).then(|| args.precision.name());
     let cache = EmbeddingCache::new(&cache_root, &model_hash, variant, cfg.model.embedding_dim)?;
     let embedder = Embedder::with_precision(&model, &dev.device, args.precision);
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let t_embed = Instant::now();
     let (embs, computed, embed_stage) = embed_all(&embedder, &cache, &files, batch_seconds, "embedding")?;
-    let mut timing = json!({ "embedding": embed_stage });
     let embed_secs = t_embed.elapsed().as_secs_f64();
-    let index: HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+    let cohort = match &cohort_files {
+        Some(cf) => Some(embed_all(&embedder, &cache, cf, batch_seconds, "cohort")?),
+        None => None,
+    };
 
-    // Raw cosine scores.
-    let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
-    let pair = |t: &Trial| (index[t.enroll.as_str()], index[t.test.as_str()]);
-    let t_score = Instant::now();
-    let raw: Vec<f64> = trials
-        .iter()
-        .map(|t| {
-            let (a, b) = pair(t);
-            cosine(&embs[a], &embs[b])
-        })
-        .collect();
-    timing["scoring_seconds"] = json!(t_score.elapsed().as_secs_f64());
-    let mut metrics_secs = 0.0;
-    let t_metrics = Instant::now();
-    let (raw_sum, raw_roc) = summarize(&raw, &labels, &cfg)?;
-    metrics_secs += t_metrics.elapsed().as_secs_f64();
-
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    write_scores(&args.out.join("scores.txt"), &trials, &raw)?;
-    let mut summary = json!({
-        "trial_list": trial_path.display().to_string(),
-        "wav_root": wav_root.display().to_string(),
-        "trials": raw_sum.trials,
-        "targets": raw_sum.targets,
-        "eer": raw_sum.eer,
-        "eer_threshold": raw_sum.eer_threshold,
-        "threshold": raw_sum.eer_threshold,
-    });
-    for (k, v) in &raw_sum.min_dcf {
-        summary[k] = json!(v);
+    // Scores, metrics and plots, staged and put in place together.
+    let out = StagedDir::new(&args.out)?;
+    let scored = Scored { trials: &trials, unique: &unique, embs: &embs, cfg: &cfg };
+    let mut outcome = scored.outputs(&out, cohort.as_ref().map(|(c, _, _)| c.as_slice()), args.no_plots)?;
+    let summary = &mut outcome.summary;
+    summary["trial_list"] = json!(trial_path.display().to_string());
+    summary["wav_root"] = json!(wav_root.display().to_string());
+    summary["timing"]["embedding"] = serde_json::to_value(&embed_stage)?;
+    if let Some((_, _, stage)) = &cohort {
+        summary["timing"]["cohort"] = serde_json::to_value(stage)?;
     }
-
-    // Adaptive score normalisation against the cohort.
-    let mut rows = vec![("raw cosine".to_string(), raw_sum.clone())];
-    let mut curves = vec![("raw".to_string(), raw_roc)];
-    if let Some(cf) = &cohort_files {
-        let (cohort, _, cohort_stage) = embed_all(&embedder, &cache, cf, batch_seconds, "cohort")?;
-        timing["cohort"] = serde_json::to_value(&cohort_stage)?;
-        let norm = AsNorm::new(&cohort, cfg.eval.asnorm_top_k);
-        let t_norm = Instant::now();
-        let stats: Vec<CohortStats> = norm.stats_all(&embs);
-        let norm_secs = t_norm.elapsed().as_secs_f64();
-        log::info!(
-            "AS-norm statistics of {} files against {} cohort files: {norm_secs:.2} s",
-            embs.len(),
-            cohort.len()
-        );
-        timing["asnorm_seconds"] = json!(norm_secs);
-        let normed: Vec<_> = trials
-            .iter()
-            .zip(&raw)
-            .map(|(t, &s)| {
-                let (a, b) = pair(t);
-                AsNorm::normalize(s, stats[a], stats[b])
-            })
-            .collect();
-        for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
-            let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
-            let t_metrics = Instant::now();
-            let (sum, roc) = summarize(&scores, &labels, &cfg)?;
-            metrics_secs += t_metrics.elapsed().as_secs_f64();
-            summary[name] = serde_json::to_value(&sum)?;
-            if name == "snorm" {
-                write_scores(&args.out.join("scores_snorm.txt"), &trials, &scores)?;
-                if !args.no_plots {
-                    plot::histogram(&args.out.join("hist_snorm"), &scores, &labels, "Score distribution (s-norm)")?;
-                }
-                curves.push(("s-norm".into(), roc));
-            }
-            rows.push((name.to_string(), sum));
-        }
-        summary["cohort"] = json!({ "list": cf.len(), "top_k": cfg.eval.asnorm_top_k });
-    }
-    if !args.no_plots {
-        let refs: Vec<(&str, &Roc)> = curves.iter().map(|(n, r)| (n.as_str(), r)).collect();
-        plot::det(&args.out.join("det"), &refs)?;
-        plot::histogram(&args.out.join("hist"), &raw, &labels, "Score distribution (raw cosine)")?;
-    }
-
-    // Provenance and throughput.
-    let peak = crate::device::peak_resident_mib();
     summary["model"] = json!({
         "path": model_path.as_ref().map(|p| p.display().to_string()),
         "sha256": model_path.as_deref().map(sha256_file).transpose()?,
@@ -353,13 +307,11 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     summary["embed_seconds"] = json!(embed_secs);
     summary["files_per_second"] = json!(if computed > 0 { computed as f64 / embed_secs } else { 0.0 });
     summary["total_seconds"] = json!(started.elapsed().as_secs_f64());
-    summary["peak_rss_mib"] = json!(peak);
-    timing["metrics_seconds"] = json!(metrics_secs);
-    summary["timing"] = timing;
-    write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    summary["peak_rss_mib"] = json!(crate::device::peak_resident_mib());
+    write_atomic(&out.path("summary.json"), serde_json::to_string_pretty(summary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", out.final_path("summary.json").display()))?;
+    out.commit(&OPTIONAL_OUTPUTS)?;
 
-    // The table.
-    let dcf_keys: Vec<String> = cfg.eval.p_targets.iter().map(|&p| dcf_key(p)).collect();
     println!(
         "{} on {} ({} trials, {} files; {} embedded, {} from cache)",
         cfg.name,
@@ -369,25 +321,124 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
         computed,
         files.len() - computed
     );
-    let head: Vec<String> = cfg.eval.p_targets.iter().map(|p| format!("minDCF@{p}")).collect();
-    println!("| scores | trials | EER % | {} |", head.join(" | "));
-    println!("|---|---:|---:|{}", "---:|".repeat(head.len()));
-    for (name, s) in &rows {
-        let dcfs: Vec<String> = dcf_keys.iter().map(|k| format!("{:.4}", s.min_dcf[k])).collect();
-        println!("| {name} | {} | {:.3} | {} |", s.trials, s.eer, dcfs.join(" | "));
-    }
-    println!("threshold (raw cosine at the EER point): {:.6}", raw_sum.eer_threshold);
+    print_table(&cfg, &outcome.rows);
+    println!("threshold (raw cosine at the EER point): {:.6}", outcome.threshold);
     println!("results in {}", args.out.display());
 
     if args.store_threshold {
         let Some(p) = model_path else {
             bail!("--store-threshold needs --model (an imported model file), not --checkpoint");
         };
-        model.meta.threshold = Some(raw_sum.eer_threshold);
+        model.meta.threshold = Some(outcome.threshold);
         model.save(&p)?;
-        println!("stored threshold {:.6} in {}", raw_sum.eer_threshold, p.display());
+        println!("stored threshold {:.6} in {}", outcome.threshold, p.display());
     }
     Ok(())
+}
+
+/// Trials with the embeddings of their files.
+struct Scored<'a> {
+    trials: &'a [Trial],
+    unique: &'a [(String, usize)],
+    embs: &'a [Vec<f32>],
+    cfg: &'a ExperimentConfig,
+}
+
+impl Scored<'_> {
+    /// Raw (and, with a cohort, AS-normalised) scores, their metrics and
+    /// plots, written into `out`.
+    fn outputs(&self, out: &StagedDir, cohort: Option<&[Vec<f32>]>, no_plots: bool) -> Result<Outcome> {
+        let index: HashMap<&str, usize> = self.unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+        let pairs: Vec<(usize, usize)> =
+            self.trials.iter().map(|t| (index[t.enroll.as_str()], index[t.test.as_str()])).collect();
+        let labels: Vec<bool> = self.trials.iter().map(|t| t.target).collect();
+        let t_score = Instant::now();
+        let raw: Vec<f64> = pairs.iter().map(|&(a, b)| cosine(&self.embs[a], &self.embs[b])).collect();
+        let mut timing = json!({ "scoring_seconds": t_score.elapsed().as_secs_f64() });
+        let t_metrics = Instant::now();
+        let (raw_sum, raw_roc) = self.summarize(&raw, &labels)?;
+        let mut metrics_secs = t_metrics.elapsed().as_secs_f64();
+        self.write_scores(out, "scores.txt", &raw)?;
+        let mut summary = json!({
+            "trials": raw_sum.trials,
+            "targets": raw_sum.targets,
+            "eer": raw_sum.eer,
+            "eer_threshold": raw_sum.eer_threshold,
+            "threshold": raw_sum.eer_threshold,
+        });
+        for (k, v) in &raw_sum.min_dcf {
+            summary[k] = json!(v);
+        }
+        let mut rows = vec![("raw cosine".to_string(), raw_sum.clone())];
+        let mut curves = vec![("raw".to_string(), raw_roc)];
+        if let Some(cohort) = cohort {
+            let norm = AsNorm::new(cohort, self.cfg.eval.asnorm_top_k);
+            let t_norm = Instant::now();
+            let stats: Vec<CohortStats> = norm.stats_all(self.embs);
+            let norm_secs = t_norm.elapsed().as_secs_f64();
+            log::info!(
+                "AS-norm statistics of {} files against {} cohort files: {norm_secs:.2} s",
+                self.embs.len(),
+                cohort.len()
+            );
+            timing["asnorm_seconds"] = json!(norm_secs);
+            let normed: Vec<_> =
+                pairs.iter().zip(&raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect();
+            for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
+                let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
+                let t_metrics = Instant::now();
+                let (sum, roc) = self.summarize(&scores, &labels)?;
+                metrics_secs += t_metrics.elapsed().as_secs_f64();
+                summary[name] = serde_json::to_value(&sum)?;
+                if name == "snorm" {
+                    self.write_scores(out, "scores_snorm.txt", &scores)?;
+                    if !no_plots {
+                        plot::histogram(&out.path("hist_snorm"), &scores, &labels, "Score distribution (s-norm)")?;
+                    }
+                    curves.push(("s-norm".into(), roc));
+                }
+                rows.push((name.to_string(), sum));
+            }
+            summary["cohort"] = json!({ "list": cohort.len(), "top_k": self.cfg.eval.asnorm_top_k });
+        }
+        if !no_plots {
+            let refs: Vec<(&str, &Roc)> = curves.iter().map(|(n, r)| (n.as_str(), r)).collect();
+            plot::det(&out.path("det"), &refs)?;
+            plot::histogram(&out.path("hist"), &raw, &labels, "Score distribution (raw cosine)")?;
+        }
+        timing["metrics_seconds"] = json!(metrics_secs);
+        summary["timing"] = timing;
+        Ok(Outcome { summary, rows, threshold: raw_sum.eer_threshold })
+    }
+
+    /// Metrics of one score set; a score that is not a finite number is an
+    /// error naming its trial.
+    fn summarize(&self, scores: &[f64], labels: &[bool]) -> Result<(ScoreSummary, Roc)> {
+        summarize(scores, labels, self.cfg).map_err(|e| match e.downcast_ref::<MetricError>() {
+            Some(MetricError::NonFinite { index }) => {
+                let t = &self.trials[*index];
+                anyhow::anyhow!("trial {} ({} {}): the score is not a finite number", t.line, t.enroll, t.test)
+            }
+            _ => e,
+        })
+    }
+
+    fn write_scores(&self, out: &StagedDir, name: &str, scores: &[f64]) -> Result<()> {
+        write_scores(&out.path(name), self.trials, scores)
+            .with_context(|| format!("cannot write {}", out.final_path(name).display()))
+    }
+}
+
+/// The results table, in Markdown.
+fn print_table(cfg: &ExperimentConfig, rows: &[(String, ScoreSummary)]) {
+    let dcf_keys: Vec<String> = cfg.eval.p_targets.iter().map(|&p| dcf_key(p)).collect();
+    let head: Vec<String> = cfg.eval.p_targets.iter().map(|p| format!("minDCF@{p}")).collect();
+    println!("| scores | trials | EER % | {} |", head.join(" | "));
+    println!("|---|---:|---:|{}", "---:|".repeat(head.len()));
+    for (name, s) in rows {
+        let dcfs: Vec<String> = dcf_keys.iter().map(|k| format!("{:.4}", s.min_dcf[k])).collect();
+        println!("| {name} | {} | {:.3} | {} |", s.trials, s.eer, dcfs.join(" | "));
+    }
 }
 
 fn write_scores(path: &Path, trials: &[Trial], scores: &[f64]) -> Result<()> {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_train;
+pub mod bundle;
 pub mod cli;
 pub mod compare;
 pub mod devices;
@@ -19,24 +20,27 @@ use anyhow::Result;
 use crate::device::SelectedDevice;
 use crate::weights::SpeakerModel;
 
-/// Directory of the bundled assets (small model and audio).
-pub fn assets_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+/// Directory of the bundled assets (small model, recordings, trial list).
+pub fn assets_dir() -> Result<PathBuf> {
+    Ok(bundle::root()?.join("assets"))
 }
 
 /// The configurations shipped with the crate.
-pub fn configs_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs")
+pub fn configs_dir() -> Result<PathBuf> {
+    Ok(bundle::root()?.join("configs"))
 }
 
-/// The bundled demonstration model.
-pub fn bundled_model() -> PathBuf {
-    assets_dir().join("model").join("demo.nexttdnn.safetensors")
+/// `--model`, or the bundled demonstration model when none is given.
+pub fn model_or_bundled(model: Option<&Path>) -> Result<PathBuf> {
+    match model {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(assets_dir()?.join("model").join("demo.nexttdnn.safetensors")),
+    }
 }
 
 /// Loads `--model`, or the bundled model when none is given.
 pub fn load_model(path: Option<&Path>, dev: &SelectedDevice) -> Result<SpeakerModel> {
-    let path = path.map(Path::to_path_buf).unwrap_or_else(bundled_model);
+    let path = model_or_bundled(path)?;
     log::info!("loading model {}", path.display());
     SpeakerModel::load(&path, &dev.device)
 }

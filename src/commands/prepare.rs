@@ -12,14 +12,17 @@ fn jobs(j: Option<usize>) -> usize {
 pub fn run(what: &PrepareCommand) -> Result<()> {
     match what {
         PrepareCommand::Voxceleb { root, out, sample_rate, min_seconds, jobs: j, force } => {
-            let s = voxceleb::prepare(&voxceleb::VoxArgs {
-                root: root.clone(),
-                out: out.clone(),
-                sample_rate: *sample_rate,
-                min_seconds: *min_seconds,
-                jobs: jobs(*j),
-                force: *force,
-            })?;
+            let s = voxceleb::prepare(
+                &voxceleb::VoxArgs {
+                    root: root.clone(),
+                    out: out.clone(),
+                    sample_rate: *sample_rate,
+                    min_seconds: *min_seconds,
+                    jobs: jobs(*j),
+                    force: *force,
+                },
+                &super::Terminal,
+            )?;
             println!(
                 "{} files: {} usable ({} decoded from m4a, {} from an earlier run), {} bad (see {}); {:.1} files/s",
                 s.files,
@@ -33,7 +36,14 @@ pub fn run(what: &PrepareCommand) -> Result<()> {
             println!("train with: --train-list {} --wav-root {}", s.list.display(), s.wav_root.display());
         }
         PrepareCommand::Musan { root, out, sample_rate, chunk_seconds, hop_seconds, jobs: j, force } => {
-            let n = musan::split_musan(root, out, *sample_rate, *chunk_seconds, *hop_seconds, jobs(*j), *force)?;
+            let spec = musan::SplitSpec {
+                sample_rate: *sample_rate,
+                chunk_seconds: *chunk_seconds,
+                hop_seconds: *hop_seconds,
+                jobs: jobs(*j),
+                force: *force,
+            };
+            let n = musan::split_musan(root, out, &spec, &super::Terminal)?;
             println!("{n} chunks in {}", out.display());
         }
         PrepareCommand::Rir { root, out, rooms, force } => {
@@ -41,8 +51,9 @@ pub fn run(what: &PrepareCommand) -> Result<()> {
             let n = musan::select_rirs(root, out, &rooms, *force)?;
             println!("{n} impulse responses in {}", out.display());
         }
-        PrepareCommand::Trials { list, roots, merged } => {
-            let (root, n) = trials::check(list, roots, merged.as_deref())?;
+        PrepareCommand::Trials { list, roots, merged, sample_rate, min_seconds } => {
+            let min_samples = (min_seconds * *sample_rate as f64).ceil() as usize;
+            let (root, n) = trials::check(list, roots, merged.as_deref(), *sample_rate, min_samples)?;
             println!("all {n} files of {} found; evaluate with --wav-root {}", list.display(), root.display());
         }
     }

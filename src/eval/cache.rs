@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::weights::{hex, write_atomic};
+use crate::files::{hex, write_atomic};
 
 const MAGIC: &[u8; 8] = b"NXTDEMB2";
 const HEADER: usize = 8 + 4 + 32;

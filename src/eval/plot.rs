@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -171,7 +171,14 @@ where
         .y_label_area_size(55)
         .build_cartesian_2d(lo..hi, 0.0..ymax.max(1e-9))
         .map_err(|e| anyhow!("{e:?}"))?;
-    chart.configure_mesh().x_desc("score").y_desc("density").draw().map_err(|e| anyhow!("{e:?}"))?;
+    // Major grid lines only: the minor ones crowd the bars.
+    chart
+        .configure_mesh()
+        .x_desc("score")
+        .y_desc("density")
+        .light_line_style(TRANSPARENT)
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
     for (h, color, name) in [(&non, RED, "non-target"), (&tar, BLUE, "target")] {
         chart
             .draw_series(h.iter().enumerate().map(|(i, &v)| {
@@ -189,20 +196,25 @@ where
 pub fn det(stem: &Path, curves: &[(&str, &Roc)]) -> Result<()> {
     register_font();
     let png = stem.with_extension("png");
-    det_on(&BitMapBackend::new(&png, (800, 640)).into_drawing_area(), curves)?;
+    det_on(&BitMapBackend::new(&png, (800, 640)).into_drawing_area(), curves).with_context(|| written(&png))?;
     let svg = stem.with_extension("svg");
     let area = SVGBackend::new(&svg, (800, 640)).into_drawing_area();
-    det_on(&area, curves)
+    det_on(&area, curves).with_context(|| written(&svg))
+}
+
+fn written(path: &Path) -> String {
+    format!("cannot write the plot {}", path.display())
 }
 
 /// Writes `STEM.png` and `STEM.svg`: target and non-target score densities.
 pub fn histogram(stem: &Path, scores: &[f64], labels: &[bool], title: &str) -> Result<()> {
     register_font();
     let png = stem.with_extension("png");
-    hist_on(&BitMapBackend::new(&png, (800, 500)).into_drawing_area(), scores, labels, title)?;
+    hist_on(&BitMapBackend::new(&png, (800, 500)).into_drawing_area(), scores, labels, title)
+        .with_context(|| written(&png))?;
     let svg = stem.with_extension("svg");
     let area = SVGBackend::new(&svg, (800, 500)).into_drawing_area();
-    hist_on(&area, scores, labels, title)
+    hist_on(&area, scores, labels, title).with_context(|| written(&svg))
 }
 
 fn panels_on<DB: DrawingBackend>(
@@ -256,10 +268,11 @@ where
 pub fn panels(stem: &Path, title: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
     register_font();
     let png = stem.with_extension("png");
-    panels_on(&BitMapBackend::new(&png, (1000, 700)).into_drawing_area(), title, panels)?;
+    panels_on(&BitMapBackend::new(&png, (1000, 700)).into_drawing_area(), title, panels)
+        .with_context(|| written(&png))?;
     let svg = stem.with_extension("svg");
     let area = SVGBackend::new(&svg, (1000, 700)).into_drawing_area();
-    panels_on(&area, title, panels)
+    panels_on(&area, title, panels).with_context(|| written(&svg))
 }
 
 #[cfg(test)]

@@ -98,6 +98,16 @@ impl LayerNorm {
     }
 }
 
+/// The square root of sums of squares, with PyTorch's subgradient 0 where
+/// the sum is 0 (a channel that is all zeros, as in a silent crop): the
+/// plain square root's derivative is infinite there, and the chain rule
+/// would make it 0 × ∞ = NaN. Elsewhere values and gradients are the
+/// square root's (sums below the smallest normal float32 aside).
+pub fn l2_norm_of_squares<const D: usize>(sum_sq: Tensor<D>) -> Tensor<D> {
+    let zero = sum_sq.clone().lower_equal_elem(0.0);
+    sum_sq.clamp_min(f32::MIN_POSITIVE as f64).sqrt().mask_fill(zero, 0.0)
+}
+
 /// Global response normalisation over time (ConvNeXt-V2), channels last.
 #[derive(Module, Debug)]
 pub struct Grn {
@@ -125,7 +135,7 @@ impl Grn {
             Some(m) => m.zero_padding_last(x.clone()),
             None => x.clone(),
         };
-        let g = valid.cast(FloatDType::F32).powi_scalar(2).sum_dim(1).sqrt();
+        let g = l2_norm_of_squares(valid.cast(FloatDType::F32).powi_scalar(2).sum_dim(1));
         let n = g.clone().div(g.mean_dim(2).add_scalar(self.eps)).cast(x.dtype());
         let gamma = self.gamma.val().reshape([1, 1, c]);
         let beta = self.beta.val().reshape([1, 1, c]);

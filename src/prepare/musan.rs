@@ -5,26 +5,31 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::audio::wav::{read_wav, write_wav_i16};
+use crate::progress::Reporter;
+
+/// How [`split_musan`] cuts the recordings and runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitSpec {
+    pub sample_rate: u32,
+    pub chunk_seconds: f64,
+    pub hop_seconds: f64,
+    pub jobs: usize,
+    /// Write chunks again even where they exist.
+    pub force: bool,
+}
 
 /// Splits every MUSAN file into `chunk`-second pieces every `hop` seconds:
 /// `out/<type>/<source>/<file>/<start seconds, 5 digits>.wav`. Returns the
 /// number of chunks written (existing chunks are kept unless `force`).
-pub fn split_musan(
-    root: &Path,
-    out: &Path,
-    sample_rate: u32,
-    chunk: f64,
-    hop: f64,
-    jobs: usize,
-    force: bool,
-) -> Result<usize> {
+pub fn split_musan(root: &Path, out: &Path, spec: &SplitSpec, reporter: &dyn Reporter) -> Result<usize> {
+    let SplitSpec { sample_rate, chunk_seconds: chunk, hop_seconds: hop, jobs, force } = *spec;
     let files = super::files_with(root, &["wav"])?;
     if files.is_empty() {
         bail!("{}: no .wav files (expected musan/<type>/<source>/*.wav)", root.display());
     }
     let (len, step) = ((chunk * sample_rate as f64) as usize, (hop * sample_rate as f64) as usize);
-    let pb = crate::commands::progress(files.len() as u64, "splitting MUSAN");
-    let results = super::parallel(&files, jobs, &pb, |f| -> Result<usize> {
+    let pb = reporter.bar(files.len() as u64, "splitting MUSAN");
+    let results = super::parallel(&files, jobs, pb.as_ref(), |f| -> Result<usize> {
         let rel = f.strip_prefix(root).unwrap_or(f).with_extension("");
         let dir = out.join(&rel);
         let audio = read_wav(f, sample_rate, 1)?.samples;
@@ -44,7 +49,7 @@ pub fn split_musan(
         }
         Ok(n)
     });
-    pb.finish_and_clear();
+    pb.finish();
     results.into_iter().sum()
 }
 

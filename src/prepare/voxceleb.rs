@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::audio::m4a::decode_m4a;
 use crate::audio::wav::{read_wav, write_wav_i16};
-use crate::weights::{sha256_file, write_atomic};
+use crate::audio::Level;
+use crate::files::{sha256_file, write_atomic};
+use crate::progress::Reporter;
 
 /// What happened to one file.
 #[derive(Debug, Clone)]
@@ -63,12 +65,21 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
     let Some(speaker) = speaker_of(&rel) else {
         return Outcome::Bad { path: file.into(), reason: "not under <speaker>/<video>/".into() };
     };
+    if rel.to_string_lossy().chars().any(char::is_whitespace) {
+        return Outcome::Bad {
+            path: file.into(),
+            reason: "the path holds whitespace, which separates the fields of a train list: rename it".into(),
+        };
+    }
     let min = (args.min_seconds * args.sample_rate as f64) as usize;
     let is_m4a = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("m4a"));
     let rel_wav = rel.with_extension("wav");
     let rel_str = rel_wav.to_string_lossy().replace('\\', "/");
     if !is_m4a {
         return match read_wav(file, args.sample_rate, min.max(1)) {
+            Ok(w) if Level::of(&w.samples).problem().is_some() => {
+                Outcome::Bad { path: file.into(), reason: Level::of(&w.samples).problem().unwrap_or_default() }
+            }
             Ok(w) => {
                 if has_m4a {
                     // One list root: link the WAV into the converted tree.
@@ -112,6 +123,9 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
             path: file.into(),
             reason: format!("sample rate {} Hz, expected {}", w.sample_rate, args.sample_rate),
         };
+    }
+    if let Some(problem) = Level::of(&w.samples).problem() {
+        return Outcome::Bad { path: file.into(), reason: problem };
     }
     if w.samples.len() < min {
         return Outcome::Bad {
@@ -165,7 +179,7 @@ fn link(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// decodes `.m4a` to 16-bit WAV under `out/wav/`, and writes `out/train_list.txt`
 /// (voxceleb_trainer format), `out/speakers.txt`, `out/manifest.tsv` (samples
 /// and SHA-256 of each converted file) and `out/report.tsv` (the bad files).
-pub fn prepare(args: &VoxArgs) -> Result<VoxSummary> {
+pub fn prepare(args: &VoxArgs, reporter: &dyn Reporter) -> Result<VoxSummary> {
     let t = Instant::now();
     if !args.root.is_dir() {
         bail!("{}: not a directory", args.root.display());
@@ -178,9 +192,9 @@ pub fn prepare(args: &VoxArgs) -> Result<VoxSummary> {
     let list = args.out.join("train_list.txt");
     super::guard(&list, args.force)?;
     let has_m4a = files.iter().any(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("m4a")));
-    let pb = crate::commands::progress(files.len() as u64, "preparing");
-    let outcomes = super::parallel(&files, args.jobs, &pb, |f| process(f, args, has_m4a));
-    pb.finish_and_clear();
+    let pb = reporter.bar(files.len() as u64, "preparing");
+    let outcomes = super::parallel(&files, args.jobs, pb.as_ref(), |f| process(f, args, has_m4a));
+    pb.finish();
 
     let mut summary = VoxSummary { files: files.len(), ..Default::default() };
     let (mut lines, mut report, mut manifest) =

@@ -12,6 +12,7 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use super::model::TrainModel;
+use crate::files::sha256_file;
 
 /// Floats as their shortest exact decimal strings: serde_json's float parser
 /// may be off by one unit in the last place, and a resumed run must see the
@@ -136,6 +137,7 @@ pub fn save(root: &Path, model: &TrainModel, optim: &ModuleOptimizer, state: &Tr
     model.clone().save_file(tmp.join("model.bpk")).map_err(|e| anyhow::anyhow!("saving model: {e:?}"))?;
     optim.save(tmp.join("optim.bpk")).map_err(|e| anyhow::anyhow!("saving optimiser: {e:?}"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
+    write_sums(&tmp)?;
     let done = root.join(&name);
     std::fs::remove_dir_all(&done).ok();
     std::fs::rename(&tmp, &done).with_context(|| format!("cannot complete checkpoint {}", done.display()))?;
@@ -148,6 +150,86 @@ pub fn save(root: &Path, model: &TrainModel, optim: &ModuleOptimizer, state: &Tr
         }
     }
     Ok(done)
+}
+
+/// The files of a checkpoint, each listed with its SHA-256 in `SHA256SUMS`.
+const FILES: [&str; 3] = ["model.bpk", "optim.bpk", "state.json"];
+/// The checksum list, in `sha256sum`'s format (`sha256sum -c SHA256SUMS` checks it).
+const SUMS: &str = "SHA256SUMS";
+
+fn write_sums(dir: &Path) -> Result<()> {
+    let mut text = String::new();
+    for name in FILES {
+        text.push_str(&format!("{}  {name}\n", sha256_file(&dir.join(name))?));
+    }
+    let f = dir.join(SUMS);
+    std::fs::write(&f, text).with_context(|| format!("cannot write {}", f.display()))?;
+    // The files must be on disk before the directory's rename publishes them.
+    for name in FILES.iter().chain([&SUMS]) {
+        std::fs::File::open(dir.join(name)).and_then(|f| f.sync_all()).ok();
+    }
+    Ok(())
+}
+
+/// Checks every file of a checkpoint against `SHA256SUMS`. A checkpoint of
+/// an earlier version, written without one, is resumed with a warning.
+fn verify_sums(dir: &Path) -> Result<()> {
+    let list = dir.join(SUMS);
+    if !list.is_file() {
+        log::warn!("{}: no {SUMS} (written by an earlier version); its files are not verified", dir.display());
+        return Ok(());
+    }
+    for (sum, name) in parse_sums(&list, &crate::files::read_text(&list)?)? {
+        let actual = sha256_file(&dir.join(&name))?;
+        if actual != sum {
+            anyhow::bail!(
+                "{}: the checkpoint is corrupt: {name} does not match its SHA-256 in {SUMS}; resume from another checkpoint or start again",
+                dir.join(&name).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The (SHA-256, file) lines of a checkpoint's `SHA256SUMS` read from `list`
+/// (named in errors): each file of the checkpoint exactly once.
+pub fn parse_sums(list: &Path, text: &str) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some((sum, name)) = line.split_once("  ") else {
+            anyhow::bail!("{}:{}: malformed line {line:?}", list.display(), n + 1);
+        };
+        if !FILES.contains(&name) || out.iter().any(|(_, seen)| seen == name) {
+            anyhow::bail!("{}:{}: unexpected file {name:?}", list.display(), n + 1);
+        }
+        if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!("{}:{}: not a SHA-256: {sum:?}", list.display(), n + 1);
+        }
+        out.push((sum.to_ascii_lowercase(), name.to_string()));
+    }
+    anyhow::ensure!(
+        out.len() == FILES.len(),
+        "{}: lists {} files, expected {}",
+        list.display(),
+        out.len(),
+        FILES.len()
+    );
+    Ok(out)
+}
+
+/// The state of a checkpoint from the text of its `state.json` in `dir`.
+pub fn parse_state(dir: &Path, text: &str) -> Result<TrainState> {
+    let state: TrainState = serde_json::from_str(text).with_context(|| {
+        format!("{}: state.json is corrupt or was written by an older version of nexttdnn", dir.display())
+    })?;
+    if state.format != STATE_FORMAT {
+        anyhow::bail!(
+            "{}: checkpoint format {} (this version reads format {STATE_FORMAT}); resume it with the version that wrote it",
+            dir.display(),
+            state.format
+        );
+    }
+    Ok(state)
 }
 
 /// The newest complete checkpoint under `root`.
@@ -168,20 +250,10 @@ pub fn load(
     model: TrainModel,
     optim: ModuleOptimizer,
 ) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
-    let state: TrainState = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("state.json"))
-            .with_context(|| format!("{}: no state.json", dir.display()))?,
-    )
-    .with_context(|| {
-        format!("{}: state.json is corrupt or was written by an older version of nexttdnn", dir.display())
-    })?;
-    if state.format != STATE_FORMAT {
-        anyhow::bail!(
-            "{}: checkpoint format {} (this version reads format {STATE_FORMAT}); resume it with the version that wrote it",
-            dir.display(),
-            state.format
-        );
-    }
+    verify_sums(dir)?;
+    let text =
+        std::fs::read_to_string(dir.join("state.json")).with_context(|| format!("{}: no state.json", dir.display()))?;
+    let state = parse_state(dir, &text)?;
     let model = model
         .try_load_file(dir.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{}: cannot load model.bpk: {e:?}", dir.display()))?;

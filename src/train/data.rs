@@ -31,26 +31,17 @@ pub struct TrainSet {
 impl TrainSet {
     /// Reads a voxceleb_trainer list (`speaker path`) and checks every file exists.
     pub fn load(list: &Path, root: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(list).with_context(|| format!("{}: cannot read train list", list.display()))?;
+        let entries = parse_train_list(list, &crate::files::read_text(list)?)?;
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut set = TrainSet { files: vec![], labels: vec![], speakers: vec![] };
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [spk, path] = f.as_slice() else {
-                bail!("{}:{}: malformed line {line:?}: expected `speaker path`", list.display(), i + 1)
-            };
-            let p = root.join(path);
+        for (n, spk, path) in entries {
+            let p = root.join(&path);
             if !p.is_file() {
-                bail!("{}:{}: {}: file not found", list.display(), i + 1, p.display());
+                bail!("{}:{n}: {}: file not found", list.display(), p.display());
             }
             let next = set.speakers.len();
-            let label = *index.entry(spk.to_string()).or_insert_with(|| {
-                set.speakers.push(spk.to_string());
+            let label = *index.entry(spk.clone()).or_insert_with(|| {
+                set.speakers.push(spk.clone());
                 next
             });
             set.files.push(p);
@@ -61,6 +52,20 @@ impl TrainSet {
         }
         Ok(set)
     }
+}
+
+/// The lines of a voxceleb_trainer list read from `list` (named in errors):
+/// (line, speaker, path).
+pub fn parse_train_list(list: &Path, text: &str) -> Result<Vec<(usize, String, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in crate::lists::lines_of(text) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [spk, path] = f.as_slice() else {
+            bail!("{}:{n}: malformed line {line:?}: expected `speaker path`", list.display())
+        };
+        out.push((n, spk.to_string(), path.to_string()));
+    }
+    Ok(out)
 }
 
 /// A stream of 64-bit seeds mixed from its inputs (SplitMix64 finaliser).

@@ -22,7 +22,7 @@ pub struct AamOutput {
 
 /// Rows divided by their L2 norm (clamped at 1e-12, as `F.normalize`).
 fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    let norm = crate::model::layers::l2_norm_of_squares(x.clone().powi_scalar(2).sum_dim(1)).clamp_min(1e-12);
     x / norm
 }
 

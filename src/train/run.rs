@@ -33,9 +33,10 @@ use crate::embed::{default_batch_seconds, Embedder};
 use crate::eval::metrics::Roc;
 use crate::eval::score::cosine;
 use crate::features::Frontend;
+use crate::files::write_atomic;
 use crate::lists::{preflight, read_trials, trial_files};
 use crate::progress::{Progress, Reporter};
-use crate::weights::{write_atomic, ModelMeta, SpeakerModel};
+use crate::weights::{ModelMeta, SpeakerModel};
 
 /// Ranks compare a hash of their parameters every this many steps (and at
 /// the end of every epoch).

@@ -47,7 +47,10 @@ pub fn test_devices() -> Vec<(String, Device)> {
             if cfg!(feature = "wgpu") && nexttdnn::device::available().len() > 1 {
                 v.push("wgpu".into());
             } else {
-                skip("wgpu parity: no wgpu adapter found; parity runs on cpu only");
+                skip_unless_required(
+                    "NEXTTDNN_REQUIRE_WGPU",
+                    "wgpu parity: no wgpu adapter found; parity runs on cpu only",
+                );
             }
             v
         }
@@ -119,6 +122,24 @@ pub fn run_cmd(c: &mut std::process::Command) -> (bool, String, String) {
 pub fn skip(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {message}");
+}
+
+/// A skip for want of something that `$require=1` says must be there (CI
+/// sets it): then the skip is a failure.
+pub fn skip_unless_required(require: &str, message: &str) {
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        panic!("{message}, and {require}=1 requires it");
+    }
+    skip(message);
+}
+
+/// The full reference fixtures are missing: a skip, or a failure under
+/// `NEXTTDNN_REQUIRE_SHARED=1`.
+pub fn no_shared_fixtures(test: &str) {
+    skip_unless_required(
+        "NEXTTDNN_REQUIRE_SHARED",
+        &format!("{test}: ../shared/fixtures is absent (set NEXTTDNN_SHARED_FIXTURES)"),
+    );
 }
 
 /// Every file below `dir`, recursively, sorted.
