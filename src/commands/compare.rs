@@ -14,10 +14,8 @@ use serde::Serialize;
 
 use crate::device::{select, DeviceInfo, DeviceSpec};
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::metrics::Roc;
-use crate::eval::score::cosine;
+use crate::eval::trials::TrialSet;
 use crate::files::{sha256_file, write_atomic};
-use crate::lists::{preflight, read_trials, trial_files};
 use crate::weights::SpeakerModel;
 
 /// Options of `compare`.
@@ -49,19 +47,23 @@ pub struct CompareArgs {
     pub batch_seconds: Option<f64>,
 }
 
-/// The first device's embeddings, scores, EER and minDCF@0.05.
-type Reference = (Vec<Vec<f32>>, Vec<f64>, f64, f64);
+/// The first device's embeddings, scores, EER, minDCF at the first
+/// P_target, and EER threshold.
+type Reference = (Vec<Vec<f32>>, Vec<f64>, f64, f64, f64);
 
 /// Results of one device.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceResult {
     pub device: DeviceInfo,
     pub eer: f64,
-    pub min_dcf_p05: f64,
-    pub min_dcf_p01: f64,
     pub eer_threshold: f64,
+    /// `min_dcf_p05`, `min_dcf_p01`, … at the config's P_targets, with thresholds.
+    #[serde(flatten)]
+    pub min_dcf: std::collections::BTreeMap<String, f64>,
     pub eer_diff: f64,
-    pub min_dcf_p05_diff: f64,
+    /// The P_target of `min_dcf_diff`: the config's first.
+    pub p_target: f64,
+    pub min_dcf_diff: f64,
     pub emb_max_abs_dev: f64,
     pub emb_mean_abs_dev: f64,
     pub emb_max_rel_dev: f64,
@@ -101,20 +103,20 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         None => (super::assets_dir()?.join("trials.txt"), super::assets_dir()?.join("audio")),
     };
     let root = args.wav_root.clone().unwrap_or(default_root);
-    let trials = read_trials(&trial_path)?;
-    let unique = trial_files(&trials);
-    let index: std::collections::HashMap<&str, usize> =
-        unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
-    let labels: Vec<bool> = trials.iter().map(|t| t.target).collect();
 
     let mut reference: Option<Reference> = None;
     let mut results = Vec::new();
     let mut config_name = String::new();
+    let mut counts = (0, 0);
     for spec in &args.devices {
         let dev = select(Some(*spec))?;
         let model = SpeakerModel::load(&model_path, &dev.device)?;
         config_name = model.config.name.clone();
-        let files = preflight(&trial_path, &unique, Some(&root), model.config.frontend.sample_rate)?;
+        let set = TrialSet::load(&trial_path, Some(&root), model.config.frontend.sample_rate)?;
+        counts = (set.trials.len(), set.files.len());
+        let files = &set.files;
+        // The config's first P_target is the one compared.
+        let p_target = model.config.eval.p_targets[0];
         let embedder = Embedder::new(&model, &dev.device);
         let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
         // One batch first, untimed: kernel compilation and autotuning.
@@ -124,15 +126,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         let embs = embedder.embed_listed(&files, batch_seconds, &|n| pb.inc(n))?;
         pb.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
-        let scores: Vec<f64> =
-            trials.iter().map(|t| cosine(&embs[index[t.enroll.as_str()]], &embs[index[t.test.as_str()]])).collect();
-        let roc = Roc::new(&scores, &labels)?;
-        let eer = roc.eer();
-        let d05 = roc.min_dcf(0.05, 1.0, 1.0).value;
-        let d01 = roc.min_dcf(0.01, 1.0, 1.0).value;
-        let (ref_embs, ref_scores, ref_eer, ref_d05) =
-            reference.get_or_insert_with(|| (embs.clone(), scores.clone(), eer.value, d05));
-        let ref_threshold = Roc::new(ref_scores, &labels)?.eer().threshold;
+        let scores = set.cosine_scores(&embs);
+        let (summary, _) = set.summarize(&scores, &model.config.eval)?;
+        let dcf = summary.min_dcf_at(p_target);
+        let (ref_embs, ref_scores, ref_eer, ref_dcf, ref_threshold) =
+            reference.get_or_insert_with(|| (embs.clone(), scores.clone(), summary.eer, dcf, summary.eer_threshold));
         let (mut max_abs, mut sum_abs, mut n, mut max_ref) = (0.0f64, 0.0f64, 0usize, 0.0f64);
         for (a, b) in embs.iter().zip(ref_embs.iter()) {
             for (x, y) in a.iter().zip(b) {
@@ -146,22 +144,22 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         let flips = scores
             .iter()
             .zip(ref_scores.iter())
-            .filter(|(s, r)| (**s >= ref_threshold) != (**r >= ref_threshold))
+            .filter(|(s, r)| (**s >= *ref_threshold) != (**r >= *ref_threshold))
             .count();
         let rel = max_abs / max_ref.max(1e-12);
-        let eer_diff = eer.value - *ref_eer;
+        let eer_diff = summary.eer - *ref_eer;
         results.push(DeviceResult {
             device: dev.info.clone(),
-            eer: eer.value,
-            min_dcf_p05: d05,
-            min_dcf_p01: d01,
-            eer_threshold: eer.threshold,
+            eer: summary.eer,
+            eer_threshold: summary.eer_threshold,
+            min_dcf: summary.min_dcf.clone(),
             eer_diff,
-            min_dcf_p05_diff: d05 - *ref_d05,
+            p_target,
+            min_dcf_diff: dcf - *ref_dcf,
             emb_max_abs_dev: max_abs,
             emb_mean_abs_dev: sum_abs / n.max(1) as f64,
             emb_max_rel_dev: rel,
-            decision_flips: flips as f64 / trials.len() as f64,
+            decision_flips: flips as f64 / set.trials.len() as f64,
             files_per_second: files.len() as f64 / secs,
             seconds: secs,
             peak_rss_mib: crate::device::peak_resident_mib(),
@@ -176,8 +174,8 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         config: config_name,
         crate_version: env!("CARGO_PKG_VERSION"),
         trial_list: trial_path.display().to_string(),
-        trials: trials.len(),
-        files: unique.len(),
+        trials: counts.0,
+        files: counts.1,
         emb_tolerance_rel: args.emb_tol,
         eer_tolerance_points: args.eer_tol,
         devices: results,
@@ -208,19 +206,20 @@ fn print_markdown(r: &CompareReport) {
         r.emb_tolerance_rel, r.eer_tolerance_points
     );
     println!();
-    println!("| device | backend | adapter | driver | EER % | ΔEER | minDCF 0.05 | minDCF 0.01 | max \\|Δemb\\| | mean \\|Δemb\\| | rel | flips | files/s | peak RSS MiB | device MiB | ok |");
+    let p = r.devices.first().map_or(0.05, |d| d.p_target);
+    println!("| device | backend | adapter | driver | EER % | ΔEER | minDCF {p} | ΔminDCF | max \\|Δemb\\| | mean \\|Δemb\\| | rel | flips | files/s | peak RSS MiB | device MiB | ok |");
     println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for d in &r.devices {
         println!(
-            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.2e} | {:.2}% | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.4} | {:+.4} | {:.2e} | {:.2e} | {:.2e} | {:.2}% | {:.1} | {} | {} | {} |",
             d.device.spec,
             d.device.backend,
             d.device.adapter,
             d.device.driver,
             d.eer,
             d.eer_diff,
-            d.min_dcf_p05,
-            d.min_dcf_p01,
+            d.min_dcf.get(&crate::eval::trials::dcf_key(d.p_target)).copied().unwrap_or(f64::NAN),
+            d.min_dcf_diff,
             d.emb_max_abs_dev,
             d.emb_mean_abs_dev,
             d.emb_max_rel_dev,

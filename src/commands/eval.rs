@@ -1,7 +1,6 @@
 //! `eval`: embeddings of every file of a trial list (cached), cosine scoring,
 //! optional AS-norm, EER and minDCF, scores, summary and plots.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -16,11 +15,12 @@ use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder, Loaded};
 use crate::eval::cache::{audio_key, AudioKey, EmbeddingCache};
-use crate::eval::metrics::{MetricError, Roc};
+use crate::eval::metrics::Roc;
 use crate::eval::plot;
-use crate::eval::score::{cosine, AsNorm, CohortStats};
+use crate::eval::score::{AsNorm, CohortStats};
+use crate::eval::trials::{ScoreSummary, TrialSet};
 use crate::files::{sha256_file, write_atomic, StagedDir};
-use crate::lists::{preflight, read_cohort, read_trials, trial_files, ListedFile, Trial};
+use crate::lists::{preflight, read_cohort, ListedFile, Trial};
 use crate::weights::{import_official, SpeakerModel};
 
 /// Options of `eval`.
@@ -72,47 +72,7 @@ pub struct EvalArgs {
     pub batch_seconds: Option<f64>,
 }
 
-/// Metrics of one score set.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoreSummary {
-    pub trials: usize,
-    pub targets: usize,
-    /// Equal error rate in percent.
-    pub eer: f64,
-    pub eer_threshold: f64,
-    #[serde(flatten)]
-    pub min_dcf: std::collections::BTreeMap<String, f64>,
-}
-
-fn summarize(scores: &[f64], labels: &[bool], cfg: &ExperimentConfig) -> Result<(ScoreSummary, Roc)> {
-    let roc = Roc::new(scores, labels)?;
-    let eer = roc.eer();
-    let mut min_dcf = std::collections::BTreeMap::new();
-    for &p in &cfg.eval.p_targets {
-        let d = roc.min_dcf(p, cfg.eval.c_miss, cfg.eval.c_fa);
-        let key = dcf_key(p);
-        min_dcf.insert(key.clone(), d.value);
-        min_dcf.insert(format!("{key}_threshold"), d.threshold);
-    }
-    let summary = ScoreSummary {
-        trials: scores.len(),
-        targets: labels.iter().filter(|&&l| l).count(),
-        eer: eer.value,
-        eer_threshold: eer.threshold,
-        min_dcf,
-    };
-    Ok((summary, roc))
-}
-
-/// `min_dcf_p05` for P_target 0.05.
-pub fn dcf_key(p: f64) -> String {
-    let pct = p * 100.0;
-    if (pct - pct.round()).abs() < 1e-9 {
-        format!("min_dcf_p{:02}", pct.round() as u64)
-    } else {
-        format!("min_dcf_p{}", format!("{p}").replace("0.", ""))
-    }
-}
+pub use crate::eval::trials::dcf_key;
 
 /// Standard VoxCeleb1 trial lists, by short name.
 fn standard_list(name: &str) -> Option<&'static str> {
@@ -257,12 +217,11 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let (mut model, model_hash, model_path) = eval_model(args, dev)?;
     let cfg = model.config.clone();
     let (trial_path, wav_root) = trial_source(args)?;
-    let trials = read_trials(&trial_path)?;
-    let unique = trial_files(&trials);
     let sr = cfg.frontend.sample_rate;
-    let files = preflight(&trial_path, &unique, Some(&wav_root), sr)?;
+    let set = TrialSet::load(&trial_path, Some(&wav_root), sr)?;
+    let files = &set.files;
     let cohort_files = cohort_files(args, sr)?;
-    log::info!("{}: {} trials over {} files", trial_path.display(), trials.len(), files.len());
+    log::info!("{}: {} trials over {} files", trial_path.display(), set.trials.len(), files.len());
 
     // Embeddings, cached per model and file; embeddings of another
     // precision are other embeddings, keyed apart.
@@ -272,7 +231,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let embedder = Embedder::with_precision(&model, &dev.device, args.precision);
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let t_embed = Instant::now();
-    let (embs, computed, embed_stage) = embed_all(&embedder, &cache, &files, batch_seconds, "embedding")?;
+    let (embs, computed, embed_stage) = embed_all(&embedder, &cache, files, batch_seconds, "embedding")?;
     let embed_secs = t_embed.elapsed().as_secs_f64();
     let cohort = match &cohort_files {
         Some(cf) => Some(embed_all(&embedder, &cache, cf, batch_seconds, "cohort")?),
@@ -281,7 +240,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
 
     // Scores, metrics and plots, staged and put in place together.
     let out = StagedDir::new(&args.out)?;
-    let scored = Scored { trials: &trials, unique: &unique, embs: &embs, cfg: &cfg };
+    let scored = Scored { set: &set, embs: &embs, cfg: &cfg };
     let mut outcome = scored.outputs(&out, cohort.as_ref().map(|(c, _, _)| c.as_slice()), args.no_plots)?;
     let summary = &mut outcome.summary;
     summary["trial_list"] = json!(trial_path.display().to_string());
@@ -316,7 +275,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
         "{} on {} ({} trials, {} files; {} embedded, {} from cache)",
         cfg.name,
         trial_path.display(),
-        trials.len(),
+        set.trials.len(),
         files.len(),
         computed,
         files.len() - computed
@@ -338,8 +297,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
 
 /// Trials with the embeddings of their files.
 struct Scored<'a> {
-    trials: &'a [Trial],
-    unique: &'a [(String, usize)],
+    set: &'a TrialSet,
     embs: &'a [Vec<f32>],
     cfg: &'a ExperimentConfig,
 }
@@ -348,15 +306,12 @@ impl Scored<'_> {
     /// Raw (and, with a cohort, AS-normalised) scores, their metrics and
     /// plots, written into `out`.
     fn outputs(&self, out: &StagedDir, cohort: Option<&[Vec<f32>]>, no_plots: bool) -> Result<Outcome> {
-        let index: HashMap<&str, usize> = self.unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
-        let pairs: Vec<(usize, usize)> =
-            self.trials.iter().map(|t| (index[t.enroll.as_str()], index[t.test.as_str()])).collect();
-        let labels: Vec<bool> = self.trials.iter().map(|t| t.target).collect();
+        let labels = &self.set.labels;
         let t_score = Instant::now();
-        let raw: Vec<f64> = pairs.iter().map(|&(a, b)| cosine(&self.embs[a], &self.embs[b])).collect();
+        let raw = self.set.cosine_scores(self.embs);
         let mut timing = json!({ "scoring_seconds": t_score.elapsed().as_secs_f64() });
         let t_metrics = Instant::now();
-        let (raw_sum, raw_roc) = self.summarize(&raw, &labels)?;
+        let (raw_sum, raw_roc) = self.set.summarize(&raw, &self.cfg.eval)?;
         let mut metrics_secs = t_metrics.elapsed().as_secs_f64();
         self.write_scores(out, "scores.txt", &raw)?;
         let mut summary = json!({
@@ -382,18 +337,19 @@ impl Scored<'_> {
                 cohort.len()
             );
             timing["asnorm_seconds"] = json!(norm_secs);
-            let normed: Vec<_> =
-                pairs.iter().zip(&raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect();
+            let normed: Vec<_> = (self.set.pairs().iter().zip(&raw))
+                .map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b]))
+                .collect();
             for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
                 let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
                 let t_metrics = Instant::now();
-                let (sum, roc) = self.summarize(&scores, &labels)?;
+                let (sum, roc) = self.set.summarize(&scores, &self.cfg.eval)?;
                 metrics_secs += t_metrics.elapsed().as_secs_f64();
                 summary[name] = serde_json::to_value(&sum)?;
                 if name == "snorm" {
                     self.write_scores(out, "scores_snorm.txt", &scores)?;
                     if !no_plots {
-                        plot::histogram(&out.path("hist_snorm"), &scores, &labels, "Score distribution (s-norm)")?;
+                        plot::histogram(&out.path("hist_snorm"), &scores, labels, "Score distribution (s-norm)")?;
                     }
                     curves.push(("s-norm".into(), roc));
                 }
@@ -404,27 +360,15 @@ impl Scored<'_> {
         if !no_plots {
             let refs: Vec<(&str, &Roc)> = curves.iter().map(|(n, r)| (n.as_str(), r)).collect();
             plot::det(&out.path("det"), &refs)?;
-            plot::histogram(&out.path("hist"), &raw, &labels, "Score distribution (raw cosine)")?;
+            plot::histogram(&out.path("hist"), &raw, labels, "Score distribution (raw cosine)")?;
         }
         timing["metrics_seconds"] = json!(metrics_secs);
         summary["timing"] = timing;
         Ok(Outcome { summary, rows, threshold: raw_sum.eer_threshold })
     }
 
-    /// Metrics of one score set; a score that is not a finite number is an
-    /// error naming its trial.
-    fn summarize(&self, scores: &[f64], labels: &[bool]) -> Result<(ScoreSummary, Roc)> {
-        summarize(scores, labels, self.cfg).map_err(|e| match e.downcast_ref::<MetricError>() {
-            Some(MetricError::NonFinite { index }) => {
-                let t = &self.trials[*index];
-                anyhow::anyhow!("trial {} ({} {}): the score is not a finite number", t.line, t.enroll, t.test)
-            }
-            _ => e,
-        })
-    }
-
     fn write_scores(&self, out: &StagedDir, name: &str, scores: &[f64]) -> Result<()> {
-        write_scores(&out.path(name), self.trials, scores)
+        write_scores(&out.path(name), &self.set.trials, scores)
             .with_context(|| format!("cannot write {}", out.final_path(name).display()))
     }
 }

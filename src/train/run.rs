@@ -7,7 +7,6 @@
 //! rank runs this loop on its share of each batch; rank 0 alone logs,
 //! validates and writes files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,11 +29,9 @@ use super::step::{accumulated_step, spec_augment_mask, MicroBatch, StepSums};
 use crate::audio::augment::{AudioCache, Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::metrics::Roc;
-use crate::eval::score::cosine;
+use crate::eval::trials::TrialSet;
 use crate::features::Frontend;
 use crate::files::write_atomic;
-use crate::lists::{preflight, read_trials, trial_files};
 use crate::progress::{Progress, Reporter};
 use crate::weights::{ModelMeta, SpeakerModel};
 
@@ -64,29 +61,19 @@ pub struct RunSpec {
     pub log_every: usize,
 }
 
-/// Validation data: the trial list and its files.
-struct Validation {
-    trials: Vec<crate::lists::Trial>,
-    files: Vec<crate::lists::ListedFile>,
-    index: HashMap<String, usize>,
-}
+/// Validation: the EER of the model on a trial list, by the path `eval` takes.
+struct Validation(TrialSet);
 
 impl Validation {
     fn load(list: &Path, root: &Path, sample_rate: u32) -> Result<Self> {
-        let trials = read_trials(list)?;
-        let unique = trial_files(&trials);
-        let files = preflight(list, &unique, Some(root), sample_rate)?;
-        let index = unique.iter().enumerate().map(|(i, (f, _))| (f.clone(), i)).collect();
-        Ok(Self { trials, files, index })
+        Ok(Self(TrialSet::load(list, Some(root), sample_rate)?))
     }
 
     fn eer(&self, model: &SpeakerModel, device: &Device) -> Result<f64> {
         let e = Embedder::new(model, device);
-        let embs = e.embed_listed(&self.files, default_batch_seconds(device), &|_| {})?;
-        let scores: Vec<f64> =
-            self.trials.iter().map(|t| cosine(&embs[self.index[&t.enroll]], &embs[self.index[&t.test]])).collect();
-        let labels: Vec<bool> = self.trials.iter().map(|t| t.target).collect();
-        Ok(Roc::new(&scores, &labels)?.eer().value)
+        let embs = e.embed_listed(&self.0.files, default_batch_seconds(device), &|_| {})?;
+        let scores = self.0.cosine_scores(&embs);
+        Ok(self.0.summarize(&scores, &model.config.eval)?.0.eer)
     }
 }
 

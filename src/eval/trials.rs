@@ -1,0 +1,115 @@
+//! A trial list ready for scoring, and the one path from embeddings to
+//! scores and metrics that `eval`, `compare` and training validation share:
+//! trials → cosine scores → ROC → EER and minDCF at the config's priors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::metrics::{MetricError, Roc};
+use super::score::cosine;
+use crate::config::EvalConfig;
+use crate::lists::{preflight, read_trials, trial_files, ListedFile, Trial};
+
+/// Metrics of one score set.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreSummary {
+    pub trials: usize,
+    pub targets: usize,
+    /// Equal error rate in percent.
+    pub eer: f64,
+    pub eer_threshold: f64,
+    /// `min_dcf_p05`, `min_dcf_p05_threshold`, … for each P_target.
+    #[serde(flatten)]
+    pub min_dcf: BTreeMap<String, f64>,
+}
+
+impl ScoreSummary {
+    /// The minimum DCF at `p_target` (one of the config's).
+    pub fn min_dcf_at(&self, p_target: f64) -> f64 {
+        self.min_dcf.get(&dcf_key(p_target)).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// `min_dcf_p05` for P_target 0.05.
+pub fn dcf_key(p: f64) -> String {
+    let pct = p * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("min_dcf_p{:02}", pct.round() as u64)
+    } else {
+        format!("min_dcf_p{}", format!("{p}").replace("0.", ""))
+    }
+}
+
+/// The trials of a list, their distinct files (checked) and labels.
+#[derive(Debug, Clone)]
+pub struct TrialSet {
+    pub list: PathBuf,
+    pub trials: Vec<Trial>,
+    /// The distinct files, in order of first appearance; embeddings are
+    /// passed in this order.
+    pub files: Vec<ListedFile>,
+    pub labels: Vec<bool>,
+    /// For each trial, the indices of its two files in `files`.
+    pairs: Vec<(usize, usize)>,
+}
+
+impl TrialSet {
+    /// Reads `list` and checks every file under `root` (exists, WAV header,
+    /// `sample_rate`) before any work; errors name the list, line and file.
+    pub fn load(list: &Path, root: Option<&Path>, sample_rate: u32) -> Result<Self> {
+        let trials = read_trials(list)?;
+        let unique = trial_files(&trials);
+        let files = preflight(list, &unique, root, sample_rate)?;
+        let index: HashMap<&str, usize> = unique.iter().enumerate().map(|(i, (f, _))| (f.as_str(), i)).collect();
+        let pairs = trials.iter().map(|t| (index[t.enroll.as_str()], index[t.test.as_str()])).collect();
+        let labels = trials.iter().map(|t| t.target).collect();
+        Ok(Self { list: list.to_path_buf(), trials, files, labels, pairs })
+    }
+
+    /// For each trial, the indices of its two files.
+    pub fn pairs(&self) -> &[(usize, usize)] {
+        &self.pairs
+    }
+
+    /// Cosine score of every trial, from the embeddings of [`TrialSet::files`].
+    pub fn cosine_scores(&self, embs: &[Vec<f32>]) -> Vec<f64> {
+        self.pairs.iter().map(|&(a, b)| cosine(&embs[a], &embs[b])).collect()
+    }
+
+    /// EER and minDCF of one score set at the config's priors and costs; a
+    /// score that is not a finite number is an error naming its trial.
+    pub fn summarize(&self, scores: &[f64], eval: &EvalConfig) -> Result<(ScoreSummary, Roc)> {
+        let roc = Roc::new(scores, &self.labels).map_err(|e| match e {
+            MetricError::NonFinite { index } => {
+                let t = &self.trials[index];
+                anyhow::anyhow!(
+                    "{}:{}: ({} {}): the score is not a finite number",
+                    self.list.display(),
+                    t.line,
+                    t.enroll,
+                    t.test
+                )
+            }
+            e => anyhow::anyhow!("{}: {e}", self.list.display()),
+        })?;
+        let eer = roc.eer();
+        let mut min_dcf = BTreeMap::new();
+        for &p in &eval.p_targets {
+            let d = roc.min_dcf(p, eval.c_miss, eval.c_fa);
+            let key = dcf_key(p);
+            min_dcf.insert(key.clone(), d.value);
+            min_dcf.insert(format!("{key}_threshold"), d.threshold);
+        }
+        let summary = ScoreSummary {
+            trials: scores.len(),
+            targets: self.labels.iter().filter(|&&l| l).count(),
+            eer: eer.value,
+            eer_threshold: eer.threshold,
+            min_dcf,
+        };
+        Ok((summary, roc))
+    }
+}
