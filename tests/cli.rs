@@ -6,18 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-fn run_ok(c: &mut Command) -> String {
-    let (ok, out, err) = run_cmd(c);
-    assert!(ok, "failed: {out}\n{err}");
-    out
-}
-
-fn run_err(c: &mut Command) -> String {
-    let (ok, out, err) = run_cmd(c);
-    assert!(!ok, "unexpected success: {out}");
-    err
-}
-
 #[test]
 fn import_embed_verify() {
     let dir = tmpdir("flow");

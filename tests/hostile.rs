@@ -265,12 +265,6 @@ fn link_loops_in_a_tree_end_and_list_each_file_once() {
     assert_eq!(files.len(), 3, "{files:?}");
 }
 
-fn run_err(c: &mut std::process::Command) -> String {
-    let (ok, out, err) = run_cmd(c);
-    assert!(!ok, "unexpected success: {out}");
-    err
-}
-
 #[test]
 fn command_line_values_and_paths_are_checked() {
     let dir = tmpdir("cli-values");

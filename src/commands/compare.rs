@@ -123,7 +123,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         embedder.embed_listed(&files[..files.len().min(8)], batch_seconds, &|_| {})?;
         let t = Instant::now();
         let pb = super::progress(files.len() as u64, &format!("embedding on {spec}"));
-        let embs = embedder.embed_listed(&files, batch_seconds, &|n| pb.inc(n))?;
+        let embs = embedder.embed_listed(files, batch_seconds, &|n| pb.inc(n))?;
         pb.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
         let scores = set.cosine_scores(&embs);

@@ -23,7 +23,18 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| root.join("target"))
         .join("nexttdnn-bench");
     std::fs::create_dir_all(&out_dir)?;
-    for config in ["NeXt_TDNN_C256_B3_K65_7", "NeXt_TDNN_C128_B3_K65_7", "NeXt_TDNN_light_C128_B3_K65"] {
+    // The paper's eight sizes (the cyclic-LR config has C256_B3's network).
+    let configs = [
+        "NeXt_TDNN_C128_B3_K65_7",
+        "NeXt_TDNN_C192_B1_K65_7",
+        "NeXt_TDNN_C256_B3_K65_7",
+        "NeXt_TDNN_C384_B1_K65_7",
+        "NeXt_TDNN_light_C128_B3_K65",
+        "NeXt_TDNN_light_C192_B1_K65",
+        "NeXt_TDNN_light_C256_B3_K65",
+        "NeXt_TDNN_light_C384_B1_K65",
+    ];
+    for config in configs {
         let path = root.join("configs").join(format!("{config}.ron"));
         let out = out_dir.join(format!("{config}.json"));
         // Embedding at 4 s and 8 s, the front end at batch 32, single operations at batch 32.

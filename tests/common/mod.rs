@@ -117,6 +117,20 @@ pub fn run_cmd(c: &mut std::process::Command) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// Runs a command that must succeed; its stdout.
+pub fn run_ok(c: &mut std::process::Command) -> String {
+    let (ok, out, err) = run_cmd(c);
+    assert!(ok, "failed: {out}\n{err}");
+    out
+}
+
+/// Runs a command that must fail; its stderr.
+pub fn run_err(c: &mut std::process::Command) -> String {
+    let (ok, out, err) = run_cmd(c);
+    assert!(!ok, "unexpected success: {out}");
+    err
+}
+
 /// Reports a skipped check on the real stderr, past the test harness's output
 /// capture, so that a skip is never silent.
 pub fn skip(message: &str) {
