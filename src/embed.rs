@@ -361,15 +361,7 @@ pub fn warn_if_silent(path: &Path, samples: &[f32]) {
 /// Why features or embeddings of finite samples may not be finite: samples
 /// far outside [-1, 1] overflow the power spectrum.
 fn amplitude_hint(samples: &[f32]) -> String {
-    let level = crate::audio::Level::of(samples);
-    if level.peak > crate::audio::MAX_PEAK {
-        format!(
-            "; the samples reach {:.1e}, far outside [-1, 1]: float WAV samples must be scaled to [-1, 1]",
-            level.peak
-        )
-    } else {
-        String::new()
-    }
+    crate::audio::Level::of(samples).unscaled().map(|why| format!("; {why}")).unwrap_or_default()
 }
 
 fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {

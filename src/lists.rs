@@ -6,12 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-/// The non-empty, non-comment lines of a list, trimmed, with their 1-based
-/// line numbers.
-pub fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
-    Ok(lines_of(&crate::files::read_text(path)?))
-}
-
 /// The non-empty, non-comment lines of a text, trimmed, numbered from 1. A
 /// byte-order mark starting a line is dropped too: lists concatenated from
 /// files written on Windows carry one at each file's first line.

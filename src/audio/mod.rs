@@ -33,20 +33,28 @@ impl Level {
     /// Why the recording is unfit for training, if it is: silence or
     /// unscaled samples.
     pub fn problem(&self) -> Option<String> {
-        if self.rms < SILENCE_RMS {
+        self.silence().or_else(|| self.unscaled())
+    }
+
+    /// The recording is (nearly) silent.
+    pub fn silence(&self) -> Option<String> {
+        (self.rms < SILENCE_RMS).then(|| {
             let db = if self.rms > 0.0 {
                 format!("RMS {:.1} dBFS", 20.0 * self.rms.log10())
             } else {
                 "digital silence".into()
             };
-            Some(format!("the recording is (nearly) silent ({db})"))
-        } else if self.peak > MAX_PEAK {
-            Some(format!(
+            format!("the recording is (nearly) silent ({db})")
+        })
+    }
+
+    /// The samples lie far outside [-1, 1].
+    pub fn unscaled(&self) -> Option<String> {
+        (self.peak > MAX_PEAK).then(|| {
+            format!(
                 "the samples reach {:.1e}, far outside [-1, 1]: float WAV samples must be scaled to [-1, 1]",
                 self.peak
-            ))
-        } else {
-            None
-        }
+            )
+        })
     }
 }

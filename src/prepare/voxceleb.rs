@@ -77,10 +77,10 @@ fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
     let rel_str = rel_wav.to_string_lossy().replace('\\', "/");
     if !is_m4a {
         return match read_wav(file, args.sample_rate, min.max(1)) {
-            Ok(w) if Level::of(&w.samples).problem().is_some() => {
-                Outcome::Bad { path: file.into(), reason: Level::of(&w.samples).problem().unwrap_or_default() }
-            }
             Ok(w) => {
+                if let Some(problem) = Level::of(&w.samples).problem() {
+                    return Outcome::Bad { path: file.into(), reason: problem };
+                }
                 if has_m4a {
                     // One list root: link the WAV into the converted tree.
                     let dst = args.out.join("wav").join(&rel_wav);
