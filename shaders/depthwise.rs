@@ -5,9 +5,14 @@
 //! generic direct kernel, which re-reads every input sample once per filter
 //! tap from global memory. Here a cube owns one `(batch·channel, time tile)`
 //! pair: it stages the input span the tile needs (`TILE + K - 1` samples) and
-//! the channel's `K` taps in shared memory once, then every unit computes one
-//! output from shared memory. Global traffic is one read of the input and one
+//! the channel's `K` taps in shared memory once, then each of its
+//! `TILE / PER_UNIT` units computes `PER_UNIT` neighbouring outputs with a
+//! sliding window (one shared load of `x` and one of `w` per tap feed
+//! `PER_UNIT` multiply-adds). Global traffic is one read of the input and one
 //! write of the output, which is the memory-bandwidth floor for this op.
+//!
+//! The weight gradient writes one partial sum per (tile, batch row, channel,
+//! tap), `[tiles·B, C, K]`; the caller sums them over the first axis.
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::tensor::Shape;

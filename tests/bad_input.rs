@@ -9,26 +9,11 @@ use nexttdnn::audio::{read_wav, AudioError};
 use nexttdnn::config::ExperimentConfig;
 use nexttdnn::weights::{import_official, SpeakerModel};
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nexttdnn-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn wav_bytes(samples: &[i16], rate: u32, channels: u16) -> Vec<u8> {
-    let mut cur = std::io::Cursor::new(Vec::new());
-    let spec =
-        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
-    for &s in samples {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
-    cur.into_inner()
-}
-
-fn noise(n: usize) -> Vec<i16> {
-    (0..n).map(|i| ((i * 7919 % 2001) as i32 - 1000) as i16).collect()
+/// `name` in a fresh folder of its own, removed with the guard.
+fn tmp(name: &str) -> (TempDir, PathBuf) {
+    let dir = tmpdir(&format!("bad-{name}"));
+    let p = dir.join(name);
+    (dir, p)
 }
 
 fn read(p: &Path) -> Result<Vec<f32>, AudioError> {
@@ -42,7 +27,7 @@ fn assert_names_file(err: &AudioError, p: &Path) {
 
 #[test]
 fn missing_file() {
-    let p = tmp("does-not-exist.wav");
+    let (_g, p) = tmp("does-not-exist.wav");
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::NotFound { .. }), "{e}");
     assert_names_file(&e, &p);
@@ -50,7 +35,7 @@ fn missing_file() {
 
 #[test]
 fn not_a_wav() {
-    let p = tmp("text.wav");
+    let (_g, p) = tmp("text.wav");
     std::fs::write(&p, "this is not audio at all, just some text").unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::NotWav { .. }), "{e}");
@@ -59,7 +44,7 @@ fn not_a_wav() {
 
 #[test]
 fn empty_file() {
-    let p = tmp("empty.wav");
+    let (_g, p) = tmp("empty.wav");
     std::fs::write(&p, b"").unwrap();
     let e = read(&p).unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
@@ -68,8 +53,8 @@ fn empty_file() {
 
 #[test]
 fn truncated_header() {
-    let p = tmp("trunc-header.wav");
-    let b = wav_bytes(&noise(1000), 16000, 1);
+    let (_g, p) = tmp("trunc-header.wav");
+    let b = common::wav::pcm16_bytes(&common::wav::pattern(1000), 16000, 1);
     std::fs::write(&p, &b[..20]).unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::Truncated { .. } | AudioError::NotWav { .. }), "{e}");
@@ -78,8 +63,8 @@ fn truncated_header() {
 
 #[test]
 fn truncated_data() {
-    let p = tmp("trunc-data.wav");
-    let b = wav_bytes(&noise(4000), 16000, 1);
+    let (_g, p) = tmp("trunc-data.wav");
+    let b = common::wav::pcm16_bytes(&common::wav::pattern(4000), 16000, 1);
     std::fs::write(&p, &b[..b.len() - 3001]).unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::Truncated { .. }), "{e}");
@@ -88,8 +73,8 @@ fn truncated_data() {
 
 #[test]
 fn no_samples() {
-    let p = tmp("zero-samples.wav");
-    std::fs::write(&p, wav_bytes(&[], 16000, 1)).unwrap();
+    let (_g, p) = tmp("zero-samples.wav");
+    std::fs::write(&p, common::wav::pcm16_bytes(&[], 16000, 1)).unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::Empty { .. }), "{e}");
     assert_names_file(&e, &p);
@@ -97,8 +82,8 @@ fn no_samples() {
 
 #[test]
 fn too_short_for_one_frame() {
-    let p = tmp("short.wav");
-    std::fs::write(&p, wav_bytes(&noise(100), 16000, 1)).unwrap();
+    let (_g, p) = tmp("short.wav");
+    std::fs::write(&p, common::wav::pcm16_bytes(&common::wav::pattern(100), 16000, 1)).unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::TooShort { samples: 100, .. }), "{e}");
     assert_names_file(&e, &p);
@@ -106,8 +91,8 @@ fn too_short_for_one_frame() {
 
 #[test]
 fn wrong_sample_rate_says_how_to_convert() {
-    let p = tmp("8k.wav");
-    std::fs::write(&p, wav_bytes(&noise(8000), 8000, 1)).unwrap();
+    let (_g, p) = tmp("8k.wav");
+    std::fs::write(&p, common::wav::pcm16_bytes(&common::wav::pattern(8000), 8000, 1)).unwrap();
     let e = read(&p).unwrap_err();
     assert!(matches!(e, AudioError::SampleRate { found: 8000, expected: 16000, .. }), "{e}");
     assert!(e.to_string().contains("sox"), "{e}");
@@ -117,18 +102,9 @@ fn wrong_sample_rate_says_how_to_convert() {
 #[test]
 fn nan_and_inf_samples() {
     for (name, bad) in [("nan.wav", f32::NAN), ("inf.wav", f32::INFINITY)] {
-        let p = tmp(name);
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 16000,
-            bits_per_sample: 32,
-            sample_format: hound::SampleFormat::Float,
-        };
-        let mut w = hound::WavWriter::create(&p, spec).unwrap();
-        for i in 0..2000 {
-            w.write_sample(if i == 1234 { bad } else { 0.01 * (i as f32).sin() }).unwrap();
-        }
-        w.finalize().unwrap();
+        let (_g, p) = tmp(name);
+        let samples: Vec<f32> = (0..2000).map(|i| if i == 1234 { bad } else { 0.01 * (i as f32).sin() }).collect();
+        common::wav::write_f32(&p, &samples);
         let e = read(&p).unwrap_err();
         assert!(matches!(e, AudioError::NonFinite { index: 1234, .. }), "{e}");
         assert_names_file(&e, &p);
@@ -138,8 +114,8 @@ fn nan_and_inf_samples() {
 #[test]
 fn unsupported_format() {
     // A-law (format tag 6) is valid WAV but not a format we read.
-    let p = tmp("alaw.wav");
-    let mut b = wav_bytes(&noise(2000), 16000, 1);
+    let (_g, p) = tmp("alaw.wav");
+    let mut b = common::wav::pcm16_bytes(&common::wav::pattern(2000), 16000, 1);
     b[20] = 6; // wFormatTag
     b[34] = 8; // bits per sample
     std::fs::write(&p, &b).unwrap();
@@ -150,10 +126,10 @@ fn unsupported_format() {
 
 #[test]
 fn stereo_is_downmixed_and_formats_scale_alike() {
-    let p = tmp("stereo.wav");
-    let frames = noise(1000);
+    let (_g, p) = tmp("stereo.wav");
+    let frames = common::wav::pattern(1000);
     let inter: Vec<i16> = frames.iter().flat_map(|&s| [s, s / 2]).collect();
-    std::fs::write(&p, wav_bytes(&inter, 16000, 2)).unwrap();
+    std::fs::write(&p, common::wav::pcm16_bytes(&inter, 16000, 2)).unwrap();
     let mono = read(&p).unwrap();
     assert_eq!(mono.len(), 1000);
     for (m, s) in mono.iter().zip(&frames) {
@@ -168,7 +144,7 @@ fn stereo_is_downmixed_and_formats_scale_alike() {
         (32, hound::SampleFormat::Int),
         (32, hound::SampleFormat::Float),
     ] {
-        let q = tmp(&format!("fmt{bits}{fmt:?}.wav"));
+        let (_g, q) = tmp(&format!("fmt{bits}{fmt:?}.wav"));
         let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: bits, sample_format: fmt };
         let mut w = hound::WavWriter::create(&q, spec).unwrap();
         for &v in &base {
@@ -210,24 +186,24 @@ fn checkpoint_of_the_wrong_variant() {
 fn corrupt_checkpoint_and_model_files() {
     let cfg = ExperimentConfig::load(&config("tiny_C32_B1_K65_7")).unwrap();
     let device = burn::tensor::Device::flex();
-    let p = tmp("garbage.pt");
+    let (_g, p) = tmp("garbage.pt");
     std::fs::write(&p, b"PK\x03\x04 not really a zip").unwrap();
     let err = format!("{:#}", import_official(&p, &cfg, &device).unwrap_err());
     assert!(err.contains("garbage.pt"), "{err}");
 
     let model = import_official(&fixtures().join("tiny_C32_B1_K65_7.pt"), &cfg, &device).unwrap();
-    let good = tmp("good.safetensors");
+    let (_g, good) = tmp("good.safetensors");
     model.save(&good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
-    let cut = tmp("cut.safetensors");
+    let (_g, cut) = tmp("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = format!("{:#}", SpeakerModel::load(&cut, &device).unwrap_err());
     assert!(err.contains("cut.safetensors"), "{err}");
-    let junk = tmp("junk.safetensors");
+    let (_g, junk) = tmp("junk.safetensors");
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
     let err = format!("{:#}", SpeakerModel::load(&junk, &device).unwrap_err());
     assert!(err.contains("junk.safetensors"), "{err}");
-    let missing = tmp("nope.safetensors");
+    let (_g, missing) = tmp("nope.safetensors");
     let err = format!("{:#}", SpeakerModel::load(&missing, &device).unwrap_err());
     assert!(err.contains("nope.safetensors") && err.contains("not found"), "{err}");
     // An official checkpoint is not a model file: the message says to import it.
@@ -241,7 +217,7 @@ fn saved_model_reloads_identically() {
     let device = burn::tensor::Device::flex();
     let mut model = import_official(&fixtures().join("tiny_light_C32_B1_K65.pt"), &cfg, &device).unwrap();
     model.meta.threshold = Some(0.4321);
-    let p = tmp("roundtrip.safetensors");
+    let (_g, p) = tmp("roundtrip.safetensors");
     model.save(&p).unwrap();
     let back = SpeakerModel::load(&p, &device).unwrap();
     assert_eq!(back.config, model.config);

@@ -10,15 +10,7 @@ use common::*;
 fn import_embed_verify() {
     let dir = tmpdir("flow");
     let model = dir.join("tiny.safetensors");
-    run_ok(
-        bin()
-            .args(["--device", "cpu", "import"])
-            .arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
-            .arg("--config")
-            .arg(config("tiny_C32_B1_K65_7"))
-            .arg("--out")
-            .arg(&model),
-    );
+    run_ok(&mut import_cmd("tiny_C32_B1_K65_7", &model));
 
     // embed: one row per file, in index order, equal to the library's one-file embeddings.
     let list = dir.join("files.txt");
@@ -79,15 +71,7 @@ fn verify_runs_on_bundled_defaults() {
 fn list_errors_name_file_and_line() {
     let dir = tmpdir("lists");
     let model = dir.join("m.safetensors");
-    run_ok(
-        bin()
-            .args(["--device", "cpu", "import"])
-            .arg(fixtures().join("tiny_light_C32_B1_K65.pt"))
-            .arg("--config")
-            .arg(config("tiny_light_C32_B1_K65"))
-            .arg("--out")
-            .arg(&model),
-    );
+    run_ok(&mut import_cmd("tiny_light_C32_B1_K65", &model));
     let list = dir.join("bad.txt");
     let embed_list = || {
         run_err(

@@ -45,13 +45,7 @@ const TRIALS: &str = "1 assets/spk1_a.wav assets/spk1_b.wav
 
 fn import(dir: &Path) -> PathBuf {
     let model = dir.join("model.safetensors");
-    let (ok, _, err) = run(bin()
-        .args(["--device", "cpu", "import"])
-        .arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
-        .arg("--config")
-        .arg(config("tiny_C32_B1_K65_7"))
-        .arg("--out")
-        .arg(&model));
+    let (ok, _, err) = run(&mut import_cmd("tiny_C32_B1_K65_7", &model));
     assert!(ok, "{err}");
     model
 }
@@ -223,5 +217,5 @@ fn eval_of_an_official_checkpoint_and_bundled_default() {
 
     let (ok, stdout, err) =
         run(bin().current_dir(&dir).args(["--device", "cpu", "eval", "--cache-dir"]).arg(dir.join("cache2")));
-    assert!(ok && stdout.contains("15 trials"), "{stdout}\n{err}");
+    assert!(ok && stdout.contains("630 trials"), "{stdout}\n{err}");
 }

@@ -64,20 +64,6 @@ fn pcm16(samples: &[f32]) -> Vec<u8> {
     samples.iter().flat_map(|&s| ((s * 32767.0) as i16).to_le_bytes()).collect()
 }
 
-fn write_float_wav(path: &Path, samples: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16000,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 #[test]
 fn wav_encodings_we_do_not_read_are_named_with_a_conversion() {
     let dir = tmpdir("encodings");
@@ -117,7 +103,7 @@ fn a_pad_byte_after_an_odd_chunk_is_stepped_over() {
 fn huge_finite_samples_stop_with_the_file_named() {
     let dir = tmpdir("huge");
     let p = dir.join("loud.wav");
-    write_float_wav(&p, &speech(16000).iter().map(|x| x * 1e20).collect::<Vec<_>>());
+    common::wav::write_f32(&p, &speech(16000).iter().map(|x| x * 1e20).collect::<Vec<_>>());
     let model = tiny_model();
     let embedder = Embedder::new(&model, &Device::flex());
     // One file at a time (verify, embed_file) ...
@@ -282,15 +268,7 @@ fn command_line_values_and_paths_are_checked() {
     // import --out DIR leaves nothing behind.
     let out = dir.join("models");
     std::fs::create_dir_all(&out).unwrap();
-    let e = run_err(
-        bin()
-            .args(["--device", "cpu", "import"])
-            .arg(fixtures().join("tiny_C32_B1_K65_7.pt"))
-            .arg("--config")
-            .arg(config("tiny_C32_B1_K65_7"))
-            .arg("--out")
-            .arg(&out),
-    );
+    let e = run_err(&mut import_cmd("tiny_C32_B1_K65_7", &out));
     assert!(e.contains("is a directory"), "{e}");
     assert!(walk(&out).is_empty(), "{:?}", walk(&out));
 }

@@ -46,8 +46,7 @@ fn every_official_config_parses() {
 fn unknown_config_key_is_an_error_naming_file_and_field() {
     let text = std::fs::read_to_string(config("tiny_C32_B1_K65_7")).unwrap();
     let bad = text.replace("grn_eps: 1e-6,", "grn_eps: 1e-6,\n        grn_epsilon: 1e-6,");
-    let dir = std::env::temp_dir().join(format!("nexttdnn-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::tmpdir("cfg");
     let p = dir.join("bad.ron");
     std::fs::write(&p, bad).unwrap();
     let err = format!("{:#}", ExperimentConfig::load(&p).unwrap_err());

@@ -19,9 +19,10 @@ fn reduced_precision_embeddings_stay_close_to_f32() {
             SpeakerModel::load(&root().join("assets/model/demo.nexttdnn.safetensors"), &device).expect("bundled model");
         let f32_embedder = Embedder::new(&model, &device);
         let reference: Vec<Vec<f32>> = audio.iter().map(|p| f32_embedder.embed_file(p).unwrap()).collect();
-        // (precision, dtype, least cosine to the f32 embedding)
-        for (precision, dtype, min_cos) in [(Precision::F16, DType::F16, 0.9995), (Precision::Bf16, DType::BF16, 0.995)]
-        {
+        // (precision, dtype, largest 1 - cosine to the f32 embedding). Measured
+        // on the bundled model: f16 up to 3e-6 (cpu and wgpu), bf16 up to
+        // 5.7e-5 (cpu); the bounds leave a factor of about five.
+        for (precision, dtype, max_gap) in [(Precision::F16, DType::F16, 2e-5), (Precision::Bf16, DType::BF16, 3e-4)] {
             if !device.supports_dtype(dtype) {
                 common::skip(&format!("{name}: {precision} is not supported by this device"));
                 continue;
@@ -34,7 +35,7 @@ fn reduced_precision_embeddings_stay_close_to_f32() {
                 assert!(e.iter().all(|v| v.is_finite()), "{name} {precision}: non-finite embedding");
                 let c = cosine(&e, r);
                 eprintln!("{name} {precision} {}: cosine to f32 {c:.6}", p.display());
-                assert!(c >= min_cos, "{name} {precision} {}: cosine to f32 {c}", p.display());
+                assert!(1.0 - c <= max_gap, "{name} {precision} {}: cosine to f32 {c}", p.display());
             }
         }
     }

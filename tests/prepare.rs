@@ -19,14 +19,7 @@ fn put(dst: &Path, src: &Path) {
 }
 
 fn wav(dst: &Path, samples: usize, rate: u32, channels: u16) {
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let spec =
-        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(dst, spec).unwrap();
-    for i in 0..samples * channels as usize {
-        w.write_sample(((i * 7919 % 2001) as i32 - 1000) as i16).unwrap();
-    }
-    w.finalize().unwrap();
+    common::wav::write_pcm16(dst, &common::wav::pattern(samples * channels as usize), rate, channels);
 }
 
 #[test]
@@ -222,17 +215,8 @@ fn voxceleb_refuses_silence_unscaled_audio_and_spaces() {
     let silent = root.join("id00001/vidA/00002.wav");
     nexttdnn::audio::wav::write_wav_i16(&silent, &vec![0.0; 16000], 16000).unwrap();
     // Float samples written unscaled, near 1e30.
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16000,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(root.join("id00001/vidA/00003.wav"), spec).unwrap();
-    for i in 0..16000 {
-        w.write_sample((i as f32 * 0.05).sin() * 1e30).unwrap();
-    }
-    w.finalize().unwrap();
+    let huge: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * 1e30).collect();
+    common::wav::write_f32(&root.join("id00001/vidA/00003.wav"), &huge);
     // A speaker folder with a space, which a train list cannot carry.
     wav(&root.join("id 00002/vidB/00001.wav"), 16000, 16000, 1);
     // A corrupt .m4a is named as such, not as a bad WAV.

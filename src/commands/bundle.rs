@@ -11,36 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files::{hex, write_atomic};
 
-/// `(path in the bundle, bytes)`, read from the source tree at compile time.
-macro_rules! bundle {
-    ($($path:literal),* $(,)?) => {
-        &[$(($path, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $path)) as &[u8])),*]
-    };
-}
-
-const FILES: &[(&str, &[u8])] = bundle![
-    "assets/trials.txt",
-    "assets/model/demo.nexttdnn.safetensors",
-    "assets/audio/README.md",
-    "assets/audio/spk1_a.wav",
-    "assets/audio/spk1_b.wav",
-    "assets/audio/spk2_a.wav",
-    "assets/audio/spk2_b.wav",
-    "assets/audio/spk3_a.wav",
-    "assets/audio/spk3_b.wav",
-    "configs/NeXt_TDNN_C128_B3_K65_7.ron",
-    "configs/NeXt_TDNN_C192_B1_K65_7.ron",
-    "configs/NeXt_TDNN_C256_B3_K65_7.ron",
-    "configs/NeXt_TDNN_C256_B3_K65_7_cyclical_lr_step.ron",
-    "configs/NeXt_TDNN_C384_B1_K65_7.ron",
-    "configs/NeXt_TDNN_light_C128_B3_K65.ron",
-    "configs/NeXt_TDNN_light_C192_B1_K65.ron",
-    "configs/NeXt_TDNN_light_C256_B3_K65.ron",
-    "configs/NeXt_TDNN_light_C384_B1_K65.ron",
-    "configs/dev_C64_B1_K65_7.ron",
-    "configs/tiny_C32_B1_K65_7.ron",
-    "configs/tiny_light_C32_B1_K65.ron",
-];
+include!(concat!(env!("OUT_DIR"), "/bundle_files.rs"));
 
 /// Where bundles are written out: `$NEXTTDNN_DATA_DIR`, else
 /// `$XDG_DATA_HOME/nexttdnn`, else `~/.local/share/nexttdnn`.

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod noise;
 pub mod train_corpus;
+pub mod wav;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,12 +105,59 @@ pub fn bin() -> std::process::Command {
     c
 }
 
-/// A fresh temporary directory for one test.
-pub fn tmpdir(tag: &str) -> PathBuf {
+/// A temporary folder for one test, removed when dropped. It is kept when
+/// the test fails (for a look inside; its path is printed) or when
+/// `NEXTTDNN_KEEP_TEST_DIRS=1`.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var("NEXTTDNN_KEEP_TEST_DIRS").is_ok_and(|v| v == "1") {
+            skip(&format!("kept test folder {}", self.0.display()));
+        } else {
+            std::fs::remove_dir_all(&self.0).ok();
+        }
+    }
+}
+
+/// A fresh temporary folder for one test (see [`TempDir`]).
+pub fn tmpdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("nexttdnn-test-{}-{tag}", std::process::id()));
     std::fs::remove_dir_all(&d).ok();
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
+}
+
+/// `nexttdnn import` of a committed tiny fixture checkpoint (`variant` is
+/// also its config's name) to `out`, on the CPU.
+pub fn import_cmd(variant: &str, out: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.args(["--device", "cpu", "import"])
+        .arg(fixtures().join(format!("{variant}.pt")))
+        .arg("--config")
+        .arg(config(variant))
+        .arg("--out")
+        .arg(out);
+    c
 }
 
 /// Runs a command: (success, stdout, stderr).
