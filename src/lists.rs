@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// The non-empty, non-comment lines of a text, trimmed, numbered from 1. A
 /// byte-order mark starting a line is dropped too: lists concatenated from
@@ -84,6 +84,48 @@ pub fn parse_trials(path: &Path, text: &str) -> Result<Vec<Trial>> {
     }
     if out.is_empty() {
         bail!("{}: the trial list holds no trials", path.display());
+    }
+    Ok(out)
+}
+
+/// One line of a score file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredTrial {
+    pub enroll: String,
+    pub test: String,
+    pub score: f64,
+    pub target: bool,
+    /// Line number in the file, from 1.
+    pub line: usize,
+}
+
+/// A score file as `eval` writes it: `enroll test score label` per line.
+pub fn read_scores(path: &Path) -> Result<Vec<ScoredTrial>> {
+    parse_scores(path, &crate::files::read_text(path)?)
+}
+
+/// [`read_scores`] of a text read from `path` (named in errors).
+pub fn parse_scores(path: &Path, text: &str) -> Result<Vec<ScoredTrial>> {
+    let mut out = Vec::new();
+    for (n, line) in lines_of(text) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [enroll, test, score, label] = f.as_slice() else {
+            bail!("{}:{n}: malformed score line {line:?}: expected `enroll test score label`", path.display())
+        };
+        let score: f64 = score
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .with_context(|| format!("{}:{n}: the score {score:?} is not a finite number", path.display()))?;
+        let target = match *label {
+            "1" => true,
+            "0" => false,
+            _ => bail!("{}:{n}: label must be 0 or 1, found {label:?}", path.display()),
+        };
+        out.push(ScoredTrial { enroll: enroll.to_string(), test: test.to_string(), score, target, line: n });
+    }
+    if out.is_empty() {
+        bail!("{}: the score file holds no scores", path.display());
     }
     Ok(out)
 }

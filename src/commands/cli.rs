@@ -29,8 +29,10 @@ pub enum Command {
     Bench(super::bench::BenchArgs),
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.
     Train(super::train::TrainArgs),
-    /// Evaluate on a trial list: EER, minDCF, optional AS-norm, scores, summary and plots.
+    /// Evaluate on a trial list: EER, minDCF, optional AS-norm and calibration, scores, summary and plots.
     Eval(super::eval::EvalArgs),
+    /// Fit a calibration (scores and quality measures → log-likelihood ratios) on a trial list.
+    Calibrate(super::calibrate::CalibrateArgs),
     /// Run one model on several devices and compare results, deviations and speed.
     Compare(super::compare::CompareArgs),
     /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.
@@ -118,6 +120,16 @@ pub fn finite(text: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{text:?} is not a finite number"))
+    }
+}
+
+/// A probability strictly between 0 and 1 (a prior).
+pub fn probability(text: &str) -> Result<f64, String> {
+    let v = finite(text)?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1)"))
     }
 }
 

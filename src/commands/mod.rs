@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_train;
 pub mod bundle;
+pub mod calibrate;
 pub mod cli;
 pub mod compare;
 pub mod devices;
@@ -11,6 +12,7 @@ pub mod eval;
 pub mod import;
 pub mod prepare;
 pub mod train;
+pub mod trial_embeddings;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,17 @@
-//! `verify`: cosine score of two recordings and an accept/reject decision.
+//! `verify`: the score of two recordings and an accept/reject decision:
+//! with a calibration, its log-likelihood ratio against the Bayes threshold
+//! of a prior; without, the raw cosine against a stored threshold.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use super::eval::{calibration_for, SourcedCalibration};
 use crate::device::SelectedDevice;
-use crate::embed::Embedder;
+use crate::embed::{warn_if_silent, Embedder};
+use crate::eval::calibration::{bayes_threshold, Side};
 use crate::eval::score::cosine;
+use crate::weights::SpeakerModel;
 
 /// Options of `verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -14,9 +19,18 @@ pub struct VerifyArgs {
     /// Model file (default: the bundled demonstration model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Decision threshold on the cosine score (default: the model's stored one).
-    #[arg(long, value_parser = super::cli::finite)]
+    /// Decision threshold on the cosine score (default: the model's stored
+    /// one); used only without a calibration.
+    #[arg(long, value_parser = super::cli::finite, conflicts_with = "calibration")]
     pub threshold: Option<f64>,
+    /// Calibration (`cal.json` from `calibrate`; default: the model's
+    /// stored one): the score becomes a log-likelihood ratio.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Prior of a same-speaker trial for the calibrated decision (default:
+    /// the config's first P_target).
+    #[arg(long, value_parser = super::cli::probability)]
+    pub p_target: Option<f64>,
     /// Enrolment recording (default, with no test either: a bundled example).
     #[arg(requires = "test")]
     pub enroll: Option<PathBuf>,
@@ -33,13 +47,14 @@ pub fn run(args: &VerifyArgs, dev: &SelectedDevice) -> Result<()> {
             (audio.join("spk1_a.wav"), audio.join("spk1_b.wav"))
         }
     };
-    let (model, threshold) = (args.model.as_deref(), args.threshold);
-    let m = super::load_model(model, dev)?;
+    let model_path = super::model_or_bundled(args.model.as_deref())?;
+    let m = SpeakerModel::load(&model_path, &dev.device)?;
+    let cal = calibration_for(args.calibration.as_deref(), &m, Some(&model_path))?;
     let embedder = Embedder::new(&m, &dev.device);
     let start = std::time::Instant::now();
-    let a = embedder.embed_file(&enroll)?;
-    let b = embedder.embed_file(&test)?;
-    let score = cosine(&a, &b);
+    let a = side(&embedder, &enroll)?;
+    let b = side(&embedder, &test)?;
+    let score = cosine(&a.0, &b.0);
     anyhow::ensure!(
         score.is_finite(),
         "the score of {} against {} is not a finite number",
@@ -52,12 +67,59 @@ pub fn run(args: &VerifyArgs, dev: &SelectedDevice) -> Result<()> {
     println!("model    {} ({})", m.config.name, m.meta.source.as_deref().unwrap_or("trained here"));
     println!("device   {} ({})", dev.info.spec, dev.info.adapter);
     println!("score    {score:.6}  (cosine similarity)");
-    match threshold.or(m.meta.threshold) {
+    match &cal {
+        Some(c) => decide_calibrated(args, &m, c, score, [a.1, b.1])?,
+        None => decide_raw(args.threshold.or(m.meta.threshold), score),
+    }
+    log::info!("embedded 2 files in {:.1} ms", elapsed.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+/// A recording's embedding and what its quality measures need.
+fn side(embedder: &Embedder, path: &Path) -> Result<(Vec<f32>, Side)> {
+    let samples = embedder.load_audio(path)?;
+    warn_if_silent(path, &samples);
+    let emb = embedder.embed_samples(&samples).with_context(|| path.display().to_string())?;
+    let side = Side::new(samples.len(), embedder.config.frontend.sample_rate, &emb);
+    Ok((emb, side))
+}
+
+fn decide_calibrated(
+    args: &VerifyArgs,
+    m: &SpeakerModel,
+    c: &SourcedCalibration,
+    score: f64,
+    sides: [Side; 2],
+) -> Result<()> {
+    let cal = &c.calibration;
+    anyhow::ensure!(
+        cal.scores == "raw",
+        "the calibration ({}) maps {} scores, which need a cohort; verify scores raw cosines",
+        c.source,
+        cal.scores
+    );
+    let qmf: Vec<f64> = cal.qmfs().iter().map(|q| q.of(sides)).collect();
+    let llr = cal.llr(score, &qmf);
+    anyhow::ensure!(llr.is_finite(), "the calibrated score is not a finite number");
+    let eval = &m.config.eval;
+    let p = args.p_target.unwrap_or(eval.p_targets[0]);
+    let t = bayes_threshold(p, eval.c_miss, eval.c_fa);
+    println!("llr      {llr:.4}  (natural log; calibration {})", c.source);
+    println!(
+        "decision {}  (Bayes threshold {t:.4} for P_target {p}, C_miss {}, C_fa {})",
+        if llr >= t { "same speaker" } else { "different speakers" },
+        eval.c_miss,
+        eval.c_fa
+    );
+    Ok(())
+}
+
+fn decide_raw(threshold: Option<f64>, score: f64) {
+    println!("calibration none: the decision compares the raw cosine with a threshold (run `calibrate` for LLRs)");
+    match threshold {
         Some(t) => {
             println!("decision {}  (threshold {t:.6})", if score >= t { "same speaker" } else { "different speakers" })
         }
         None => println!("decision none: the model stores no threshold; pass --threshold or run `eval` to set one"),
     }
-    log::info!("embedded 2 files in {:.1} ms", elapsed.as_secs_f64() * 1e3);
-    Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::calibration;
 use super::metrics::{MetricError, Roc};
 use super::score::cosine;
 use crate::config::EvalConfig;
@@ -24,6 +25,21 @@ pub struct ScoreSummary {
     /// `min_dcf_p05`, `min_dcf_p05_threshold`, … for each P_target.
     #[serde(flatten)]
     pub min_dcf: BTreeMap<String, f64>,
+    /// minCllr in bits: the Cllr of the best monotone map of these scores
+    /// (of the LLRs, when the set is calibrated) to LLRs (pool adjacent
+    /// violators).
+    pub min_cllr: f64,
+    /// Cllr in bits of the calibrated LLRs, when this set is calibrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cllr: Option<f64>,
+    /// `act_dcf_p05`, …: the DCF of the calibrated LLRs at the Bayes
+    /// threshold of each P_target, when this set is calibrated.
+    #[serde(flatten)]
+    pub act_dcf: BTreeMap<String, f64>,
+    /// The calibrated LLRs' own metrics, when this set is calibrated: with
+    /// quality measures they rank trials differently from the scores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llr: Option<Box<ScoreSummary>>,
 }
 
 impl ScoreSummary {
@@ -31,6 +47,16 @@ impl ScoreSummary {
     pub fn min_dcf_at(&self, p_target: f64) -> f64 {
         self.min_dcf.get(&dcf_key(p_target)).copied().unwrap_or(f64::NAN)
     }
+
+    /// The actual DCF at `p_target`, when the set is calibrated.
+    pub fn act_dcf_at(&self, p_target: f64) -> Option<f64> {
+        self.act_dcf.get(&act_dcf_key(p_target)).copied()
+    }
+}
+
+/// `act_dcf_p05` for P_target 0.05.
+pub fn act_dcf_key(p: f64) -> String {
+    dcf_key(p).replacen("min_", "act_", 1)
 }
 
 /// `min_dcf_p05` for P_target 0.05.
@@ -109,7 +135,29 @@ impl TrialSet {
             eer: eer.value,
             eer_threshold: eer.threshold,
             min_dcf,
+            min_cllr: calibration::min_cllr(scores, &self.labels),
+            cllr: None,
+            act_dcf: BTreeMap::new(),
+            llr: None,
         };
         Ok((summary, roc))
+    }
+
+    /// Metrics of `llrs`, this set's calibrated scores: the full summary of
+    /// the LLRs with Cllr and the actual DCF at the config's priors, which
+    /// are also added to the scores' `summary`. A non-finite LLR is an
+    /// error naming its trial.
+    pub fn add_calibrated(&self, summary: &mut ScoreSummary, llrs: &[f64], eval: &EvalConfig) -> Result<ScoreSummary> {
+        let (mut llr, _) = self
+            .summarize(llrs, eval)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("the score is", "the calibrated score is")))?;
+        llr.cllr = Some(calibration::cllr(llrs, &self.labels));
+        for &p in &eval.p_targets {
+            llr.act_dcf.insert(act_dcf_key(p), calibration::act_dcf(llrs, &self.labels, p, eval.c_miss, eval.c_fa));
+        }
+        summary.cllr = llr.cllr;
+        summary.act_dcf = llr.act_dcf.clone();
+        summary.llr = Some(Box::new(llr.clone()));
+        Ok(llr)
     }
 }

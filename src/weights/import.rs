@@ -309,7 +309,7 @@ pub fn import_official(path: &Path, cfg: &ExperimentConfig, device: &Device) -> 
         meta: ModelMeta {
             source: Some(path.display().to_string()),
             source_sha256: Some(source_sha256),
-            threshold: None,
+            ..Default::default()
         },
     })
 }

@@ -22,6 +22,9 @@ pub struct ModelMeta {
     pub source_sha256: Option<String>,
     /// Decision threshold on the cosine score, e.g. from an evaluation's EER point.
     pub threshold: Option<f64>,
+    /// A score calibration (`calibrate --store`), as its JSON text; read by
+    /// `eval::calibration`.
+    pub calibration: Option<String>,
 }
 
 /// A network with its configuration: what a model file holds.
@@ -125,6 +128,9 @@ impl SpeakerModel {
         if let Some(s) = &self.meta.source_sha256 {
             meta.insert("source_sha256".into(), s.clone());
         }
+        if let Some(c) = &self.meta.calibration {
+            meta.insert("calibration".into(), c.clone());
+        }
         if let Some(t) = self.meta.threshold {
             meta.insert("threshold".into(), format!("{t:?}"));
         }
@@ -221,7 +227,11 @@ pub fn read_model_file(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         ),
         None => None,
     };
-    let meta =
-        ModelMeta { source: meta.get("source").cloned(), source_sha256: meta.get("source_sha256").cloned(), threshold };
+    let meta = ModelMeta {
+        source: meta.get("source").cloned(),
+        source_sha256: meta.get("source_sha256").cloned(),
+        threshold,
+        calibration: meta.get("calibration").cloned(),
+    };
     Ok(ModelFile { tensors, config, meta })
 }
