@@ -260,7 +260,9 @@ fn newton(features: &[Vec<f64>], labels: &[bool], p_target: f64) -> Result<(Vec<
         loop {
             let trial: Vec<f64> = theta.iter().zip(&step).map(|(a, s)| a - t * s).collect();
             let jt = objective(&trial);
-            if jt <= j || t < 1e-12 {
+            // Near the optimum the objective changes by rounding only: a
+            // full Newton step is taken there, so the gradient still falls.
+            if jt <= j + 1e-13 * j.abs() || t < 1e-12 {
                 let moved = step.iter().map(|s| (t * s).abs()).fold(0.0, f64::max);
                 theta = trial;
                 j = jt;
