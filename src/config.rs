@@ -90,6 +90,38 @@ pub enum SchedulerConfig {
     StepLr { step_size: usize, gamma: f64 },
     /// Triangular-2 cyclic rate, stepped per optimiser step.
     CyclicTriangular2 { base_lr: f64, max_lr: f64, step_size_up: usize, step_size_down: usize },
+    /// Per step: linear warm-up from `warmup_start_lr` to `max_lr` over
+    /// `warmup_epochs`, cosine decay to `min_lr` at `decay_end_epoch`, then
+    /// `min_lr` (the WarmupCosineScheduler of WeSpeaker, which warms up from
+    /// 0, and of 3D-Speaker, which warms up from `min_lr`).
+    WarmupCosine { warmup_start_lr: f64, max_lr: f64, min_lr: f64, warmup_epochs: f64, decay_end_epoch: f64 },
+    /// Per step: `initial_lr · (final_lr / initial_lr)^(step / total steps)`
+    /// over `train.max_epochs`, times `step / warm-up steps` during the first
+    /// `warmup_epochs` when `warm_from_zero` (WeSpeaker's ExponentialDecrease
+    /// on one process).
+    ExponentialDecrease { initial_lr: f64, final_lr: f64, warmup_epochs: f64, warm_from_zero: bool },
+}
+
+/// How the margin rises between its two epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum MarginIncrease {
+    /// `1 - 1000^(-progress)`, scaled to reach the final margin (WeSpeaker's `exp`).
+    Exp,
+    Linear,
+}
+
+/// A margin that rises during training, updated every step (WeSpeaker's
+/// MarginScheduler). Epochs count from 1: the margin is `initial_margin`
+/// before epoch `increase_start_epoch`, rises until epoch
+/// `fix_start_epoch`, and is `final_margin` from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarginSchedule {
+    pub initial_margin: f64,
+    pub final_margin: f64,
+    pub increase_start_epoch: usize,
+    pub fix_start_epoch: usize,
+    pub increase: MarginIncrease,
 }
 
 /// AdamW settings.
@@ -111,8 +143,12 @@ pub struct OptimizerConfig {
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
     pub n_classes: usize,
+    /// The margin, unless `margin_schedule` is given.
     pub margin: f64,
     pub scale: f64,
+    /// A rising margin instead of the fixed `margin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_schedule: Option<MarginSchedule>,
 }
 
 /// SpecAugment: one frequency and one time mask shared by the batch.
@@ -337,6 +373,28 @@ impl ExperimentConfig {
                     "train.scheduler.step_size_up and step_size_down must be positive"
                 );
             }
+            SchedulerConfig::WarmupCosine { warmup_start_lr, max_lr, min_lr, warmup_epochs, decay_end_epoch } => {
+                check_number("train.scheduler.min_lr", *min_lr, 0.0, true)?;
+                check_number("train.scheduler.max_lr", *max_lr, *min_lr, true)?;
+                check_number("train.scheduler.warmup_start_lr", *warmup_start_lr, 0.0, true)?;
+                check_number("train.scheduler.warmup_epochs", *warmup_epochs, 0.0, true)?;
+                check_number("train.scheduler.decay_end_epoch", *decay_end_epoch, *warmup_epochs, false)?;
+            }
+            SchedulerConfig::ExponentialDecrease { initial_lr, final_lr, warmup_epochs, .. } => {
+                check_number("train.scheduler.initial_lr", *initial_lr, 0.0, false)?;
+                check_number("train.scheduler.final_lr", *final_lr, 0.0, false)?;
+                check_number("train.scheduler.warmup_epochs", *warmup_epochs, 0.0, true)?;
+            }
+        }
+        if let Some(m) = &t.loss.margin_schedule {
+            check_number("train.loss.margin_schedule.initial_margin", m.initial_margin, 0.0, true)?;
+            check_number("train.loss.margin_schedule.final_margin", m.final_margin, 0.0, true)?;
+            anyhow::ensure!(
+                m.increase_start_epoch >= 1 && m.increase_start_epoch <= m.fix_start_epoch,
+                "train.loss.margin_schedule: need 1 <= increase_start_epoch <= fix_start_epoch, found {} and {}",
+                m.increase_start_epoch,
+                m.fix_start_epoch
+            );
         }
         let a = &t.augment;
         check_range("train.augment.music_snr_db", a.music_snr_db)?;

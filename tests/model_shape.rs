@@ -70,3 +70,22 @@ fn config_round_trips_through_ron() {
     let again = ExperimentConfig::parse(&cfg.to_ron()).unwrap();
     assert_eq!(cfg, again);
 }
+
+#[test]
+fn large_margin_configs_follow_their_main_configs() {
+    let dir = root().join("configs").join("lm");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let lm = ExperimentConfig::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        let main_name = lm.name.strip_suffix("_lm").unwrap_or_else(|| panic!("{}: name {}", p.display(), lm.name));
+        let main = ExperimentConfig::load(&config(main_name)).unwrap();
+        assert_eq!((&lm.model, &lm.frontend, &lm.eval), (&main.model, &main.frontend, &main.eval), "{}", p.display());
+        // 6 s where the main stage has 3 s, with the same 240-sample margin.
+        assert_eq!(lm.train.crop_samples - 240, 2 * (main.train.crop_samples - 240), "{}", p.display());
+        assert_eq!((lm.train.loss.margin, lm.train.loss.scale), (0.5, main.train.loss.scale), "{}", p.display());
+        assert_eq!(lm.train.loss.n_classes, main.train.loss.n_classes, "{}", p.display());
+        n += 1;
+    }
+    assert_eq!(n, 9, "an LM config for each of the 8 official sizes and the development config");
+}

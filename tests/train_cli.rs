@@ -119,3 +119,74 @@ fn bad_training_inputs() {
     let (ok, log) = train(&c, &dir.join("o4"), &["--resume"]);
     assert!(!ok && log.contains("no checkpoint"), "{log}");
 }
+
+#[test]
+fn last_epochs_averaged_and_fine_tuned_on_new_speakers() {
+    let dir = tmpdir("average");
+    let c = corpus(&dir);
+    let run_dir = dir.join("run");
+    let (ok, log) = train(&c, &run_dir, &["--epochs", "3", "--keep-last", "2"]);
+    assert!(ok, "{log}");
+    let kept: Vec<String> =
+        walk(&run_dir.join("epochs")).iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect();
+    assert_eq!(kept, ["epoch0002.safetensors", "epoch0003.safetensors"]);
+
+    // The average of the last two is their element-wise mean.
+    let avg = dir.join("avg.safetensors");
+    let out =
+        run_ok(bin().args(["--device", "cpu", "average", "--last", "2", "--out"]).arg(&avg).arg("--run").arg(&run_dir));
+    assert!(out.contains("averaged 2 models"), "{out}");
+    let read = |p: &Path| nexttdnn::weights::read_model_file(p, &std::fs::read(p).unwrap()).unwrap();
+    let (a, b, m) = (
+        read(&run_dir.join("epochs/epoch0002.safetensors")),
+        read(&run_dir.join("epochs/epoch0003.safetensors")),
+        read(&avg),
+    );
+    assert_eq!(m.tensors.len(), a.tensors.len());
+    let mut moved = 0;
+    for (k, t) in &m.tensors {
+        for ((x, y), z) in a.tensors[k].values.iter().zip(&b.tensors[k].values).zip(&t.values) {
+            assert!((((*x as f64 + *y as f64) / 2.0) - *z as f64).abs() <= 1e-7 * x.abs().max(1.0) as f64, "{k}");
+            moved += (x != y) as usize;
+        }
+    }
+    assert!(moved > 0, "the two epochs' models are identical");
+    assert!(m.tensors.keys().any(|k| k.contains("running_mean")), "BatchNorm statistics are averaged too");
+
+    // Models of other configs are not averaged together.
+    let other = dir.join("light.safetensors");
+    run_ok(&mut import_cmd("tiny_light_C32_B1_K65", &other));
+    let e = run_err(
+        bin().args(["--device", "cpu", "average", "--out"]).arg(dir.join("x.safetensors")).arg(&avg).arg(&other),
+    );
+    assert!(e.contains(&other.display().to_string()) && e.contains("config"), "{e}");
+
+    // Fine-tuning on another set of speakers (three of the four): a new
+    // classifier, the rest kept.
+    let list: String = std::fs::read_to_string(c.join("train_list.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("spk3 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let three = dir.join("three_speakers.txt");
+    std::fs::write(&three, list).unwrap();
+    let (ok, log) = run(bin()
+        .args(["--device", "cpu", "train", "--config"])
+        .arg(config("tiny_C32_B1_K65_7"))
+        .arg("--train-list")
+        .arg(&three)
+        .arg("--wav-root")
+        .arg(c.join("wav"))
+        .arg("--init-model")
+        .arg(&avg)
+        .args(["--n-classes", "3", "--batch-size", "3", "--epochs", "1", "--out"])
+        .arg(dir.join("ft")));
+    assert!(ok && log.contains("started afresh (4 classes in the model, 3 in this run)"), "{log}");
+    // Another network is refused, naming the file.
+    let (ok, log) = train(&c, &dir.join("ft2"), &["--init-model", other.to_str().unwrap()]);
+    assert!(
+        !ok && log.contains("--init-model") && log.contains("light.safetensors") && log.contains("differs"),
+        "{log}"
+    );
+}

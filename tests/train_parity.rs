@@ -270,6 +270,8 @@ fn lr_schedules_match_reference() {
     let cyc = Schedule::new(
         &SchedulerConfig::CyclicTriangular2 { base_lr: 1e-8, max_lr: 1e-3, step_size_up: 65000, step_size_down: 65000 },
         1e-3,
+        1,
+        1,
     );
     let values: &std::collections::HashMap<String, tinyjson::JsonValue> = v["cyclic"]["values"].get().unwrap();
     assert!(values.len() >= 10);
@@ -277,7 +279,7 @@ fn lr_schedules_match_reference() {
         let got = cyc.lr_at(k.parse().unwrap());
         assert!((got - num(want)).abs() <= 1e-12 * num(want).abs(), "cyclic step {k}: {got} vs {}", num(want));
     }
-    let step = Schedule::new(&SchedulerConfig::StepLr { step_size: 10, gamma: 0.8 }, 3e-4);
+    let step = Schedule::new(&SchedulerConfig::StepLr { step_size: 10, gamma: 0.8 }, 3e-4, 1, 1);
     let list: &Vec<tinyjson::JsonValue> = v["steplr"]["values"].get().unwrap();
     for (e, want) in list.iter().enumerate() {
         let got = step.lr_at(e);

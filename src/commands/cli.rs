@@ -33,6 +33,8 @@ pub enum Command {
     Eval(super::eval::EvalArgs),
     /// Fit a calibration (scores and quality measures → log-likelihood ratios) on a trial list.
     Calibrate(super::calibrate::CalibrateArgs),
+    /// Average model files (checkpoint averaging): given files, or a run's last or best epochs.
+    Average(super::average::AverageArgs),
     /// Run one model on several devices and compare results, deviations and speed.
     Compare(super::compare::CompareArgs),
     /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.

@@ -1,5 +1,6 @@
 //! One file per subcommand; each composes the library's stages.
 
+pub mod average;
 pub mod bench;
 pub mod bench_train;
 pub mod bundle;

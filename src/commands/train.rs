@@ -72,6 +72,10 @@ pub struct TrainArgs {
     /// `steps.csv` row each); the device never waits in between.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
+    /// Keep the models of the last N epochs in RUN/epochs/ (0: none), for
+    /// `average --run RUN --last k`.
+    #[arg(long, default_value_t = 5)]
+    pub keep_last: usize,
 }
 
 impl TrainArgs {
@@ -127,6 +131,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             stop_after_steps: self.stop_after_steps,
             log_every: self.log_every,
+            keep_last: self.keep_last,
         })
     }
 }

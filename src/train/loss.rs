@@ -3,7 +3,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-use crate::config::LossConfig;
+use crate::config::{LossConfig, MarginIncrease, MarginSchedule};
 
 /// AAM-softmax with the cos(π − m) fallback (not "easy margin").
 #[derive(Debug, Clone)]
@@ -24,6 +24,33 @@ pub struct AamOutput {
 fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = crate::model::layers::l2_norm_of_squares(x.clone().powi_scalar(2).sum_dim(1)).clamp_min(1e-12);
     x / norm
+}
+
+/// The margin of global optimiser step `step` (0-based), with
+/// `steps_per_epoch` steps per epoch: the fixed margin, or the schedule's.
+pub fn margin_at(cfg: &LossConfig, step: usize, steps_per_epoch: usize) -> f64 {
+    match &cfg.margin_schedule {
+        None => cfg.margin,
+        Some(m) => scheduled_margin(m, step, steps_per_epoch),
+    }
+}
+
+fn scheduled_margin(m: &MarginSchedule, step: usize, steps_per_epoch: usize) -> f64 {
+    let start = (m.increase_start_epoch - 1) * steps_per_epoch;
+    let fix = (m.fix_start_epoch - 1) * steps_per_epoch;
+    if step >= fix {
+        return m.final_margin;
+    }
+    if step < start {
+        return m.initial_margin;
+    }
+    let progress = (step - start) as f64 / (fix - start) as f64;
+    let ratio = match m.increase {
+        // 1 at the start, 1e-3 at the end, as WeSpeaker's (its 1e-6 included).
+        MarginIncrease::Exp => 1.0 - (progress * (1e-3f64 / (1.0 + 1e-6)).ln()).exp(),
+        MarginIncrease::Linear => progress,
+    };
+    m.initial_margin + (m.final_margin - m.initial_margin) * ratio
 }
 
 /// Integer labels as a device tensor `[B]` (an upload, no read-back).

@@ -29,16 +29,37 @@ impl TrainModel {
         Self { net, aam: Param::from_data(TensorData::new(w, [n, e]), device) }
     }
 
-    /// Starts from an existing model (fine-tuning); its class matrix is kept
-    /// when it has the configured number of classes.
+    /// Starts from an existing model (fine-tuning). The network must match
+    /// the config's exactly; the class matrix is kept when it has the
+    /// configured number of classes and started afresh otherwise (new
+    /// speakers), with a log line saying so.
     pub fn from_model(m: &SpeakerModel, cfg: &ExperimentConfig, device: &Device) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            m.config.model == cfg.model && m.config.frontend == cfg.frontend,
+            "its network or front end ({}) differs from the config's ({}): only the training settings may change",
+            m.config.name,
+            cfg.name
+        );
         let fresh = Self::new(cfg, device);
         let net = crate::weights::copy_weights(&m.net, fresh.net)?;
+        let want = [cfg.train.loss.n_classes, cfg.model.embedding_dim];
         let aam = match &m.aam {
-            Some(a) if a.shape == [cfg.train.loss.n_classes, cfg.model.embedding_dim] => {
+            Some(a) if a.shape == want => {
+                log::info!("fine-tuning: the classifier's {} classes are kept", want[0]);
                 Param::from_data(TensorData::new(a.values.clone(), [a.shape[0], a.shape[1]]), device)
             }
-            _ => fresh.aam,
+            Some(a) => {
+                log::warn!(
+                    "fine-tuning on new speakers: the classifier is started afresh ({} classes in the model, {} in this run); every other parameter is the model's",
+                    a.shape[0],
+                    want[0]
+                );
+                fresh.aam
+            }
+            None => {
+                log::warn!("fine-tuning: the model carries no classifier; it is started afresh ({} classes)", want[0]);
+                fresh.aam
+            }
         };
         Ok(Self { net, aam })
     }

@@ -76,16 +76,19 @@ pub fn clip_global<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: 
 pub struct Schedule {
     cfg: SchedulerConfig,
     base_lr: f64,
+    /// Optimiser steps per epoch and epochs, for the schedules set in epochs.
+    steps_per_epoch: usize,
+    epochs: usize,
 }
 
 impl Schedule {
-    pub fn new(cfg: &SchedulerConfig, base_lr: f64) -> Self {
-        Self { cfg: cfg.clone(), base_lr }
+    pub fn new(cfg: &SchedulerConfig, base_lr: f64, steps_per_epoch: usize, epochs: usize) -> Self {
+        Self { cfg: cfg.clone(), base_lr, steps_per_epoch, epochs }
     }
 
     /// Whether the schedule advances per optimiser step (else per epoch).
     pub fn per_step(&self) -> bool {
-        matches!(self.cfg, SchedulerConfig::CyclicTriangular2 { .. })
+        !matches!(self.cfg, SchedulerConfig::StepLr { .. })
     }
 
     /// The learning rate of period `k` (0-based).
@@ -109,6 +112,23 @@ impl Schedule {
                 let scale = if x <= ratio { x / ratio } else { (x - 1.0) / (ratio - 1.0) };
                 let height = (max_lr - base_lr) * scale;
                 base_lr + height * (1.0 / 2f64.powf(cycle - 1.0))
+            }
+            SchedulerConfig::WarmupCosine { warmup_start_lr, max_lr, min_lr, warmup_epochs, decay_end_epoch } => {
+                let spe = self.steps_per_epoch as f64;
+                let (warm, end, k) = (warmup_epochs * spe, decay_end_epoch * spe, k as f64);
+                if k < warm {
+                    warmup_start_lr + (max_lr - warmup_start_lr) * k / warm
+                } else if k < end {
+                    min_lr + 0.5 * (max_lr - min_lr) * (1.0 + (std::f64::consts::PI * (k - warm) / (end - warm)).cos())
+                } else {
+                    *min_lr
+                }
+            }
+            SchedulerConfig::ExponentialDecrease { initial_lr, final_lr, warmup_epochs, warm_from_zero } => {
+                let spe = self.steps_per_epoch as f64;
+                let (warm, total, k) = (warmup_epochs * spe, (self.epochs * self.steps_per_epoch) as f64, k as f64);
+                let coeff = if *warm_from_zero && k < warm { k / warm } else { 1.0 };
+                coeff * initial_lr * ((k / total) * (final_lr / initial_lr).ln()).exp()
             }
         }
     }

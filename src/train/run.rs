@@ -22,7 +22,7 @@ use super::collective::{micro_batches, Collective};
 use super::data::{mix, steps_per_epoch, Batch, Loader, LoaderSpec, TrainSet};
 use super::grads::{average_buffers, parameter_hash};
 use super::history::{epoch_line, plot_curves, step_line, CsvLog, METRICS_HEADER, STEPS_HEADER};
-use super::loss::{labels_tensor, AamSoftmax};
+use super::loss::{labels_tensor, margin_at, AamSoftmax};
 use super::model::TrainModel;
 use super::optim::{adamw, Schedule};
 use super::step::{accumulated_step, spec_augment_mask, MicroBatch, StepSums};
@@ -59,6 +59,14 @@ pub struct RunSpec {
     pub stop_after_steps: Option<usize>,
     /// Read the loss and accuracy back every this many steps.
     pub log_every: usize,
+    /// Keep the models of the last this many epochs in `epochs/` (for
+    /// `average --run DIR --last k`).
+    pub keep_last: usize,
+}
+
+/// The file name of epoch `epoch`'s model (1-based) in a run's `epochs/`.
+pub fn epoch_file_name(epoch: usize) -> String {
+    format!("epoch{epoch:04}.safetensors")
 }
 
 /// Validation: the EER of the model on a trial list, by the path `eval` takes.
@@ -239,7 +247,8 @@ fn restore(
 ) -> Result<(TrainModel, ModuleOptimizer, TrainState)> {
     let cfg = &spec.cfg;
     let mut model = match &spec.init_model {
-        Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, device)?,
+        Some(p) => TrainModel::from_model(&SpeakerModel::load(p, plain)?, cfg, device)
+            .with_context(|| format!("--init-model {}", p.display()))?,
         None => TrainModel::new(cfg, device),
     };
     let mut optim = adamw(&cfg.train.optimizer);
@@ -342,7 +351,7 @@ impl<'a> Run<'a> {
             validation,
             loader,
             aam: AamSoftmax::new(&tc.loss),
-            schedule: Schedule::new(&tc.scheduler, tc.optimizer.lr),
+            schedule: Schedule::new(&tc.scheduler, tc.optimizer.lr, steps, tc.max_epochs),
             optim,
             state,
             logs,
@@ -415,6 +424,7 @@ impl<'a> Run<'a> {
             let batch = batch?;
             let t = Instant::now();
             let lr = self.lr();
+            self.aam.margin = margin_at(&tc.loss, self.state.global_step, self.steps);
             let step = batch.step;
             let (micro, mask) = self.upload(batch);
             let (m, sums) = accumulated_step(
@@ -619,6 +629,7 @@ impl<'a> Run<'a> {
         if let Some(e) = eer {
             self.keep_best(&speaker_model, e)?;
         }
+        self.keep_last(&speaker_model)?;
         if let Some(logs) = &mut self.logs {
             logs.metrics.append(&epoch_line(&row))?;
         }
@@ -637,6 +648,22 @@ impl<'a> Run<'a> {
             if let Some((_, p)) = best.pop() {
                 std::fs::remove_file(&p).ok();
             }
+        }
+        Ok(())
+    }
+
+    /// `epochs/epochNNNN.safetensors` of this epoch, and the one that falls
+    /// out of the last `keep_last` removed.
+    fn keep_last(&self, speaker_model: &SpeakerModel) -> Result<()> {
+        let keep = self.spec.keep_last;
+        if keep == 0 {
+            return Ok(());
+        }
+        let dir = self.spec.out.join("epochs");
+        let epoch = self.state.epoch + 1;
+        speaker_model.save(&dir.join(epoch_file_name(epoch)))?;
+        if epoch > keep {
+            std::fs::remove_file(dir.join(epoch_file_name(epoch - keep))).ok();
         }
         Ok(())
     }

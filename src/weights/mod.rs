@@ -3,9 +3,11 @@
 //! over what both share: host tensors, safetensors reading, and strict
 //! filling of a network by parameter names.
 
+pub mod average;
 pub mod import;
 pub mod model_file;
 
+pub use average::average_model_files;
 pub use import::{import_official, official_to_ours, read_checkpoint};
 pub use model_file::{
     read_model_file, ModelFile, ModelMeta, SpeakerModel, CHECKSUM_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION,

@@ -179,7 +179,12 @@ impl SpeakerModel {
             bail!("{}: model file not found", path.display());
         }
         let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let ModelFile { mut tensors, config, meta } = read_model_file(path, &bytes)?;
+        Self::from_file(read_model_file(path, &bytes)?, path, device)
+    }
+
+    /// The model of a checked model file's content (`path` is named in errors).
+    pub fn from_file(file: ModelFile, path: &Path, device: &Device) -> Result<Self> {
+        let ModelFile { mut tensors, config, meta } = file;
         let aam = tensors.remove(AAM_KEY);
         let model = NextTdnn::new(&config.model, config.frontend.n_mels, config.train.seed, device);
         let (net, _) = fill_strict(model, tensors, &BTreeMap::new(), vec![], vec![], path)?;
