@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: [`audio`] → [`features`] → [`model`] → [`embed`] →
 //! [`eval`] (scoring and metrics). [`weights`] loads and saves models,
+//! [`onnx`] exports them,
 //! [`device`] picks the backend, [`commands`] composes the stages.
 
 pub mod audio;
@@ -15,6 +16,7 @@ pub mod files;
 pub mod lists;
 pub mod model;
 pub mod npy;
+pub mod onnx;
 pub mod ops;
 pub mod prepare;
 pub mod progress;

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(&args, &dev),
         Command::Calibrate(args) => commands::calibrate::run(&args, &dev),
         Command::Average(args) => commands::average::run(&args, &dev),
+        Command::Export(args) => commands::export::run(&args, &dev),
         Command::Devices | Command::Compare(_) | Command::Prepare { .. } | Command::Train(_) => unreachable!(),
     }
 }

@@ -35,6 +35,8 @@ pub enum Command {
     Calibrate(super::calibrate::CalibrateArgs),
     /// Average model files (checkpoint averaging): given files, or a run's last or best epochs.
     Average(super::average::AverageArgs),
+    /// Export a model as an ONNX graph (waveform or features in, embedding out).
+    Export(super::export::ExportArgs),
     /// Run one model on several devices and compare results, deviations and speed.
     Compare(super::compare::CompareArgs),
     /// Prepare data: VoxCeleb trees (with .m4a decoding), MUSAN, RIRs, trial lists.

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod devices;
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod import;
 pub mod prepare;
 pub mod train;
