@@ -121,3 +121,48 @@ fn bad_calibration_input_is_named() {
     let e = run_err(bin().current_dir(&dir).args(["--device", "cpu", "calibrate", "--scores", "x", "--qmf", "snr"]));
     assert!(e.contains("--out") || e.contains("snr"), "{e}");
 }
+
+#[test]
+fn s_norm_calibration_needs_the_cohort() {
+    let dir = tmpdir("calibrate-snorm");
+    // The bundled recordings serve as their own cohort here.
+    let audio = root().join("assets/audio");
+    let cohort: String = std::fs::read_dir(&audio)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(dir.join("cohort.txt"), cohort).unwrap();
+    let out = run_ok(
+        bin()
+            .current_dir(&dir)
+            .args([
+                "--device",
+                "cpu",
+                "calibrate",
+                "--score-set",
+                "snorm",
+                "--cohort",
+                "cohort.txt",
+                "--out",
+                "cal.json",
+            ])
+            .arg("--cache-dir")
+            .arg(dir.join("cache")),
+    );
+    assert!(out.contains("snorm scores"), "{out}");
+    let table = eval(&dir, "snorm", &["--calibration", "cal.json", "--cohort", "cohort.txt"]);
+    assert!(table.contains("snorm → LLR"), "{table}");
+    let s = summary(&dir, "snorm");
+    assert!(s["snorm"]["cllr"].as_f64().is_some() && s.get("cllr").is_none(), "{s}");
+    let e = run_err(
+        bin()
+            .current_dir(&dir)
+            .args(["--device", "cpu", "eval", "--no-plots", "--calibration", "cal.json", "--out", "x", "--cache-dir"])
+            .arg(dir.join("cache")),
+    );
+    assert!(e.contains("cal.json") && e.contains("s-norm") && e.contains("--cohort"), "{e}");
+    let e = run_err(bin().current_dir(&dir).args(["--device", "cpu", "verify", "--calibration", "cal.json"]));
+    assert!(e.contains("snorm scores, which need a cohort"), "{e}");
+}

@@ -153,6 +153,24 @@ fn last_epochs_averaged_and_fine_tuned_on_new_speakers() {
     assert!(moved > 0, "the two epochs' models are identical");
     assert!(m.tensors.keys().any(|k| k.contains("running_mean")), "BatchNorm statistics are averaged too");
 
+    // The best two by validation EER; more than were kept is an error.
+    let out = run_ok(
+        bin()
+            .args(["--device", "cpu", "average", "--best", "2", "--out"])
+            .arg(dir.join("best2.safetensors"))
+            .arg("--run")
+            .arg(&run_dir),
+    );
+    assert!(out.contains("averaged 2 models"), "{out}");
+    let e = run_err(
+        bin()
+            .args(["--device", "cpu", "average", "--last", "3", "--out"])
+            .arg(dir.join("x.safetensors"))
+            .arg("--run")
+            .arg(&run_dir),
+    );
+    assert!(e.contains("epochs") && e.contains("2 models, --last 3 needs 3"), "{e}");
+
     // Models of other configs are not averaged together.
     let other = dir.join("light.safetensors");
     run_ok(&mut import_cmd("tiny_light_C32_B1_K65", &other));
