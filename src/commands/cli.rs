@@ -23,7 +23,7 @@ pub enum Command {
     Import(super::import::ImportArgs),
     /// Write embeddings of WAV files: DIR/embeddings.npy and DIR/index.txt.
     Embed(super::embed::EmbedArgs),
-    /// Score two recordings: cosine similarity of their embeddings, and a decision.
+    /// Score two recordings: cosine similarity, the LLR with a calibration, and a decision.
     Verify(super::verify::VerifyArgs),
     /// Time embedding extraction and the front end (median of repeats) and report peak memory.
     Bench(super::bench::BenchArgs),
