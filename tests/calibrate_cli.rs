@@ -85,6 +85,17 @@ fn calibrate_with_quality_measures_and_store_in_the_model() {
     assert!(summary(&dir, "stored")["calibration"]["source"].as_str().unwrap().starts_with("stored in"));
     let v = run_ok(bin().current_dir(&dir).args(["--device", "cpu", "verify", "--model", "demo.safetensors"]));
     assert!(v.contains("llr ") && v.contains("stored in") && v.contains("P_target 0.05"), "{v}");
+    // An explicit threshold takes the raw decision instead.
+    let v = run_ok(bin().current_dir(&dir).args([
+        "--device",
+        "cpu",
+        "verify",
+        "--model",
+        "demo.safetensors",
+        "--threshold",
+        "0.5",
+    ]));
+    assert!(v.contains("calibration none") && v.contains("threshold 0.500000"), "{v}");
 }
 
 #[test]

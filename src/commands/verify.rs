@@ -19,8 +19,8 @@ pub struct VerifyArgs {
     /// Model file (default: the bundled demonstration model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Decision threshold on the cosine score (default: the model's stored
-    /// one); used only without a calibration.
+    /// Decision threshold on the raw cosine (default: the model's stored
+    /// one); given, it overrides a stored calibration.
     #[arg(long, value_parser = super::cli::finite, conflicts_with = "calibration")]
     pub threshold: Option<f64>,
     /// Calibration (`cal.json` from `calibrate`; default: the model's
@@ -49,7 +49,11 @@ pub fn run(args: &VerifyArgs, dev: &SelectedDevice) -> Result<()> {
     };
     let model_path = super::model_or_bundled(args.model.as_deref())?;
     let m = SpeakerModel::load(&model_path, &dev.device)?;
-    let cal = calibration_for(args.calibration.as_deref(), &m, Some(&model_path))?;
+    // An explicit --threshold asks for the raw decision, whatever the model stores.
+    let cal = match args.threshold {
+        Some(_) => None,
+        None => calibration_for(args.calibration.as_deref(), &m, Some(&model_path))?,
+    };
     let embedder = Embedder::new(&m, &dev.device);
     let start = std::time::Instant::now();
     let a = side(&embedder, &enroll)?;
