@@ -164,9 +164,15 @@ impl Embedder {
 
     /// Embedding of one WAV file.
     pub fn embed_file(&self, path: &Path) -> Result<Vec<f32>> {
+        Ok(self.embed_file_counted(path)?.0)
+    }
+
+    /// Embedding of one WAV file, with its number of samples.
+    pub fn embed_file_counted(&self, path: &Path) -> Result<(Vec<f32>, usize)> {
         let samples = self.load_audio(path)?;
         warn_if_silent(path, &samples);
-        self.embed_samples(&samples).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let emb = self.embed_samples(&samples).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok((emb, samples.len()))
     }
 
     /// Embeddings of a batch of host features: zero-padded to the longest,

@@ -136,7 +136,7 @@ fn last_epochs_averaged_and_fine_tuned_on_new_speakers() {
     let out =
         run_ok(bin().args(["--device", "cpu", "average", "--last", "2", "--out"]).arg(&avg).arg("--run").arg(&run_dir));
     assert!(out.contains("averaged 2 models"), "{out}");
-    let read = |p: &Path| nexttdnn::weights::read_model_file(p, &std::fs::read(p).unwrap()).unwrap();
+    let read = |p: &Path| nexttdnn::weights::ModelFile::read(p).unwrap();
     let (a, b, m) = (
         read(&run_dir.join("epochs/epoch0002.safetensors")),
         read(&run_dir.join("epochs/epoch0003.safetensors")),

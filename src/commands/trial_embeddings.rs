@@ -164,8 +164,9 @@ impl Embedded {
     /// What the quality measures need of each trial's two recordings.
     pub fn sides(&self) -> Vec<[Side; 2]> {
         let rate = self.model.config.frontend.sample_rate;
-        let side = |i: usize| Side::new(self.set.files[i].samples, rate, &self.embs[i]);
-        self.set.pairs().iter().map(|&(a, b)| [side(a), side(b)]).collect()
+        let per_file: Vec<Side> =
+            self.set.files.iter().zip(&self.embs).map(|(f, e)| Side::new(f.samples, rate, e)).collect();
+        self.set.pairs().iter().map(|&(a, b)| [per_file[a], per_file[b]]).collect()
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::eval::{calibration_for, SourcedCalibration};
 use crate::device::SelectedDevice;
-use crate::embed::{warn_if_silent, Embedder};
+use crate::embed::Embedder;
 use crate::eval::calibration::{bayes_threshold, Side};
 use crate::eval::score::cosine;
 use crate::weights::SpeakerModel;
@@ -81,10 +81,8 @@ pub fn run(args: &VerifyArgs, dev: &SelectedDevice) -> Result<()> {
 
 /// A recording's embedding and what its quality measures need.
 fn side(embedder: &Embedder, path: &Path) -> Result<(Vec<f32>, Side)> {
-    let samples = embedder.load_audio(path)?;
-    warn_if_silent(path, &samples);
-    let emb = embedder.embed_samples(&samples).with_context(|| path.display().to_string())?;
-    let side = Side::new(samples.len(), embedder.config.frontend.sample_rate, &emb);
+    let (emb, samples) = embedder.embed_file_counted(path)?;
+    let side = Side::new(samples, embedder.config.frontend.sample_rate, &emb);
     Ok((emb, side))
 }
 

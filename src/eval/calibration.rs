@@ -102,19 +102,29 @@ impl Calibration {
         q
     }
 
+    /// The weights in feature order: `score`, then [`Calibration::qmfs`].
+    fn feature_weights(&self) -> Vec<f64> {
+        std::iter::once(self.weights["score"]).chain(self.qmfs().iter().map(|q| self.weights[q.name()])).collect()
+    }
+
     /// The LLR of a score with the trial's quality measures (`qmf` in the
     /// order of [`Calibration::qmfs`]).
     pub fn llr(&self, score: f64, qmf: &[f64]) -> f64 {
-        let mut llr = self.bias + self.weights["score"] * score;
-        for (q, v) in self.qmfs().iter().zip(qmf) {
-            llr += self.weights[q.name()] * v;
-        }
-        llr
+        self.apply(&self.feature_weights(), score, qmf)
     }
 
     /// The LLR of every trial: `features[i]` is `[score, qmf…]`.
     pub fn llrs(&self, features: &[Vec<f64>]) -> Vec<f64> {
-        features.iter().map(|f| self.llr(f[0], &f[1..])).collect()
+        let w = self.feature_weights();
+        features.iter().map(|f| self.apply(&w, f[0], &f[1..])).collect()
+    }
+
+    fn apply(&self, w: &[f64], score: f64, qmf: &[f64]) -> f64 {
+        let mut llr = self.bias + w[0] * score;
+        for (w, v) in w[1..].iter().zip(qmf) {
+            llr += w * v;
+        }
+        llr
     }
 
     /// Checks the fields, naming `origin` (a file, or a model file's

@@ -108,11 +108,16 @@ impl TrialSet {
     /// EER and minDCF of one score set at the config's priors and costs; a
     /// score that is not a finite number is an error naming its trial.
     pub fn summarize(&self, scores: &[f64], eval: &EvalConfig) -> Result<(ScoreSummary, Roc)> {
+        self.summarize_named(scores, eval, "score")
+    }
+
+    /// [`TrialSet::summarize`], naming the values `what` in errors.
+    fn summarize_named(&self, scores: &[f64], eval: &EvalConfig, what: &str) -> Result<(ScoreSummary, Roc)> {
         let roc = Roc::new(scores, &self.labels).map_err(|e| match e {
             MetricError::NonFinite { index } => {
                 let t = &self.trials[index];
                 anyhow::anyhow!(
-                    "{}:{}: ({} {}): the score is not a finite number",
+                    "{}:{}: ({} {}): the {what} is not a finite number",
                     self.list.display(),
                     t.line,
                     t.enroll,
@@ -148,9 +153,7 @@ impl TrialSet {
     /// are also added to the scores' `summary`. A non-finite LLR is an
     /// error naming its trial.
     pub fn add_calibrated(&self, summary: &mut ScoreSummary, llrs: &[f64], eval: &EvalConfig) -> Result<ScoreSummary> {
-        let (mut llr, _) = self
-            .summarize(llrs, eval)
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("the score is", "the calibrated score is")))?;
+        let (mut llr, _) = self.summarize_named(llrs, eval, "calibrated score")?;
         llr.cllr = Some(calibration::cllr(llrs, &self.labels));
         for &p in &eval.p_targets {
             llr.act_dcf.insert(act_dcf_key(p), calibration::act_dcf(llrs, &self.labels, p, eval.c_miss, eval.c_fa));

@@ -19,7 +19,7 @@ use crate::model::block::{Block, Ffn, Msc};
 use crate::model::layers::{BatchNorm, Conv1d, Grn, LayerNorm, Linear};
 use crate::model::pooling::PoolingHead;
 use crate::model::NextTdnn;
-use crate::weights::SpeakerModel;
+use crate::weights::{host_from_data, SpeakerModel};
 
 /// What the graph takes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,9 +124,10 @@ fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     }
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
-    let dims = t.dims().to_vec();
-    (dims, t.into_data().convert::<f32>().try_into_vec::<f32>().expect("float32 parameters"))
+/// A parameter of the network as a float32 initialiser; its name.
+fn param<const D: usize>(g: &mut Graph, hint: &str, t: Tensor<D>) -> String {
+    let h = host_from_data(t.into_data()).expect("float parameters convert to float32");
+    g.init(hint, &h.shape, &h.values)
 }
 
 /// `[B, L]` waveform → `[B, n_mels, T]` centred log-mel features: the
@@ -269,10 +270,8 @@ fn grn(g: &mut Graph, x: &str, grn: &Grn) -> String {
     let eps = g.scalar(grn.eps as f32);
     let denom = g.add(&mean, &eps);
     let n = g.div(&norm, &denom);
-    let (dims, gamma) = host(grn.gamma.val());
-    let (_, beta) = host(grn.beta.val());
-    let gamma = g.init("grn_gamma", &dims, &gamma);
-    let beta = g.init("grn_beta", &dims, &beta);
+    let gamma = param(g, "grn_gamma", grn.gamma.val());
+    let beta = param(g, "grn_beta", grn.beta.val());
     let xn = g.mul(x, &n);
     let scaled = g.mul(&xn, &gamma);
     let shifted = g.add(&scaled, &beta);
@@ -304,17 +303,16 @@ fn pooling(g: &mut Graph, h: &str, head: &PoolingHead) -> String {
 }
 
 fn conv1d(g: &mut Graph, x: &str, conv: &Conv1d) -> String {
-    let (wd, w) = host(conv.weight.val());
-    let (bd, b) = host(conv.bias.val());
-    let w = g.init("conv_w", &wd, &w);
-    let b = g.init("conv_b", &bd, &b);
+    let kernel = conv.weight.dims()[2] as i64;
+    let w = param(g, "conv_w", conv.weight.val());
+    let b = param(g, "conv_b", conv.bias.val());
     let p = conv.padding as i64;
     g.op(
         "Conv",
         &[x, &w, &b],
         vec![
             ("group", Attr::Int(conv.groups as i64)),
-            ("kernel_shape", Attr::Ints(vec![wd[2] as i64])),
+            ("kernel_shape", Attr::Ints(vec![kernel])),
             ("pads", Attr::Ints(vec![p, p])),
         ],
     )
@@ -322,19 +320,15 @@ fn conv1d(g: &mut Graph, x: &str, conv: &Conv1d) -> String {
 
 /// `x · W + b` over the last axis (our weight is `[in, out]`).
 fn linear(g: &mut Graph, x: &str, lin: &Linear) -> String {
-    let (wd, w) = host(lin.weight.val());
-    let (bd, b) = host(lin.bias.val());
-    let w = g.init("linear_w", &wd, &w);
-    let b = g.init("linear_b", &bd, &b);
+    let w = param(g, "linear_w", lin.weight.val());
+    let b = param(g, "linear_b", lin.bias.val());
     let y = g.op("MatMul", &[x, &w], vec![]);
     g.add(&y, &b)
 }
 
 fn layer_norm_last(g: &mut Graph, x: &str, ln: &LayerNorm) -> String {
-    let (d, w) = host(ln.weight.val());
-    let (_, b) = host(ln.bias.val());
-    let w = g.init("ln_w", &d, &w);
-    let b = g.init("ln_b", &d, &b);
+    let w = param(g, "ln_w", ln.weight.val());
+    let b = param(g, "ln_b", ln.bias.val());
     g.op("LayerNormalization", &[x, &w, &b], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(ln.eps as f32))])
 }
 
@@ -346,12 +340,10 @@ fn layer_norm_channels_first(g: &mut Graph, x: &str, ln: &LayerNorm) -> String {
 
 /// Inference-mode BatchNorm of `[B, C]` or `[B, C, T]`.
 fn batch_norm(g: &mut Graph, x: &str, bn: &BatchNorm) -> String {
-    let (d, w) = host(bn.weight.val());
-    let (_, b) = host(bn.bias.val());
-    let (_, m) = host(bn.running_mean.value());
-    let (_, v) = host(bn.running_var.value());
-    let (w, b) = (g.init("bn_w", &d, &w), g.init("bn_b", &d, &b));
-    let (m, v) = (g.init("bn_mean", &d, &m), g.init("bn_var", &d, &v));
+    let w = param(g, "bn_w", bn.weight.val());
+    let b = param(g, "bn_b", bn.bias.val());
+    let m = param(g, "bn_mean", bn.running_mean.value());
+    let v = param(g, "bn_var", bn.running_var.value());
     g.op("BatchNormalization", &[x, &w, &b, &m, &v], vec![("epsilon", Attr::Float(bn.eps as f32))])
 }
 

@@ -3,21 +3,21 @@
 //! the classifier), as WeSpeaker's `average_model.py` computes it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::{read_model_file, HostTensor, ModelFile, ModelMeta};
+use super::{HostTensor, ModelFile, ModelMeta};
 
 /// The mean of the model files at `paths`, which must share one config and
 /// one set of tensor names and shapes; errors name the file that differs.
 pub fn average_model_files(paths: &[PathBuf]) -> Result<ModelFile> {
     let Some(first_path) = paths.first() else { bail!("no model files to average") };
-    let first = read(first_path)?;
+    let first = ModelFile::read(first_path)?;
     let mut sums: BTreeMap<String, Vec<f64>> =
         first.tensors.iter().map(|(k, t)| (k.clone(), t.values.iter().map(|&v| v as f64).collect())).collect();
     for path in &paths[1..] {
-        let m = read(path)?;
+        let m = ModelFile::read(path)?;
         if m.config != first.config {
             bail!(
                 "{}: its config ({}) differs from {}'s ({}); averaged models must share one config",
@@ -65,9 +65,4 @@ pub fn average_model_files(paths: &[PathBuf]) -> Result<ModelFile> {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let meta = ModelMeta { source: Some(format!("average of {}", names.join(", "))), ..Default::default() };
     Ok(ModelFile { tensors, config: first.config, meta })
-}
-
-fn read(path: &Path) -> Result<ModelFile> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    read_model_file(path, &bytes)
 }

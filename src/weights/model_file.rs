@@ -175,11 +175,7 @@ impl SpeakerModel {
 
     /// Reads a model file written by [`SpeakerModel::save`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        if !path.exists() {
-            bail!("{}: model file not found", path.display());
-        }
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        Self::from_file(read_model_file(path, &bytes)?, path, device)
+        Self::from_file(ModelFile::read(path)?, path, device)
     }
 
     /// The model of a checked model file's content (`path` is named in errors).
@@ -198,6 +194,17 @@ pub struct ModelFile {
     pub tensors: BTreeMap<String, HostTensor>,
     pub config: ExperimentConfig,
     pub meta: ModelMeta,
+}
+
+impl ModelFile {
+    /// Reads and checks the model file at `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!("{}: model file not found", path.display());
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        read_model_file(path, &bytes)
+    }
 }
 
 /// Parses and checks the bytes of a model file read from `path` (named in
