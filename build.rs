@@ -35,7 +35,11 @@ fn main() {
     for p in &files {
         let rel = p.strip_prefix(&root).expect("under the manifest dir");
         let rel = rel.to_str().unwrap_or_else(|| panic!("{}: not UTF-8", rel.display())).replace('\\', "/");
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", p.to_str().expect("UTF-8 path")).unwrap();
+        // Relative to the manifest when the crate compiles, not to where this
+        // script ran: a target folder shared by checkouts at other paths
+        // then never reads another checkout's files.
+        let path = format!("/{rel}");
+        writeln!(code, "    ({rel:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {path:?}))),").unwrap();
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("bundle_files.rs");

@@ -51,6 +51,15 @@ pub struct Ffn {
 impl Ffn {
     /// `[B, C, T] -> [B, C, T]`
     pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
+        if crate::ops::ffn::fused(&x) {
+            return self.forward_fused(x, mask);
+        }
+        self.forward_composite(x, mask)
+    }
+
+    /// [`Ffn::forward`] written with Burn's tensor operations: the path of
+    /// every backend but the CPU's float32, and the reference of the fused one.
+    pub fn forward_composite(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let r = x.clone();
         let y = x.swap_dims(1, 2); // [B, T, C]
         let y = self.norm.forward_last(y);
@@ -58,6 +67,28 @@ impl Ffn {
         let y = self.grn.forward(y, mask);
         let y = self.project.forward(y); // [B, T, C]
         r + y.swap_dims(1, 2)
+    }
+}
+
+impl Ffn {
+    /// [`Ffn::forward`] as one operation (`crate::ops::ffn`).
+    fn forward_fused(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
+        let [b, _, t] = x.dims();
+        let valid = match mask {
+            Some(m) => m.valid_frames(),
+            None => Tensor::ones([b, t], &x.device()),
+        };
+        crate::ops::ffn::ffn(
+            x,
+            valid,
+            [self.norm.weight.val(), self.norm.bias.val()],
+            self.expand.weight.val(),
+            self.expand.bias.val(),
+            [self.grn.gamma.val(), self.grn.beta.val()],
+            self.project.weight.val(),
+            self.project.bias.val(),
+            [self.norm.eps, self.grn.eps],
+        )
     }
 }
 

@@ -59,6 +59,12 @@ impl FrameMask {
         x * self.channels_last.clone()
     }
 
+    /// 1 for valid frames and 0 for padding, `[B, T]`.
+    pub fn valid_frames(&self) -> Tensor<2> {
+        let [b, t, _] = self.channels_last.dims();
+        self.channels_last.clone().reshape([b, t])
+    }
+
     /// Adds the attention bias to float32 logits `[B, D, T]`.
     pub fn attention_bias(&self, logits: Tensor<3>) -> Tensor<3> {
         logits + self.attention.clone()

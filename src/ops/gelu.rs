@@ -68,7 +68,7 @@ impl GeluOps for Flex {
 /// The CPU loops, by hand: Burn's CPU GELU calls the scalar `libm::erff` on
 /// one thread; this is branch-free arithmetic that the compiler vectorises,
 /// in parallel chunks.
-mod cpu {
+pub(crate) mod cpu {
     use super::CHUNK;
     use rayon::prelude::*;
 

@@ -3,9 +3,11 @@
 //! autodiff backward.
 
 pub mod depthwise;
+pub mod ffn;
 #[cfg(feature = "kernels")]
 pub mod frontend;
 pub mod gelu;
+pub(crate) mod host_gemm;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -67,6 +67,11 @@ pub fn test_devices() -> Vec<(String, Device)> {
         .collect()
 }
 
+/// The CPU device (the `flex` backend).
+pub fn cpu() -> Device {
+    select(Some("cpu".parse().expect("device spec"))).unwrap_or_else(|e| panic!("{e:#}")).device
+}
+
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }

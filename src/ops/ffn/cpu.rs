@@ -1,0 +1,494 @@
+//! The feed-forward block on the CPU, forward and backward, by hand.
+//!
+//! Why by hand: written with Burn's tensor operations the block is about 30
+//! element-wise passes forward and backward over `[B, T, 4C]` tensors plus
+//! four layout copies, and burn-flex runs element-wise operations on one
+//! thread. Here the block is five matrix products forward and seven backward
+//! (`gemm`, multi-threaded, transposes read through strides) and a handful
+//! of fused passes, each split over the rayon pool.
+//!
+//! Layouts: the block's input and output are channels-first `[B, C, T]`;
+//! inside, rows are frames: `xn [B·T, C]`, `h, a [B·T, H]` with `H = 4C`.
+
+use rayon::prelude::*;
+
+use super::super::gelu::cpu::cdf_pdf;
+use super::super::host_gemm::{matmul, View};
+
+/// Frames per parallel task.
+const FRAMES: usize = 64;
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub b: usize,
+    pub c: usize,
+    pub t: usize,
+    pub h: usize,
+}
+
+impl Dims {
+    fn rows(&self) -> usize {
+        self.b * self.t
+    }
+}
+
+/// The block's parameters, as host slices.
+pub struct Params<'a> {
+    pub norm_w: &'a [f32],
+    pub norm_b: &'a [f32],
+    /// `[C, H]`, input-major as Burn's `Linear`.
+    pub w1: &'a [f32],
+    pub b1: &'a [f32],
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    /// `[H, C]`.
+    pub w2: &'a [f32],
+    pub b2: &'a [f32],
+    pub ln_eps: f32,
+    pub grn_eps: f32,
+}
+
+/// What the forward keeps for the backward (or drops, in inference).
+pub struct Saved<'a> {
+    /// `[B·T, H]`: the first product plus its bias, before GELU.
+    pub h: &'a mut [f32],
+    /// `[B·T, H]`: GELU of `h`.
+    pub a: &'a mut [f32],
+    /// `[B·T]`: LayerNorm's mean and reciprocal standard deviation per frame.
+    pub mean: &'a mut [f32],
+    pub rstd: &'a mut [f32],
+    /// `[B, H]`: GRN's L2 norm over time and its normalised value.
+    pub g: &'a mut [f32],
+    pub n: &'a mut [f32],
+}
+
+/// [`Saved`], read-only, for the backward.
+pub struct SavedRef<'a> {
+    pub h: &'a [f32],
+    pub a: &'a [f32],
+    pub mean: &'a [f32],
+    pub rstd: &'a [f32],
+    pub g: &'a [f32],
+    pub n: &'a [f32],
+}
+
+/// Number of floats [`Saved`] takes.
+pub fn saved_len(d: Dims) -> usize {
+    2 * d.rows() * d.h + 2 * d.rows() + 2 * d.b * d.h
+}
+
+/// Splits a buffer of [`saved_len`] floats into the saved tensors.
+pub fn split_saved(buf: &mut [f32], d: Dims) -> Saved<'_> {
+    let (h, rest) = buf.split_at_mut(d.rows() * d.h);
+    let (a, rest) = rest.split_at_mut(d.rows() * d.h);
+    let (mean, rest) = rest.split_at_mut(d.rows());
+    let (rstd, rest) = rest.split_at_mut(d.rows());
+    let (g, n) = rest.split_at_mut(d.b * d.h);
+    Saved { h, a, mean, rstd, g, n }
+}
+
+/// Reads a buffer of [`saved_len`] floats as the saved tensors.
+pub fn view_saved(buf: &[f32], d: Dims) -> SavedRef<'_> {
+    let (h, rest) = buf.split_at(d.rows() * d.h);
+    let (a, rest) = rest.split_at(d.rows() * d.h);
+    let (mean, rest) = rest.split_at(d.rows());
+    let (rstd, rest) = rest.split_at(d.rows());
+    let (g, n) = rest.split_at(d.b * d.h);
+    SavedRef { h, a, mean, rstd, g, n }
+}
+
+/// Runs `f` in a function compiled for AVX2 and FMA when the CPU has them,
+/// so that the loops it inlines are vectorised 8 wide.
+#[inline(always)]
+fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features just checked.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// Per-frame LayerNorm over channels of `x [B, C, T]`, written transposed
+/// into `xn [B·T, C]`, with the statistics kept in `mean`, `rstd` `[B·T]`.
+fn layer_norm(x: &[f32], p: &Params, d: Dims, xn: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+    let (c, t) = (d.c, d.t);
+    xn.par_chunks_mut(t * c).zip(mean.par_chunks_mut(t)).zip(rstd.par_chunks_mut(t)).enumerate().for_each(
+        |(bi, ((xn_b, mean_b), rstd_b))| {
+            let xb = &x[bi * c * t..(bi + 1) * c * t];
+            xn_b.par_chunks_mut(FRAMES * c)
+                .zip(mean_b.par_chunks_mut(FRAMES))
+                .zip(rstd_b.par_chunks_mut(FRAMES))
+                .enumerate()
+                .for_each(|(chunk, ((xn_c, mu), rs))| {
+                    vectorised(|| norm_frames(xb, chunk * FRAMES, p, c, t, xn_c, mu, rs));
+                });
+        },
+    );
+}
+
+/// [`layer_norm`] for the frames `t0..t0 + mu.len()` of one utterance `xb [C, T]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &mut [f32], rs: &mut [f32]) {
+    let n = mu.len();
+    mu.fill(0.0);
+    for ch in 0..c {
+        for (m, &v) in mu.iter_mut().zip(&xb[ch * t + t0..ch * t + t0 + n]) {
+            *m += v;
+        }
+    }
+    let inv_c = 1.0 / c as f32;
+    mu.iter_mut().for_each(|m| *m *= inv_c);
+    rs.fill(0.0);
+    for ch in 0..c {
+        for ((s, &v), &m) in rs.iter_mut().zip(&xb[ch * t + t0..ch * t + t0 + n]).zip(mu.iter()) {
+            *s += (v - m) * (v - m);
+        }
+    }
+    rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + p.ln_eps).sqrt());
+    for ch in 0..c {
+        let (w, bias) = (p.norm_w[ch], p.norm_b[ch]);
+        let row = &xb[ch * t + t0..ch * t + t0 + n];
+        for (i, &v) in row.iter().enumerate() {
+            xn[i * c + ch] = (v - mu[i]) * rs[i] * w + bias;
+        }
+    }
+}
+
+/// `h += b1` and `a = GELU(h)`, row by row.
+fn bias_gelu(h: &mut [f32], a: &mut [f32], b1: &[f32], width: usize) {
+    h.par_chunks_mut(FRAMES * width).zip(a.par_chunks_mut(FRAMES * width)).for_each(|(h, a)| {
+        vectorised(|| {
+            for (hr, ar) in h.chunks_exact_mut(width).zip(a.chunks_exact_mut(width)) {
+                for ((hv, av), &bv) in hr.iter_mut().zip(ar.iter_mut()).zip(b1) {
+                    *hv += bv;
+                    *av = *hv * cdf_pdf(*hv).0;
+                }
+            }
+        })
+    });
+}
+
+/// Per-utterance sums over frames of a row-wise quantity `[B·T, W] → [B, W]`:
+/// `f(row, frame, acc)` adds one frame's contribution to `acc [W]`.
+fn sum_frames(d: Dims, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let chunks = d.t.div_ceil(FRAMES);
+    let partial: Vec<Vec<f32>> = (0..d.b * chunks)
+        .into_par_iter()
+        .map(|task| {
+            let (bi, ci) = (task / chunks, task % chunks);
+            let mut acc = vec![0.0f32; width];
+            vectorised(|| {
+                for ti in ci * FRAMES..((ci + 1) * FRAMES).min(d.t) {
+                    f(bi * d.t + ti, &mut acc);
+                }
+            });
+            acc
+        })
+        .collect();
+    let mut out = vec![0.0f32; d.b * width];
+    for (task, p) in partial.iter().enumerate() {
+        let row = &mut out[(task / chunks) * width..(task / chunks + 1) * width];
+        row.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+/// GRN's statistics: `g[b, j] = ‖a[b, :, j]‖` over valid frames (0 when all
+/// are 0) and `n = g / (mean_j g + eps)`.
+fn grn_stats(a: &[f32], valid: &[f32], d: Dims, eps: f32, g: &mut [f32], n: &mut [f32]) {
+    let h = d.h;
+    let sq = sum_frames(d, h, |row, acc| {
+        let v = valid[row];
+        for (s, &x) in acc.iter_mut().zip(&a[row * h..(row + 1) * h]) {
+            *s += v * x * x;
+        }
+    });
+    for bi in 0..d.b {
+        let (gb, nb) = (&mut g[bi * h..(bi + 1) * h], &mut n[bi * h..(bi + 1) * h]);
+        for (gv, &s) in gb.iter_mut().zip(&sq[bi * h..(bi + 1) * h]) {
+            *gv = if s > 0.0 { s.max(f32::MIN_POSITIVE).sqrt() } else { 0.0 };
+        }
+        let mean = gb.iter().sum::<f32>() / h as f32;
+        for (nv, &gv) in nb.iter_mut().zip(gb.iter()) {
+            *nv = gv / (mean + eps);
+        }
+    }
+}
+
+/// `r = a·(γ·n + 1) + β` into `out [B·T, H]`.
+fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
+    let h = d.h;
+    out.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, o)| {
+        let nb = &n[(row / d.t) * h..(row / d.t + 1) * h];
+        let ar = &a[row * h..(row + 1) * h];
+        vectorised(|| {
+            for j in 0..h {
+                o[j] = ar[j] * (p.gamma[j] * nb[j] + 1.0) + p.beta[j];
+            }
+        })
+    });
+}
+
+/// `out[b, c, t] = x[b, c, t] + y[b·T + t, c] + b2[c]`.
+fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
+    let (c, t) = (d.c, d.t);
+    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
+        let (bi, ch) = (row / c, row % c);
+        let xr = &x[row * t..(row + 1) * t];
+        for (ti, ov) in o.iter_mut().enumerate() {
+            *ov = xr[ti] + y[(bi * t + ti) * c + ch] + b2[ch];
+        }
+    });
+}
+
+/// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 for
+/// the frames GRN's norm covers and 0 for padding.
+pub fn forward(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32], s: Saved) {
+    let (rows, c, h) = (d.rows(), d.c, d.h);
+    let mut xn = vec![0.0f32; rows * c];
+    layer_norm(x, p, d, &mut xn, s.mean, s.rstd);
+    matmul(s.h, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
+    bias_gelu(s.h, s.a, p.b1, h);
+    grn_stats(s.a, valid, d, p.grn_eps, s.g, s.n);
+    let mut r = vec![0.0f32; rows * h];
+    grn_apply(s.a, s.n, p, d, &mut r);
+    // xn's buffer is free again: it takes the second product.
+    matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w2, h, c), false);
+    residual(x, &xn, p.b2, d, out);
+}
+
+/// Gradients of every input of the forward.
+pub struct Grads<'a> {
+    pub x: &'a mut [f32],
+    pub norm_w: &'a mut [f32],
+    pub norm_b: &'a mut [f32],
+    pub w1: &'a mut [f32],
+    pub b1: &'a mut [f32],
+    pub gamma: &'a mut [f32],
+    pub beta: &'a mut [f32],
+    pub w2: &'a mut [f32],
+    pub b2: &'a mut [f32],
+}
+
+/// Number of floats [`Grads`] takes.
+pub fn grads_len(d: Dims) -> usize {
+    d.b * d.c * d.t + 2 * d.c + d.c * d.h + 3 * d.h + d.h * d.c + d.c
+}
+
+/// Splits a buffer of [`grads_len`] floats into the gradients.
+pub fn split_grads(buf: &mut [f32], d: Dims) -> Grads<'_> {
+    let (x, rest) = buf.split_at_mut(d.b * d.c * d.t);
+    let (norm_w, rest) = rest.split_at_mut(d.c);
+    let (norm_b, rest) = rest.split_at_mut(d.c);
+    let (w1, rest) = rest.split_at_mut(d.c * d.h);
+    let (b1, rest) = rest.split_at_mut(d.h);
+    let (gamma, rest) = rest.split_at_mut(d.h);
+    let (beta, rest) = rest.split_at_mut(d.h);
+    let (w2, b2) = rest.split_at_mut(d.h * d.c);
+    Grads { x, norm_w, norm_b, w1, b1, gamma, beta, w2, b2 }
+}
+
+/// `dy [B·T, C]` = `dout [B, C, T]` transposed, and `Σ dout` per channel.
+fn transpose_grad(dout: &[f32], d: Dims, dy: &mut [f32]) -> Vec<f32> {
+    let (c, t) = (d.c, d.t);
+    let sums: Vec<Vec<f32>> = dy
+        .par_chunks_mut(t * c)
+        .enumerate()
+        .map(|(bi, dyb)| {
+            let g = &dout[bi * c * t..(bi + 1) * c * t];
+            let mut s = vec![0.0f32; c];
+            for t0 in (0..t).step_by(FRAMES) {
+                for (ch, sv) in s.iter_mut().enumerate() {
+                    for ti in t0..(t0 + FRAMES).min(t) {
+                        let v = g[ch * t + ti];
+                        dyb[ti * c + ch] = v;
+                        *sv += v;
+                    }
+                }
+            }
+            s
+        })
+        .collect();
+    column_sums(&sums, c)
+}
+
+fn column_sums(parts: &[Vec<f32>], width: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; width];
+    for p in parts {
+        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+/// GRN and GELU backward in one pass: `dr` (the gradient of GRN's output)
+/// becomes the gradient of `h` in place. Returns `(Σ dr·a·n, Σ dr, Σ dh)` per
+/// channel, i.e. the gradients of γ, β and b1.
+fn grn_gelu_backward(dr: &mut [f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims) -> [Vec<f32>; 3] {
+    let h = d.h;
+    let (a, hpre): (&[f32], &[f32]) = (s.a, s.h);
+    // Per utterance: S = Σ_t dr·a and Σ_t dr.
+    let both = sum_frames(d, 2 * h, |row, acc| {
+        let (sa, sb) = acc.split_at_mut(h);
+        let (g, ar) = (&dr[row * h..(row + 1) * h], &a[row * h..(row + 1) * h]);
+        for j in 0..h {
+            sa[j] += g[j] * ar[j];
+            sb[j] += g[j];
+        }
+    });
+    let mut dgamma = vec![0.0f32; h];
+    let mut dbeta = vec![0.0f32; h];
+    // k[b, j] = ∂L/∂g / g: how ‖a‖ feeds back into a.
+    let mut k = vec![0.0f32; d.b * h];
+    for bi in 0..d.b {
+        let (sa, sb) = both[bi * 2 * h..(bi + 1) * 2 * h].split_at(h);
+        let (gb, nb) = (&s.g[bi * h..(bi + 1) * h], &s.n[bi * h..(bi + 1) * h]);
+        let denom = gb.iter().sum::<f32>() / h as f32 + p.grn_eps;
+        // n = g / denom with denom = mean(g) + eps: ∂n_j/∂g_i = δ_ij/denom − g_j/(H·denom²).
+        let dn: Vec<f32> = (0..h).map(|j| p.gamma[j] * sa[j]).collect();
+        let cross = dn.iter().zip(gb).map(|(x, y)| x * y).sum::<f32>() / (h as f32 * denom * denom);
+        for j in 0..h {
+            dgamma[j] += sa[j] * nb[j];
+            dbeta[j] += sb[j];
+            let dg = dn[j] / denom - cross;
+            k[bi * h + j] = if gb[j] > 0.0 { dg / gb[j] } else { 0.0 };
+        }
+    }
+    let db1: Vec<Vec<f32>> = dr
+        .par_chunks_mut(FRAMES * h)
+        .enumerate()
+        .map(|(chunk, g)| {
+            let mut acc = vec![0.0f32; h];
+            vectorised(|| {
+                for (i, gr) in g.chunks_exact_mut(h).enumerate() {
+                    let row = chunk * FRAMES + i;
+                    let bi = row / d.t;
+                    let (nb, kb) = (&s.n[bi * h..(bi + 1) * h], &k[bi * h..(bi + 1) * h]);
+                    let (ar, hr) = (&a[row * h..(row + 1) * h], &hpre[row * h..(row + 1) * h]);
+                    let v = valid[row];
+                    for j in 0..h {
+                        let da = gr[j] * (p.gamma[j] * nb[j] + 1.0) + v * ar[j] * kb[j];
+                        let (cdf, pdf) = cdf_pdf(hr[j]);
+                        gr[j] = da * (cdf + hr[j] * pdf);
+                        acc[j] += gr[j];
+                    }
+                }
+            });
+            acc
+        })
+        .collect();
+    [dgamma, dbeta, column_sums(&db1, h)]
+}
+
+/// LayerNorm backward plus the residual: `dx [B, C, T] = dout + ∂LN` from
+/// `dxn [B·T, C]`; returns the gradients of the norm's weight and bias.
+fn layer_norm_backward(
+    x: &[f32],
+    dout: &[f32],
+    dxn: &[f32],
+    p: &Params,
+    s: &SavedRef,
+    d: Dims,
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (c, t) = (d.c, d.t);
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(c * t)
+        .enumerate()
+        .map(|(bi, dxb)| {
+            let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let mut gx = vec![0.0f32; c * FRAMES];
+            let mut xh = vec![0.0f32; c * FRAMES];
+            let base = bi * c * t;
+            vectorised(|| {
+                for t0 in (0..t).step_by(FRAMES) {
+                    let n = FRAMES.min(t - t0);
+                    let rows = bi * t + t0..bi * t + t0 + n;
+                    let (mu, rs) = (&s.mean[rows.clone()], &s.rstd[rows.clone()]);
+                    // Channel-major tiles of ∂xn·w and x̂ for these frames.
+                    for ch in 0..c {
+                        let xr = &x[base + ch * t + t0..base + ch * t + t0 + n];
+                        for i in 0..n {
+                            let g = dxn[(rows.start + i) * c + ch];
+                            let xhat = (xr[i] - mu[i]) * rs[i];
+                            dw[ch] += g * xhat;
+                            db[ch] += g;
+                            gx[ch * FRAMES + i] = g * p.norm_w[ch];
+                            xh[ch * FRAMES + i] = xhat;
+                        }
+                    }
+                    let (mut m1, mut m2) = ([0.0f32; FRAMES], [0.0f32; FRAMES]);
+                    for ch in 0..c {
+                        for i in 0..n {
+                            m1[i] += gx[ch * FRAMES + i];
+                            m2[i] += gx[ch * FRAMES + i] * xh[ch * FRAMES + i];
+                        }
+                    }
+                    let inv_c = 1.0 / c as f32;
+                    for ch in 0..c {
+                        let o = ch * t + t0;
+                        for i in 0..n {
+                            let g = gx[ch * FRAMES + i] - m1[i] * inv_c - xh[ch * FRAMES + i] * m2[i] * inv_c;
+                            dxb[o + i] = dout[base + o + i] + rs[i] * g;
+                        }
+                    }
+                }
+            });
+            (dw, db)
+        })
+        .collect();
+    let dw: Vec<Vec<f32>> = parts.iter().map(|p| p.0.clone()).collect();
+    let db: Vec<Vec<f32>> = parts.into_iter().map(|p| p.1).collect();
+    (column_sums(&dw, c), column_sums(&db, c))
+}
+
+/// The backward: every gradient from `dout [B, C, T]`, the forward's input
+/// and what it saved.
+pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dout: &[f32], gr: Grads) {
+    let (rows, c, h) = (d.rows(), d.c, d.h);
+    let mut dy = vec![0.0f32; rows * c];
+    gr.b2.copy_from_slice(&transpose_grad(dout, d, &mut dy));
+    // ∂W2 = rᵀ·dy, with r recomputed; then r's buffer takes ∂r = dy·W2ᵀ.
+    let mut r = vec![0.0f32; rows * h];
+    grn_apply(s.a, s.n, p, d, &mut r);
+    matmul(gr.w2, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
+    matmul(&mut r, View::rows(&dy, rows, c), View::rows(p.w2, h, c).t(), false);
+    let [dgamma, dbeta, db1] = grn_gelu_backward(&mut r, valid, p, s, d);
+    gr.gamma.copy_from_slice(&dgamma);
+    gr.beta.copy_from_slice(&dbeta);
+    gr.b1.copy_from_slice(&db1);
+    // ∂W1 = xnᵀ·dh needs xn, recomputed from x and the saved statistics.
+    let mut xn = vec![0.0f32; rows * c];
+    renormalise(x, p, s, d, &mut xn);
+    matmul(gr.w1, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
+    // dy's buffer takes ∂xn = dh·W1ᵀ.
+    matmul(&mut dy, View::rows(&r, rows, h), View::rows(p.w1, c, h).t(), false);
+    let (dw, db) = layer_norm_backward(x, dout, &dy, p, s, d, gr.x);
+    gr.norm_w.copy_from_slice(&dw);
+    gr.norm_b.copy_from_slice(&db);
+}
+
+/// LayerNorm's output from the saved statistics (as [`layer_norm`] computed it).
+fn renormalise(x: &[f32], p: &Params, s: &SavedRef, d: Dims, xn: &mut [f32]) {
+    let (c, t) = (d.c, d.t);
+    xn.par_chunks_mut(FRAMES * c).enumerate().for_each(|(chunk, xc)| {
+        vectorised(|| {
+            for (i, row) in xc.chunks_exact_mut(c).enumerate() {
+                let r = chunk * FRAMES + i;
+                let (bi, ti) = (r / t, r % t);
+                let (mu, rs) = (s.mean[r], s.rstd[r]);
+                for (ch, o) in row.iter_mut().enumerate() {
+                    *o = (x[(bi * c + ch) * t + ti] - mu) * rs * p.norm_w[ch] + p.norm_b[ch];
+                }
+            }
+        })
+    });
+}

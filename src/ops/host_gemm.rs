@@ -1,0 +1,117 @@
+//! Float32 matrix products on host slices, through the `gemm` crate (the
+//! kernels burn-flex itself uses), for the fused CPU operations: they work on
+//! plain slices and read transposed operands through their strides, so that
+//! no transposed copy is ever made.
+
+/// A read-only matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transpose, without moving anything.
+    pub fn t(self) -> Self {
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    /// Whether every element the strides reach lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`; `dst` is
+/// row-major `[lhs.rows, rhs.cols]`. Runs on the rayon pool.
+pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions");
+    assert_eq!(dst.len(), m * n, "destination size");
+    assert!(lhs.in_bounds() && rhs.in_bounds(), "operand strides reach outside their slices");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: `dst` holds m·n elements written row-major (column stride 1,
+    // row stride n), and both operands were checked to stay inside their
+    // slices for every (i, j) their shapes and strides address.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: View, b: View) -> Vec<f32> {
+        let mut out = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                for l in 0..a.cols {
+                    out[i * b.cols + j] += a.data[i * a.rs + l * a.cs] * b.data[l * b.rs + j * b.cs];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn transposed_views_and_accumulation() {
+        let a: Vec<f32> = (0..35).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..35).map(|i| (i as f32 * 0.11).cos()).collect();
+        // [5, 7] × ([5, 7])ᵀ = [5, 5]
+        let (va, vb) = (View::rows(&a, 5, 7), View::rows(&b, 5, 7).t());
+        let mut out = vec![0.0; 25];
+        matmul(&mut out, va, vb, false);
+        let want = naive(va, vb);
+        for (o, w) in out.iter().zip(&want) {
+            assert!((o - w).abs() < 1e-5, "{o} vs {w}");
+        }
+        matmul(&mut out, va, vb, true);
+        for (o, w) in out.iter().zip(&want) {
+            assert!((o - 2.0 * w).abs() < 1e-5, "{o} vs 2·{w}");
+        }
+        // ([5, 7])ᵀ × [5, 7] = [7, 7]
+        let mut out = vec![0.0; 49];
+        matmul(&mut out, va.t(), View::rows(&b, 5, 7), false);
+        let want = naive(va.t(), View::rows(&b, 5, 7));
+        for (o, w) in out.iter().zip(&want) {
+            assert!((o - w).abs() < 1e-5, "{o} vs {w}");
+        }
+    }
+}
