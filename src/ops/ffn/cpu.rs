@@ -98,22 +98,39 @@ pub fn view_saved(buf: &[f32], d: Dims) -> SavedRef<'_> {
     SavedRef { h, a, mean, rstd, g, n }
 }
 
-/// Runs `f` in a function compiled for AVX2 and FMA when the CPU has them,
-/// so that the loops it inlines are vectorised 8 wide.
-#[inline(always)]
-fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features just checked.
-            return unsafe { avx2(f) };
-        }
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
-    f()
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled
+/// for AVX2 and FMA when the CPU has them (8-wide vectors), plainly otherwise.
+/// The loops are written once; only their compilation differs.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                $(#[$m])*
+                unsafe fn fast($($a: $t),*) {
+                    $body($($a),*)
+                }
+                if avx2_fma() {
+                    // SAFETY: the CPU has the features (checked just above).
+                    return unsafe { fast($($a),*) };
+                }
+            }
+            $body($($a),*)
+        }
+    };
 }
 
 /// Per-frame LayerNorm over channels of `x [B, C, T]`, written transposed
@@ -128,7 +145,7 @@ fn layer_norm(x: &[f32], p: &Params, d: Dims, xn: &mut [f32], mean: &mut [f32], 
                 .zip(rstd_b.par_chunks_mut(FRAMES))
                 .enumerate()
                 .for_each(|(chunk, ((xn_c, mu), rs))| {
-                    vectorised(|| norm_frames(xb, chunk * FRAMES, p, c, t, xn_c, mu, rs));
+                    norm_frames_simd(xb, chunk * FRAMES, p, c, t, xn_c, mu, rs);
                 });
         },
     );
@@ -163,34 +180,71 @@ fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [
     }
 }
 
-/// `h += b1` and `a = GELU(h)`, row by row.
-fn bias_gelu(h: &mut [f32], a: &mut [f32], b1: &[f32], width: usize) {
-    h.par_chunks_mut(FRAMES * width).zip(a.par_chunks_mut(FRAMES * width)).for_each(|(h, a)| {
-        vectorised(|| {
-            for (hr, ar) in h.chunks_exact_mut(width).zip(a.chunks_exact_mut(width)) {
-                for ((hv, av), &bv) in hr.iter_mut().zip(ar.iter_mut()).zip(b1) {
-                    *hv += bv;
-                    *av = *hv * cdf_pdf(*hv).0;
-                }
-            }
-        })
-    });
+simd_fn!(
+    #[allow(clippy::too_many_arguments)]
+    fn norm_frames_simd(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &mut [f32], rs: &mut [f32]) => norm_frames
+);
+
+#[inline(always)]
+fn bias_gelu_rows(h: &mut [f32], a: &mut [f32], b1: &[f32]) {
+    for (hr, ar) in h.chunks_exact_mut(b1.len()).zip(a.chunks_exact_mut(b1.len())) {
+        for ((hv, av), &bv) in hr.iter_mut().zip(ar.iter_mut()).zip(b1) {
+            *hv += bv;
+            *av = *hv * cdf_pdf(*hv).0;
+        }
+    }
 }
 
-/// Per-utterance sums over frames of a row-wise quantity `[B·T, W] → [B, W]`:
-/// `f(row, frame, acc)` adds one frame's contribution to `acc [W]`.
-fn sum_frames(d: Dims, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let chunks = d.t.div_ceil(FRAMES);
+simd_fn!(fn bias_gelu_simd(h: &mut [f32], a: &mut [f32], b1: &[f32]) => bias_gelu_rows);
+
+/// `h += b1` and `a = GELU(h)`, row by row.
+fn bias_gelu(h: &mut [f32], a: &mut [f32], b1: &[f32], width: usize) {
+    h.par_chunks_mut(FRAMES * width).zip(a.par_chunks_mut(FRAMES * width)).for_each(|(h, a)| bias_gelu_simd(h, a, b1));
+}
+
+/// `acc[j] += valid[r]·a[r, j]²` over the rows `r` of `a` (`valid` holds
+/// theirs); `b` is unused.
+#[inline(always)]
+fn squares_rows(a: &[f32], _b: &[f32], valid: &[f32], acc: &mut [f32]) {
+    for (ar, &v) in a.chunks_exact(acc.len()).zip(valid) {
+        for (s, &x) in acc.iter_mut().zip(ar) {
+            *s += v * x * x;
+        }
+    }
+}
+
+simd_fn!(fn squares_simd(a: &[f32], b: &[f32], valid: &[f32], acc: &mut [f32]) => squares_rows);
+
+/// `acc[..W] += a·b` and `acc[W..] += a` over the rows of `a` and `b` `[·, W]`.
+#[inline(always)]
+fn products_rows(a: &[f32], b: &[f32], _valid: &[f32], acc: &mut [f32]) {
+    let w = acc.len() / 2;
+    let (sp, sa) = acc.split_at_mut(w);
+    for (ar, br) in a.chunks_exact(w).zip(b.chunks_exact(w)) {
+        for j in 0..w {
+            sp[j] += ar[j] * br[j];
+            sa[j] += ar[j];
+        }
+    }
+}
+
+simd_fn!(fn products_simd(a: &[f32], b: &[f32], valid: &[f32], acc: &mut [f32]) => products_rows);
+
+/// A row kernel of [`sum_frames`]: `(a rows, b rows, valid, acc)`.
+type RowSum = fn(&[f32], &[f32], &[f32], &mut [f32]);
+
+/// Per-utterance sums over frames, `[B, width]`: `kernel` adds the rows of
+/// `a` and `b` (`[B·T, H]` each) of one chunk of frames to `acc [width]`.
+fn sum_frames(d: Dims, width: usize, a: &[f32], b: &[f32], valid: &[f32], kernel: RowSum) -> Vec<f32> {
+    let (chunks, h) = (d.t.div_ceil(FRAMES), d.h);
     let partial: Vec<Vec<f32>> = (0..d.b * chunks)
         .into_par_iter()
         .map(|task| {
             let (bi, ci) = (task / chunks, task % chunks);
+            let rows = bi * d.t + ci * FRAMES..bi * d.t + ((ci + 1) * FRAMES).min(d.t);
             let mut acc = vec![0.0f32; width];
-            vectorised(|| {
-                for ti in ci * FRAMES..((ci + 1) * FRAMES).min(d.t) {
-                    f(bi * d.t + ti, &mut acc);
-                }
-            });
+            let b_rows = if b.is_empty() { b } else { &b[rows.start * h..rows.end * h] };
+            kernel(&a[rows.start * h..rows.end * h], b_rows, &valid[rows.clone()], &mut acc);
             acc
         })
         .collect();
@@ -206,12 +260,7 @@ fn sum_frames(d: Dims, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Ve
 /// are 0) and `n = g / (mean_j g + eps)`.
 fn grn_stats(a: &[f32], valid: &[f32], d: Dims, eps: f32, g: &mut [f32], n: &mut [f32]) {
     let h = d.h;
-    let sq = sum_frames(d, h, |row, acc| {
-        let v = valid[row];
-        for (s, &x) in acc.iter_mut().zip(&a[row * h..(row + 1) * h]) {
-            *s += v * x * x;
-        }
-    });
+    let sq = sum_frames(d, h, a, &[], valid, squares_simd);
     for bi in 0..d.b {
         let (gb, nb) = (&mut g[bi * h..(bi + 1) * h], &mut n[bi * h..(bi + 1) * h]);
         for (gv, &s) in gb.iter_mut().zip(&sq[bi * h..(bi + 1) * h]) {
@@ -224,17 +273,21 @@ fn grn_stats(a: &[f32], valid: &[f32], d: Dims, eps: f32, g: &mut [f32], n: &mut
     }
 }
 
+#[inline(always)]
+fn grn_apply_row(o: &mut [f32], a: &[f32], n: &[f32], gamma: &[f32], beta: &[f32]) {
+    for j in 0..o.len() {
+        o[j] = a[j] * (gamma[j] * n[j] + 1.0) + beta[j];
+    }
+}
+
+simd_fn!(fn grn_apply_simd(o: &mut [f32], a: &[f32], n: &[f32], gamma: &[f32], beta: &[f32]) => grn_apply_row);
+
 /// `r = a·(γ·n + 1) + β` into `out [B·T, H]`.
 fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
     let h = d.h;
     out.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, o)| {
         let nb = &n[(row / d.t) * h..(row / d.t + 1) * h];
-        let ar = &a[row * h..(row + 1) * h];
-        vectorised(|| {
-            for j in 0..h {
-                o[j] = ar[j] * (p.gamma[j] * nb[j] + 1.0) + p.beta[j];
-            }
-        })
+        grn_apply_simd(o, &a[row * h..(row + 1) * h], nb, p.gamma, p.beta);
     });
 }
 
@@ -329,6 +382,26 @@ fn column_sums(parts: &[Vec<f32>], width: usize) -> Vec<f32> {
     out
 }
 
+/// One row of [`grn_gelu_backward`]'s second pass: `g` (∂r) becomes ∂h,
+/// added to `acc`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grn_gelu_row(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma: &[f32], v: f32, acc: &mut [f32]) {
+    let w = g.len();
+    let (a, h, n, k, gamma, acc) = (&a[..w], &h[..w], &n[..w], &k[..w], &gamma[..w], &mut acc[..w]);
+    for j in 0..w {
+        let da = g[j] * (gamma[j] * n[j] + 1.0) + v * a[j] * k[j];
+        let (cdf, pdf) = cdf_pdf(h[j]);
+        g[j] = da * (cdf + h[j] * pdf);
+        acc[j] += g[j];
+    }
+}
+
+simd_fn!(
+    #[allow(clippy::too_many_arguments)]
+    fn grn_gelu_row_simd(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma: &[f32], v: f32, acc: &mut [f32]) => grn_gelu_row
+);
+
 /// GRN and GELU backward in one pass: `dr` (the gradient of GRN's output)
 /// becomes the gradient of `h` in place. Returns `(Σ dr·a·n, Σ dr, Σ dh)` per
 /// channel, i.e. the gradients of γ, β and b1.
@@ -336,14 +409,7 @@ fn grn_gelu_backward(dr: &mut [f32], valid: &[f32], p: &Params, s: &SavedRef, d:
     let h = d.h;
     let (a, hpre): (&[f32], &[f32]) = (s.a, s.h);
     // Per utterance: S = Σ_t dr·a and Σ_t dr.
-    let both = sum_frames(d, 2 * h, |row, acc| {
-        let (sa, sb) = acc.split_at_mut(h);
-        let (g, ar) = (&dr[row * h..(row + 1) * h], &a[row * h..(row + 1) * h]);
-        for j in 0..h {
-            sa[j] += g[j] * ar[j];
-            sb[j] += g[j];
-        }
-    });
+    let both = sum_frames(d, 2 * h, dr, a, valid, products_simd);
     let mut dgamma = vec![0.0f32; h];
     let mut dbeta = vec![0.0f32; h];
     // k[b, j] = ∂L/∂g / g: how ‖a‖ feeds back into a.
@@ -367,21 +433,13 @@ fn grn_gelu_backward(dr: &mut [f32], valid: &[f32], p: &Params, s: &SavedRef, d:
         .enumerate()
         .map(|(chunk, g)| {
             let mut acc = vec![0.0f32; h];
-            vectorised(|| {
-                for (i, gr) in g.chunks_exact_mut(h).enumerate() {
-                    let row = chunk * FRAMES + i;
-                    let bi = row / d.t;
-                    let (nb, kb) = (&s.n[bi * h..(bi + 1) * h], &k[bi * h..(bi + 1) * h]);
-                    let (ar, hr) = (&a[row * h..(row + 1) * h], &hpre[row * h..(row + 1) * h]);
-                    let v = valid[row];
-                    for j in 0..h {
-                        let da = gr[j] * (p.gamma[j] * nb[j] + 1.0) + v * ar[j] * kb[j];
-                        let (cdf, pdf) = cdf_pdf(hr[j]);
-                        gr[j] = da * (cdf + hr[j] * pdf);
-                        acc[j] += gr[j];
-                    }
-                }
-            });
+            for (i, gr) in g.chunks_exact_mut(h).enumerate() {
+                let row = chunk * FRAMES + i;
+                let bi = row / d.t;
+                let (nb, kb) = (&s.n[bi * h..(bi + 1) * h], &k[bi * h..(bi + 1) * h]);
+                let (ar, hr) = (&a[row * h..(row + 1) * h], &hpre[row * h..(row + 1) * h]);
+                grn_gelu_row_simd(gr, ar, hr, nb, kb, p.gamma, valid[row], &mut acc);
+            }
             acc
         })
         .collect();
@@ -400,55 +458,85 @@ fn layer_norm_backward(
     dx: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (c, t) = (d.c, d.t);
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let parts: Vec<Vec<f32>> = dx
         .par_chunks_mut(c * t)
         .enumerate()
         .map(|(bi, dxb)| {
-            let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
-            let mut gx = vec![0.0f32; c * FRAMES];
-            let mut xh = vec![0.0f32; c * FRAMES];
-            let base = bi * c * t;
-            vectorised(|| {
-                for t0 in (0..t).step_by(FRAMES) {
-                    let n = FRAMES.min(t - t0);
-                    let rows = bi * t + t0..bi * t + t0 + n;
-                    let (mu, rs) = (&s.mean[rows.clone()], &s.rstd[rows.clone()]);
-                    // Channel-major tiles of ∂xn·w and x̂ for these frames.
-                    for ch in 0..c {
-                        let xr = &x[base + ch * t + t0..base + ch * t + t0 + n];
-                        for i in 0..n {
-                            let g = dxn[(rows.start + i) * c + ch];
-                            let xhat = (xr[i] - mu[i]) * rs[i];
-                            dw[ch] += g * xhat;
-                            db[ch] += g;
-                            gx[ch * FRAMES + i] = g * p.norm_w[ch];
-                            xh[ch * FRAMES + i] = xhat;
-                        }
-                    }
-                    let (mut m1, mut m2) = ([0.0f32; FRAMES], [0.0f32; FRAMES]);
-                    for ch in 0..c {
-                        for i in 0..n {
-                            m1[i] += gx[ch * FRAMES + i];
-                            m2[i] += gx[ch * FRAMES + i] * xh[ch * FRAMES + i];
-                        }
-                    }
-                    let inv_c = 1.0 / c as f32;
-                    for ch in 0..c {
-                        let o = ch * t + t0;
-                        for i in 0..n {
-                            let g = gx[ch * FRAMES + i] - m1[i] * inv_c - xh[ch * FRAMES + i] * m2[i] * inv_c;
-                            dxb[o + i] = dout[base + o + i] + rs[i] * g;
-                        }
-                    }
-                }
-            });
-            (dw, db)
+            let mut acc = vec![0.0f32; 2 * c];
+            let (utt, frames) = (bi * c * t..(bi + 1) * c * t, bi * t..(bi + 1) * t);
+            let stats = [&s.mean[frames.clone()], &s.rstd[frames]];
+            ln_backward_simd(
+                &x[utt.clone()],
+                &dout[utt],
+                &dxn[bi * t * c..(bi + 1) * t * c],
+                stats,
+                p.norm_w,
+                dxb,
+                &mut acc,
+            );
+            acc
         })
         .collect();
-    let dw: Vec<Vec<f32>> = parts.iter().map(|p| p.0.clone()).collect();
-    let db: Vec<Vec<f32>> = parts.into_iter().map(|p| p.1).collect();
-    (column_sums(&dw, c), column_sums(&db, c))
+    let both = column_sums(&parts, 2 * c);
+    (both[..c].to_vec(), both[c..].to_vec())
 }
+
+/// [`layer_norm_backward`] for one utterance: `x`, `dout`, `dx` `[C, T]`,
+/// `dxn [T, C]`, `stats` its frames' mean and reciprocal deviation; adds
+/// `Σ ∂xn·x̂` and `Σ ∂xn` per channel to `acc [2C]`.
+#[inline(always)]
+fn ln_backward_utt(
+    x: &[f32],
+    dout: &[f32],
+    dxn: &[f32],
+    stats: [&[f32]; 2],
+    w: &[f32],
+    dx: &mut [f32],
+    acc: &mut [f32],
+) {
+    let (c, t) = (w.len(), stats[0].len());
+    let (dw, db) = acc.split_at_mut(c);
+    let mut gx = vec![0.0f32; c * FRAMES];
+    let mut xh = vec![0.0f32; c * FRAMES];
+    let inv_c = 1.0 / c as f32;
+    for t0 in (0..t).step_by(FRAMES) {
+        let n = FRAMES.min(t - t0);
+        let (mu, rs) = (&stats[0][t0..t0 + n], &stats[1][t0..t0 + n]);
+        // Channel-major tiles of ∂xn·w and x̂ for these frames.
+        for ch in 0..c {
+            let xr = &x[ch * t + t0..ch * t + t0 + n];
+            let (gt, ht) = (&mut gx[ch * FRAMES..ch * FRAMES + n], &mut xh[ch * FRAMES..ch * FRAMES + n]);
+            for i in 0..n {
+                let g = dxn[(t0 + i) * c + ch];
+                let xhat = (xr[i] - mu[i]) * rs[i];
+                dw[ch] += g * xhat;
+                db[ch] += g;
+                gt[i] = g * w[ch];
+                ht[i] = xhat;
+            }
+        }
+        let (mut m1, mut m2) = ([0.0f32; FRAMES], [0.0f32; FRAMES]);
+        for ch in 0..c {
+            let (gt, ht) = (&gx[ch * FRAMES..ch * FRAMES + n], &xh[ch * FRAMES..ch * FRAMES + n]);
+            for i in 0..n {
+                m1[i] += gt[i];
+                m2[i] += gt[i] * ht[i];
+            }
+        }
+        for ch in 0..c {
+            let o = ch * t + t0;
+            let (gt, ht) = (&gx[ch * FRAMES..ch * FRAMES + n], &xh[ch * FRAMES..ch * FRAMES + n]);
+            let (dxr, dor) = (&mut dx[o..o + n], &dout[o..o + n]);
+            for i in 0..n {
+                dxr[i] = dor[i] + rs[i] * (gt[i] - m1[i] * inv_c - ht[i] * m2[i] * inv_c);
+            }
+        }
+    }
+}
+
+simd_fn!(
+    fn ln_backward_simd(x: &[f32], dout: &[f32], dxn: &[f32], stats: [&[f32]; 2], w: &[f32], dx: &mut [f32], acc: &mut [f32]) => ln_backward_utt
+);
 
 /// The backward: every gradient from `dout [B, C, T]`, the forward's input
 /// and what it saved.
@@ -480,15 +568,13 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
 fn renormalise(x: &[f32], p: &Params, s: &SavedRef, d: Dims, xn: &mut [f32]) {
     let (c, t) = (d.c, d.t);
     xn.par_chunks_mut(FRAMES * c).enumerate().for_each(|(chunk, xc)| {
-        vectorised(|| {
-            for (i, row) in xc.chunks_exact_mut(c).enumerate() {
-                let r = chunk * FRAMES + i;
-                let (bi, ti) = (r / t, r % t);
-                let (mu, rs) = (s.mean[r], s.rstd[r]);
-                for (ch, o) in row.iter_mut().enumerate() {
-                    *o = (x[(bi * c + ch) * t + ti] - mu) * rs * p.norm_w[ch] + p.norm_b[ch];
-                }
+        for (i, row) in xc.chunks_exact_mut(c).enumerate() {
+            let r = chunk * FRAMES + i;
+            let (bi, ti) = (r / t, r % t);
+            let (mu, rs) = (s.mean[r], s.rstd[r]);
+            for (ch, o) in row.iter_mut().enumerate() {
+                *o = (x[(bi * c + ch) * t + ti] - mu) * rs * p.norm_w[ch] + p.norm_b[ch];
             }
-        })
+        }
     });
 }
