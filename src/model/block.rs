@@ -20,6 +20,35 @@ pub struct Msc {
 impl Msc {
     /// `[B, C, T] -> [B, C, T]`; `mask` marks the valid frames of a padded batch.
     pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
+        if self.branches.len() == 2 && crate::ops::msc::fused(&x) {
+            return self.forward_fused(x, mask);
+        }
+        self.forward_composite(x, mask)
+    }
+
+    /// [`Msc::forward`] as one operation (`crate::ops::msc`).
+    fn forward_fused(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
+        let [b, c, t] = x.dims();
+        let valid = match mask {
+            Some(m) => m.valid_frames(),
+            None => Tensor::ones([b, t], &x.device()),
+        };
+        let branch = |conv: &Conv1d| {
+            let [ch, _, k] = conv.weight.dims();
+            (conv.weight.val().reshape([ch, k]), conv.bias.val(), conv.padding)
+        };
+        crate::ops::msc::msc(
+            x,
+            valid,
+            (self.projection.weight.val().reshape([c, c]), self.projection.bias.val()),
+            [branch(&self.branches[0]), branch(&self.branches[1])],
+            (self.pointwise.weight.val(), self.pointwise.bias.val()),
+        )
+    }
+
+    /// [`Msc::forward`] written with Burn's tensor operations: the path of
+    /// every backend but the CPU's float32, and the reference of the fused one.
+    pub fn forward_composite(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
         let r = x.clone();
         // The depthwise convolutions must read zeros past each utterance's end.
         let y = zero_padding(mask, self.projection.forward(x));

@@ -122,7 +122,7 @@ impl DepthwiseOps for Flex {
 /// Burn's grouped forward runs a scalar loop per output; here each row is
 /// zero-padded once and a tile of outputs stays in registers across the
 /// taps (one load and one fused multiply-add per tap and vector).
-mod cpu {
+pub(crate) mod cpu {
     use rayon::prelude::*;
 
     /// Outputs per register tile: 8 AVX2 or 4 AVX-512 accumulators.
@@ -190,34 +190,50 @@ mod cpu {
         pad: usize,
         flip: bool,
     ) -> Vec<f32> {
-        let isa = isa();
-        let padded_out = t_out.div_ceil(TILE) * TILE;
         let mut out = vec![0.0f32; b * c * t_out];
         out.par_chunks_mut(t_out).enumerate().for_each_init(
-            || (vec![0.0f32; padded_out + kernel - 1], vec![0.0f32; padded_out], vec![0.0f32; kernel]),
-            |(xp, tile_out, taps), (row, o)| {
+            || (Row::default(), vec![0.0f32; kernel]),
+            |(scratch, taps), (row, o)| {
                 let ch = row % c;
                 taps.copy_from_slice(&w[ch * kernel..(ch + 1) * kernel]);
                 if flip {
                     taps.reverse();
                 }
-                // xp[j] = x[j - pad] inside the row, zero outside.
-                xp.fill(0.0);
-                let n = t_in.min(xp.len() - pad);
-                xp[pad..pad + n].copy_from_slice(&x[row * t_in..row * t_in + n]);
-                let bias = bias[ch];
-                match isa {
-                    // SAFETY: the CPU has the features (checked in `isa`).
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { simd::row_avx512(xp, taps, bias, tile_out) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { simd::row_avx2(xp, taps, bias, tile_out) },
-                    _ => row_tiles(xp, taps, bias, tile_out, false),
-                }
-                o.copy_from_slice(&tile_out[..t_out]);
+                scratch.conv(&x[row * t_in..(row + 1) * t_in], taps, bias[ch], pad, o);
             },
         );
         out
+    }
+
+    /// One row of the forward with its scratch buffers, reused between rows.
+    #[derive(Default)]
+    pub struct Row {
+        xp: Vec<f32>,
+        tile: Vec<f32>,
+    }
+
+    impl Row {
+        /// `out[t] = bias + Σ_k taps[k]·x[t - pad + k]` (zeros outside `x`).
+        pub fn conv(&mut self, x: &[f32], taps: &[f32], bias: f32, pad: usize, out: &mut [f32]) {
+            let (t_in, t_out, kernel) = (x.len(), out.len(), taps.len());
+            let padded_out = t_out.div_ceil(TILE) * TILE;
+            // xp[j] = x[j - pad] inside the row, zero outside.
+            self.xp.clear();
+            self.xp.resize(padded_out + kernel - 1, 0.0);
+            self.tile.resize(padded_out, 0.0);
+            let n = t_in.min(self.xp.len() - pad);
+            self.xp[pad..pad + n].copy_from_slice(&x[..n]);
+            let (xp, tile) = (&self.xp[..], &mut self.tile[..]);
+            match isa() {
+                // SAFETY: the CPU has the features (checked in `isa`).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { simd::row_avx512(xp, taps, bias, tile) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { simd::row_avx2(xp, taps, bias, tile) },
+                _ => row_tiles(xp, taps, bias, tile, false),
+            }
+            out.copy_from_slice(&tile[..t_out]);
+        }
     }
 
     /// `Σ a[i]·b[i]` with eight independent partial sums, so that the
@@ -245,20 +261,24 @@ mod cpu {
         w.par_chunks_mut(kernel).enumerate().for_each(|(ci, wc)| {
             for bi in 0..b {
                 let row = bi * c + ci;
-                let xr = &x[row * t_in..(row + 1) * t_in];
-                let gr = &g[row * t_out..(row + 1) * t_out];
-                for (k, wk) in wc.iter_mut().enumerate() {
-                    // Output steps t whose input index t - pad + k is inside 0..T_in.
-                    let lo = pad.saturating_sub(k);
-                    let hi = t_out.min((t_in + pad).saturating_sub(k));
-                    if lo < hi {
-                        let shift = lo + k - pad;
-                        *wk += dot(&gr[lo..hi], &xr[shift..shift + hi - lo]);
-                    }
-                }
+                weight_grad_row(&x[row * t_in..(row + 1) * t_in], &g[row * t_out..(row + 1) * t_out], pad, wc);
             }
         });
         w
+    }
+
+    /// `w[k] += Σ_t g[t]·x[t - pad + k]` for one row (`x` zero outside).
+    pub fn weight_grad_row(x: &[f32], g: &[f32], pad: usize, w: &mut [f32]) {
+        let (t_in, t_out) = (x.len(), g.len());
+        for (k, wk) in w.iter_mut().enumerate() {
+            // Output steps t whose input index t - pad + k is inside 0..T_in.
+            let lo = pad.saturating_sub(k);
+            let hi = t_out.min((t_in + pad).saturating_sub(k));
+            if lo < hi {
+                let shift = lo + k - pad;
+                *wk += dot(&g[lo..hi], &x[shift..shift + hi - lo]);
+            }
+        }
     }
 }
 

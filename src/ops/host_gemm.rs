@@ -33,6 +33,15 @@ impl<'a> View<'a> {
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`; `dst` is
 /// row-major `[lhs.rows, rhs.cols]`. Runs on the rayon pool.
 pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
+    matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0))
+}
+
+/// [`matmul`] on the calling thread only (for products run in parallel).
+pub fn matmul_serial(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
+    matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::None)
+}
+
+fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions");
     assert_eq!(dst.len(), m * n, "destination size");
@@ -69,7 +78,7 @@ pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         );
     }
 }

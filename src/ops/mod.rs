@@ -8,6 +8,8 @@ pub mod ffn;
 pub mod frontend;
 pub mod gelu;
 pub(crate) mod host_gemm;
+pub mod msc;
+pub(crate) mod simd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::super::gelu::cpu::cdf_pdf;
 use super::super::host_gemm::{matmul, View};
+use super::super::simd::simd_fn;
 
 /// Frames per parallel task.
 const FRAMES: usize = 64;
@@ -96,41 +97,6 @@ pub fn view_saved(buf: &[f32], d: Dims) -> SavedRef<'_> {
     let (rstd, rest) = rest.split_at(d.rows());
     let (g, n) = rest.split_at(d.b * d.h);
     SavedRef { h, a, mean, rstd, g, n }
-}
-
-fn avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled
-/// for AVX2 and FMA when the CPU has them (8-wide vectors), plainly otherwise.
-/// The loops are written once; only their compilation differs.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
-        $(#[$m])*
-        fn $name($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                $(#[$m])*
-                unsafe fn fast($($a: $t),*) {
-                    $body($($a),*)
-                }
-                if avx2_fma() {
-                    // SAFETY: the CPU has the features (checked just above).
-                    return unsafe { fast($($a),*) };
-                }
-            }
-            $body($($a),*)
-        }
-    };
 }
 
 /// Per-frame LayerNorm over channels of `x [B, C, T]`, written transposed

@@ -1,4 +1,4 @@
-//! The fused CPU feed-forward block (`ops::ffn`) against the same block
+//! The fused CPU blocks (`ops::ffn`, `ops::msc`) against the same blocks
 //! written with Burn's tensor operations: outputs and every gradient, with
 //! and without a frame mask, on fresh random inputs (the seed is printed).
 
@@ -7,8 +7,8 @@ mod common;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{cpu, max_abs, to_vec};
-use nexttdnn::model::block::Ffn;
-use nexttdnn::model::layers::{Grn, LayerNorm, Linear};
+use nexttdnn::model::block::{Ffn, Msc};
+use nexttdnn::model::layers::{Conv1d, Grn, LayerNorm, Linear};
 use nexttdnn::model::mask::FrameMask;
 use nexttdnn::ops::ffn::fused;
 use rand::{RngExt, SeedableRng};
@@ -134,6 +134,134 @@ fn fused_gradients_match_composite() {
             assert!(
                 err < 1e-5 * scale,
                 "[{b}, {c}, {t}] {valid:?}: the {name} gradient differs by {err:e} (scale {scale})"
+            );
+        }
+    }
+}
+
+fn conv(rng: &mut rand::rngs::StdRng, c_out: usize, c_in: usize, k: usize, groups: usize, device: &Device) -> Conv1d {
+    Conv1d {
+        weight: param(rng, [c_out, c_in / groups, k], 0.4, device),
+        bias: param(rng, [c_out], 0.2, device),
+        padding: (k - 1) / 2,
+        groups,
+    }
+}
+
+/// A multi-scale block with the models' kernels 7 and 65 (or `kernels`).
+fn msc_block(rng: &mut rand::rngs::StdRng, c: usize, kernels: [usize; 2], device: &Device) -> Msc {
+    let half = c / 2;
+    Msc {
+        projection: conv(rng, c, c, 1, 1, device),
+        branches: kernels.iter().map(|&k| conv(rng, half, half, k, half, device)).collect(),
+        pointwise: Linear { weight: param(rng, [c, c], 0.3, device), bias: param(rng, [c], 0.2, device) },
+    }
+}
+
+/// (batch, channels, frames, kernels, valid frames per utterance or none)
+type MscCase = (usize, usize, usize, [usize; 2], Option<Vec<usize>>);
+
+fn msc_cases() -> Vec<MscCase> {
+    vec![
+        (2, 16, 70, [7, 65], None),
+        (1, 8, 5, [7, 65], None),
+        (3, 32, 130, [7, 65], None),
+        (1, 24, 300, [3, 9], None),
+        (3, 16, 90, [7, 65], Some(vec![90, 41, 7])),
+    ]
+}
+
+fn random3(rng: &mut rand::rngs::StdRng, [b, c, t]: [usize; 3], device: &Device) -> Tensor<3> {
+    let v: Vec<f32> = (0..b * c * t).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    Tensor::from_data(TensorData::new(v, [b, c, t]), device)
+}
+
+#[test]
+fn fused_msc_forward_matches_composite() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let device = cpu();
+    for (b, c, t, kernels, valid) in msc_cases() {
+        let m = msc_block(&mut rng, c, kernels, &device);
+        let x = random3(&mut rng, [b, c, t], &device);
+        assert!(nexttdnn::ops::msc::fused(&x), "the CPU float32 path must be the fused one");
+        let mask = valid.as_ref().and_then(|v| FrameMask::new(v, t, burn::tensor::DType::F32, &device));
+        let ours = to_vec(m.forward(x.clone(), mask.as_ref()));
+        let reference = to_vec(m.forward_composite(x, mask.as_ref()));
+        let scale = reference.iter().fold(1.0f64, |m, v| m.max(v.abs() as f64));
+        let err = max_abs(&ours, &reference);
+        eprintln!("msc [{b}, {c}, {t}] {kernels:?} output: {err:e} (scale {scale:e})");
+        assert!(err < 2e-6 * scale, "[{b}, {c}, {t}] {kernels:?} {valid:?}: output differs by {err:e} (scale {scale})");
+    }
+}
+
+#[test]
+fn fused_msc_gradients_match_composite() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let device = cpu().autodiff();
+    let names = [
+        "x",
+        "projection.weight",
+        "projection.bias",
+        "branch 1 weight",
+        "branch 1 bias",
+        "branch 2 weight",
+        "branch 2 bias",
+        "pointwise.weight",
+        "pointwise.bias",
+    ];
+    for (b, c, t, kernels, valid) in msc_cases() {
+        let m = msc_block(&mut rng, c, kernels, &device);
+        let x = random3(&mut rng, [b, c, t], &device);
+        let r = random3(&mut rng, [b, c, t], &device);
+        let mask = valid.as_ref().and_then(|v| FrameMask::new(v, t, burn::tensor::DType::F32, &device));
+        let mut results = vec![];
+        for fused_path in [true, false] {
+            let x = x.clone().require_grad();
+            let y = if fused_path {
+                m.forward(x.clone(), mask.as_ref())
+            } else {
+                m.forward_composite(x.clone(), mask.as_ref())
+            };
+            let grads = (y * r.clone()).sum().backward();
+            let flat3 = |t: Option<Tensor<3>>| {
+                t.map(|t| {
+                    let n: usize = t.dims().iter().product();
+                    t.reshape([n])
+                })
+            };
+            let flat2 = |t: Option<Tensor<2>>| {
+                t.map(|t| {
+                    let n: usize = t.dims().iter().product();
+                    t.reshape([n])
+                })
+            };
+            let gs = [
+                flat3(x.grad(&grads)),
+                flat3(m.projection.weight.val().grad(&grads)),
+                m.projection.bias.val().grad(&grads),
+                flat3(m.branches[0].weight.val().grad(&grads)),
+                m.branches[0].bias.val().grad(&grads),
+                flat3(m.branches[1].weight.val().grad(&grads)),
+                m.branches[1].bias.val().grad(&grads),
+                flat2(m.pointwise.weight.val().grad(&grads)),
+                m.pointwise.bias.val().grad(&grads),
+            ];
+            results.push(
+                gs.into_iter()
+                    .zip(names)
+                    .map(|(g, n)| to_vec(g.unwrap_or_else(|| panic!("no gradient for {n}"))))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        for (i, name) in names.iter().enumerate() {
+            let (ours, reference) = (&results[0][i], &results[1][i]);
+            assert_eq!(ours.len(), reference.len(), "{name} gradient length");
+            let scale = reference.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+            let err = max_abs(ours, reference);
+            eprintln!("msc [{b}, {c}, {t}] {name}: {err:e} (scale {scale:e})");
+            assert!(
+                err < 1e-5 * scale,
+                "[{b}, {c}, {t}] {kernels:?} {valid:?}: the {name} gradient differs by {err:e} (scale {scale})"
             );
         }
     }

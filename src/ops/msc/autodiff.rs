@@ -1,0 +1,202 @@
+//! The fused multi-scale convolution under autodiff: one forward node with
+//! nine differentiable parents, whose backward is [`MscOps::msc_backward`].
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
+use burn::tensor::{Shape, Slice};
+
+use super::MscOps;
+
+/// The forward's inputs the backward reads, and its flat output.
+#[derive(Debug, Clone)]
+struct State<T> {
+    x: T,
+    valid: T,
+    packed: T,
+    wp: T,
+    w1: T,
+    b1: T,
+    w2: T,
+    b2: T,
+    wpw: T,
+    pads: [usize; 2],
+}
+
+#[derive(Debug)]
+struct MscBackward;
+
+/// `t[start..start + shape.product()]` reshaped to `shape` (a view).
+fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {
+    let n = shape.num_elements();
+    let s = B::float_slice(t.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
+    B::float_reshape(s, shape)
+}
+
+impl<B: Backend + MscOps> Backward<B, 9> for MscBackward {
+    type State = State<B::FloatTensorPrimitive>;
+
+    fn backward(self, ops: Ops<Self::State, 9>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        // The order of `cpu::grads_len`: x, wp, bp, w1, b1, w2, b2, wpw, bpw.
+        let shapes = [
+            s.x.shape(),
+            s.wp.shape(),
+            Shape::new([s.wp.shape()[0]]),
+            s.w1.shape(),
+            s.b1.shape(),
+            s.w2.shape(),
+            s.b2.shape(),
+            s.wpw.shape(),
+            Shape::new([s.wpw.shape()[1]]),
+        ];
+        let all =
+            B::msc_backward(s.x, s.valid, s.packed, s.wp, s.w1, s.b1, s.w2, s.b2, s.wpw, dout, s.pads[0], s.pads[1]);
+        let mut start = 0;
+        for (parent, shape) in ops.parents.iter().zip(shapes) {
+            let n = shape.num_elements();
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, part::<B>(&all, start, shape));
+            }
+            start += n;
+        }
+    }
+}
+
+type T<B, C> = FloatTensor<Autodiff<B, C>>;
+
+impl<B: Backend + MscOps, C: CheckpointStrategy> MscOps for Autodiff<B, C> {
+    fn msc(
+        x: T<B, C>,
+        valid: T<B, C>,
+        wp: T<B, C>,
+        bp: T<B, C>,
+        w1: T<B, C>,
+        b1: T<B, C>,
+        w2: T<B, C>,
+        b2: T<B, C>,
+        wpw: T<B, C>,
+        bpw: T<B, C>,
+        pad1: usize,
+        pad2: usize,
+    ) -> T<B, C> {
+        let parents =
+            [x.node(), wp.node(), bp.node(), w1.node(), b1.node(), w2.node(), b2.node(), wpw.node(), bpw.node()];
+        match MscBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let p = |t: &T<B, C>| t.primitive().clone();
+                let packed = B::msc_train(
+                    p(&x),
+                    p(&valid),
+                    p(&wp),
+                    p(&bp),
+                    p(&w1),
+                    p(&b1),
+                    p(&w2),
+                    p(&b2),
+                    p(&wpw),
+                    p(&bpw),
+                    pad1,
+                    pad2,
+                );
+                let out = part::<B>(&packed, 0, x.primitive().shape());
+                let state = State {
+                    x: p(&x),
+                    valid: p(&valid),
+                    packed,
+                    wp: p(&wp),
+                    w1: p(&w1),
+                    b1: p(&b1),
+                    w2: p(&w2),
+                    b2: p(&b2),
+                    wpw: p(&wpw),
+                    pads: [pad1, pad2],
+                };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::msc(
+                x.into_primitive(),
+                valid.into_primitive(),
+                wp.into_primitive(),
+                bp.into_primitive(),
+                w1.into_primitive(),
+                b1.into_primitive(),
+                w2.into_primitive(),
+                b2.into_primitive(),
+                wpw.into_primitive(),
+                bpw.into_primitive(),
+                pad1,
+                pad2,
+            )),
+        }
+    }
+
+    fn msc_train(
+        x: T<B, C>,
+        valid: T<B, C>,
+        wp: T<B, C>,
+        bp: T<B, C>,
+        w1: T<B, C>,
+        b1: T<B, C>,
+        w2: T<B, C>,
+        b2: T<B, C>,
+        wpw: T<B, C>,
+        bpw: T<B, C>,
+        pad1: usize,
+        pad2: usize,
+    ) -> T<B, C> {
+        // Not differentiated itself: only `msc` builds the graph.
+        let out = B::msc_train(
+            x.into_primitive(),
+            valid.into_primitive(),
+            wp.into_primitive(),
+            bp.into_primitive(),
+            w1.into_primitive(),
+            b1.into_primitive(),
+            w2.into_primitive(),
+            b2.into_primitive(),
+            wpw.into_primitive(),
+            bpw.into_primitive(),
+            pad1,
+            pad2,
+        );
+        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
+    }
+
+    fn msc_backward(
+        x: T<B, C>,
+        valid: T<B, C>,
+        packed: T<B, C>,
+        wp: T<B, C>,
+        w1: T<B, C>,
+        b1: T<B, C>,
+        w2: T<B, C>,
+        b2: T<B, C>,
+        wpw: T<B, C>,
+        dout: T<B, C>,
+        pad1: usize,
+        pad2: usize,
+    ) -> T<B, C> {
+        // A gradient is not differentiated again: the result is a constant.
+        let out = B::msc_backward(
+            x.into_primitive(),
+            valid.into_primitive(),
+            packed.into_primitive(),
+            wp.into_primitive(),
+            w1.into_primitive(),
+            b1.into_primitive(),
+            w2.into_primitive(),
+            b2.into_primitive(),
+            wpw.into_primitive(),
+            dout.into_primitive(),
+            pad1,
+            pad2,
+        );
+        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
+    }
+}

@@ -1,0 +1,230 @@
+//! The multi-scale temporal convolution on the CPU, forward and backward, by
+//! hand, channels-first throughout.
+//!
+//! Why by hand: with Burn's operations the block transposes twice for its
+//! per-frame linear layer and adds, splits and concatenates on one thread.
+//! Here every step is a matrix product per utterance (`gemm`, transposes
+//! read through strides), a row-wise depthwise convolution (the kernel of
+//! `ops::depthwise`) or one fused element-wise pass, all multi-threaded.
+//!
+//! Forward, per utterance `x [C, T]`:
+//! `p = (Wp·x + bp)·valid`, `q = depthwise_i(p)` on channel chunk `i`,
+//! `a = GELU(q)`, `out = x + Wpwᵀ·a + bpw`.
+
+use rayon::prelude::*;
+
+use super::super::depthwise::cpu::{weight_grad_row, Row};
+use super::super::gelu::cpu::cdf_pdf;
+use super::super::host_gemm::{matmul, matmul_serial, View};
+use super::super::simd::simd_fn;
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub b: usize,
+    pub c: usize,
+    pub t: usize,
+}
+
+impl Dims {
+    fn plane(&self) -> usize {
+        self.c * self.t
+    }
+}
+
+/// One depthwise branch: `w [chunk, K]`, `bias [chunk]`, 'same' padding.
+pub struct Branch<'a> {
+    pub w: &'a [f32],
+    pub bias: &'a [f32],
+    pub kernel: usize,
+    pub pad: usize,
+}
+
+/// The block's parameters, as host slices.
+pub struct Params<'a> {
+    /// `[C_out, C_in]` (the 1×1 convolution's weight).
+    pub wp: &'a [f32],
+    pub bp: &'a [f32],
+    /// The branches, on consecutive channel chunks of equal size.
+    pub branches: Vec<Branch<'a>>,
+    /// `[C_in, C_out]`, input-major as Burn's `Linear`.
+    pub wpw: &'a [f32],
+    pub bpw: &'a [f32],
+}
+
+impl Params<'_> {
+    /// The branch of channel `ch`, and the channel's index inside it.
+    fn branch(&self, ch: usize, c: usize) -> (&Branch<'_>, usize) {
+        let chunk = c / self.branches.len();
+        (&self.branches[ch / chunk], ch % chunk)
+    }
+}
+
+/// Floats saved for the backward: `p`, `q` and `a`, `[B, C, T]` each.
+pub fn saved_len(d: Dims) -> usize {
+    3 * d.b * d.plane()
+}
+
+/// `dst[b] = lhs · rhs[b]` (or `+=` with `accumulate`) for every utterance,
+/// `rhs [B, K, T]` and `dst [B, M, T]`: utterances in parallel when there are
+/// enough of them, else one multi-threaded product after another.
+fn per_utterance(dst: &mut [f32], lhs: View, rhs: &[f32], d: Dims, accumulate: bool) {
+    let (m, k) = (lhs.rows, lhs.cols);
+    let many = d.b >= rayon::current_num_threads();
+    let each = |(bi, out): (usize, &mut [f32])| {
+        let r = View::rows(&rhs[bi * k * d.t..(bi + 1) * k * d.t], k, d.t);
+        if many {
+            matmul_serial(out, lhs, r, accumulate);
+        } else {
+            matmul(out, lhs, r, accumulate);
+        }
+    };
+    if many {
+        dst.par_chunks_mut(m * d.t).enumerate().for_each(each);
+    } else {
+        dst.chunks_mut(m * d.t).enumerate().for_each(each);
+    }
+}
+
+/// `dst = Σ_b lhs[b] · rhs[b]ᵀ` over utterances, `lhs, rhs [B, ·, T]`.
+fn sum_over_utterances(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, d: Dims) {
+    for bi in 0..d.b {
+        let l = View::rows(&lhs[bi * m * d.t..(bi + 1) * m * d.t], m, d.t);
+        let r = View::rows(&rhs[bi * n * d.t..(bi + 1) * n * d.t], n, d.t).t();
+        matmul(dst, l, r, bi > 0);
+    }
+}
+
+#[inline(always)]
+fn gelu_row(q: &[f32], a: &mut [f32]) {
+    for (av, &qv) in a.iter_mut().zip(q) {
+        *av = qv * cdf_pdf(qv).0;
+    }
+}
+
+simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => gelu_row);
+
+#[inline(always)]
+fn gelu_grad_row(q: &[f32], g: &mut [f32]) {
+    for (gv, &qv) in g.iter_mut().zip(q) {
+        let (cdf, pdf) = cdf_pdf(qv);
+        *gv *= cdf + qv * pdf;
+    }
+}
+
+simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => gelu_grad_row);
+
+/// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 on
+/// the frames the depthwise convolutions may read and 0 on padding.
+/// `saved` takes `[p | q | a]`.
+pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], saved: &mut [f32]) {
+    let (c, t) = (d.c, d.t);
+    let (p, rest) = saved.split_at_mut(d.b * d.plane());
+    let (q, a) = rest.split_at_mut(d.b * d.plane());
+    per_utterance(p, View::rows(pr.wp, c, c), x, d, false);
+    p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
+        let (bi, ch) = (row / c, row % c);
+        let (bias, v) = (pr.bp[ch], &valid[bi * t..(bi + 1) * t]);
+        pr_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
+    });
+    let p: &[f32] = p;
+    q.par_chunks_mut(t).zip(a.par_chunks_mut(t)).enumerate().with_min_len(4).for_each_init(
+        Row::default,
+        |scratch, (row, (qr, ar))| {
+            let (br, local) = pr.branch(row % c, c);
+            let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
+            scratch.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
+            gelu_row_simd(qr, ar);
+        },
+    );
+    per_utterance(out, View::rows(pr.wpw, c, c).t(), a, d, false);
+    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
+        let bias = pr.bpw[row % c];
+        o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
+    });
+}
+
+/// Gradients of every input of the forward, in the order of the autodiff
+/// parents: `x, wp, bp, (w_i, bias_i) per branch, wpw, bpw`.
+pub fn grads_len(d: Dims, pr: &Params) -> usize {
+    let branches: usize = pr.branches.iter().map(|b| b.w.len() + b.bias.len()).sum();
+    d.b * d.plane() + 2 * d.c * d.c + 2 * d.c + branches
+}
+
+/// Per-channel sums over utterances and frames of `g [B, C, T]`.
+fn channel_sums(g: &[f32], d: Dims) -> Vec<f32> {
+    let rows: Vec<f32> = g.par_chunks(d.t).map(|r| r.iter().sum::<f32>()).collect();
+    let mut out = vec![0.0f32; d.c];
+    for (row, s) in rows.iter().enumerate() {
+        out[row % d.c] += s;
+    }
+    out
+}
+
+/// The backward: every gradient (see [`grads_len`]) from `dout [B, C, T]`,
+/// the forward's input and what it saved.
+pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], dout: &[f32], grads: &mut [f32]) {
+    let (c, t, n) = (d.c, d.t, d.b * d.plane());
+    let (p, rest) = saved.split_at(n);
+    let (q, a) = rest.split_at(n);
+    let (dx, rest) = grads.split_at_mut(n);
+    let (dwp, rest) = rest.split_at_mut(c * c);
+    let (dbp, mut rest) = rest.split_at_mut(c);
+    let mut dbranches = vec![];
+    for br in &pr.branches {
+        let (w, r) = rest.split_at_mut(br.w.len());
+        let (b, r) = r.split_at_mut(br.bias.len());
+        dbranches.push((w, b));
+        rest = r;
+    }
+    let (dwpw, dbpw) = rest.split_at_mut(c * c);
+
+    dbpw.copy_from_slice(&channel_sums(dout, d));
+    // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
+    sum_over_utterances(dwpw, a, dout, c, c, d);
+    let mut dq = vec![0.0f32; n];
+    per_utterance(&mut dq, View::rows(pr.wpw, c, c), dout, d, false);
+    dq.par_chunks_mut(t).zip(q.par_chunks(t)).with_min_len(8).for_each(|(g, qr)| gelu_grad_row_simd(qr, g));
+    let dq: &[f32] = &dq;
+    // The depthwise convolutions: ∂p with the taps reversed, then ∂w and ∂bias per channel.
+    let flipped: Vec<Vec<f32>> = pr
+        .branches
+        .iter()
+        .map(|br| br.w.chunks(br.kernel).flat_map(|taps| taps.iter().rev().copied()).collect())
+        .collect();
+    let chunk = c / pr.branches.len();
+    let mut dp = vec![0.0f32; n];
+    dp.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, o)| {
+        let (bi, ch) = (row / c, row % c);
+        let (br, local) = pr.branch(ch, c);
+        let taps = &flipped[ch / chunk][local * br.kernel..(local + 1) * br.kernel];
+        scratch.conv(&dq[row * t..(row + 1) * t], taps, 0.0, br.kernel - 1 - br.pad, o);
+        o.iter_mut().zip(&valid[bi * t..(bi + 1) * t]).for_each(|(g, &m)| *g *= m);
+    });
+    let per_channel: Vec<(Vec<f32>, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (br, _) = pr.branch(ch, c);
+            let mut w = vec![0.0f32; br.kernel];
+            let mut bias = 0.0f32;
+            for bi in 0..d.b {
+                let row = bi * c + ch;
+                let g = &dq[row * t..(row + 1) * t];
+                weight_grad_row(&p[row * t..(row + 1) * t], g, br.pad, &mut w);
+                bias += g.iter().sum::<f32>();
+            }
+            (w, bias)
+        })
+        .collect();
+    for (ch, (w, bias)) in per_channel.into_iter().enumerate() {
+        let (i, local) = (ch / chunk, ch % chunk);
+        let k = pr.branches[i].kernel;
+        dbranches[i].0[local * k..(local + 1) * k].copy_from_slice(&w);
+        dbranches[i].1[local] = bias;
+    }
+    // The 1×1 convolution: ∂Wp = Σ ∂p·xᵀ, ∂bp = Σ ∂p, ∂x = dout + Wpᵀ·∂p.
+    dbp.copy_from_slice(&channel_sums(&dp, d));
+    sum_over_utterances(dwp, &dp, x, c, c, d);
+    dx.copy_from_slice(dout);
+    per_utterance(dx, View::rows(pr.wp, c, c).t(), &dp, d, true);
+}
