@@ -3,6 +3,18 @@
 //! plain slices and read transposed operands through their strides, so that
 //! no transposed copy is ever made.
 
+/// `n` zeros, written by the whole rayon pool: the fused operations' large
+/// buffers would otherwise be zero-filled on one thread while the others wait.
+pub fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    if n < 1 << 16 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0.0f32, n));
+    v
+}
+
 /// A read-only matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::super::gelu::cpu::cdf_pdf;
-use super::super::host_gemm::{matmul, View};
+use super::super::host_gemm::{matmul, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Frames per parallel task.
@@ -273,12 +273,12 @@ fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
 /// the frames GRN's norm covers and 0 for padding.
 pub fn forward(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32], s: Saved) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
-    let mut xn = vec![0.0f32; rows * c];
+    let mut xn = zeros(rows * c);
     layer_norm(x, p, d, &mut xn, s.mean, s.rstd);
     matmul(s.h, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
     bias_gelu(s.h, s.a, p.b1, h);
     grn_stats(s.a, valid, d, p.grn_eps, s.g, s.n);
-    let mut r = vec![0.0f32; rows * h];
+    let mut r = zeros(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     // xn's buffer is free again: it takes the second product.
     matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w2, h, c), false);
@@ -508,10 +508,10 @@ simd_fn!(
 /// and what it saved.
 pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dout: &[f32], gr: Grads) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
-    let mut dy = vec![0.0f32; rows * c];
+    let mut dy = zeros(rows * c);
     gr.b2.copy_from_slice(&transpose_grad(dout, d, &mut dy));
     // ∂W2 = rᵀ·dy, with r recomputed; then r's buffer takes ∂r = dy·W2ᵀ.
-    let mut r = vec![0.0f32; rows * h];
+    let mut r = zeros(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     matmul(gr.w2, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
     matmul(&mut r, View::rows(&dy, rows, c), View::rows(p.w2, h, c).t(), false);
@@ -520,7 +520,7 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
     gr.beta.copy_from_slice(&dbeta);
     gr.b1.copy_from_slice(&db1);
     // ∂W1 = xnᵀ·dh needs xn, recomputed from x and the saved statistics.
-    let mut xn = vec![0.0f32; rows * c];
+    let mut xn = zeros(rows * c);
     renormalise(x, p, s, d, &mut xn);
     matmul(gr.w1, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
     // dy's buffer takes ∂xn = dh·W1ᵀ.

@@ -18,6 +18,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor, TensorData};
 
+use super::host_gemm::zeros;
+
 use cpu::{Dims, Params};
 
 /// The fused feed-forward block.
@@ -136,8 +138,8 @@ impl FfnOps for Flex {
     ) -> FloatTensor<Self> {
         let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2]);
         let d = hs.dims;
-        let mut out = vec![0.0f32; d.b * d.c * d.t];
-        let mut saved = vec![0.0f32; cpu::saved_len(d)];
+        let mut out = zeros(d.b * d.c * d.t);
+        let mut saved = zeros(cpu::saved_len(d));
         let p = hs.params(ln_eps, grn_eps);
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &p, d, &mut out, cpu::split_saved(&mut saved, d));
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
@@ -160,7 +162,7 @@ impl FfnOps for Flex {
         let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2]);
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
-        let mut packed = vec![0.0f32; n_out + cpu::saved_len(d)];
+        let mut packed = zeros(n_out + cpu::saved_len(d));
         let (out, saved) = packed.split_at_mut(n_out);
         let p = hs.params(ln_eps, grn_eps);
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &p, d, out, cpu::split_saved(saved, d));
@@ -189,7 +191,7 @@ impl FfnOps for Flex {
         let n_out = d.b * d.c * d.t;
         let packed = host(&packed);
         let dout = host(&dout);
-        let mut grads = vec![0.0f32; cpu::grads_len(d)];
+        let mut grads = zeros(cpu::grads_len(d));
         let p = hs.params(ln_eps, grn_eps);
         let s = cpu::view_saved(&f32s(&packed)[n_out..], d);
         cpu::backward(f32s(&hs.x), f32s(&hs.valid), &p, &s, d, f32s(&dout), cpu::split_grads(&mut grads, d));

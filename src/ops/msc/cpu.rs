@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::gelu::cpu::cdf_pdf;
-use super::super::host_gemm::{matmul, matmul_serial, View};
+use super::super::host_gemm::{matmul, matmul_serial, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Sizes of one call.
@@ -182,7 +182,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     dbpw.copy_from_slice(&channel_sums(dout, d));
     // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
     sum_over_utterances(dwpw, a, dout, c, c, d);
-    let mut dq = vec![0.0f32; n];
+    let mut dq = zeros(n);
     per_utterance(&mut dq, View::rows(pr.wpw, c, c), dout, d, false);
     dq.par_chunks_mut(t).zip(q.par_chunks(t)).with_min_len(8).for_each(|(g, qr)| gelu_grad_row_simd(qr, g));
     let dq: &[f32] = &dq;
@@ -193,7 +193,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
         .map(|br| br.w.chunks(br.kernel).flat_map(|taps| taps.iter().rev().copied()).collect())
         .collect();
     let chunk = c / pr.branches.len();
-    let mut dp = vec![0.0f32; n];
+    let mut dp = zeros(n);
     dp.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, o)| {
         let (bi, ch) = (row / c, row % c);
         let (br, local) = pr.branch(ch, c);

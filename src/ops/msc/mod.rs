@@ -18,6 +18,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor, TensorData};
 
+use super::host_gemm::zeros;
+
 use cpu::{Branch, Dims, Params};
 
 /// The fused multi-scale convolution, two branches.
@@ -137,8 +139,8 @@ impl MscOps for Flex {
     ) -> FloatTensor<Self> {
         let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw], [pad1, pad2]);
         let d = hs.dims;
-        let mut out = vec![0.0f32; d.b * d.c * d.t];
-        let mut saved = vec![0.0f32; cpu::saved_len(d)];
+        let mut out = zeros(d.b * d.c * d.t);
+        let mut saved = zeros(cpu::saved_len(d));
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d, &mut out, &mut saved);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
@@ -160,7 +162,7 @@ impl MscOps for Flex {
         let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw], [pad1, pad2]);
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
-        let mut packed = vec![0.0f32; n_out + cpu::saved_len(d)];
+        let mut packed = zeros(n_out + cpu::saved_len(d));
         let (out, saved) = packed.split_at_mut(n_out);
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d, out, saved);
         let n = packed.len();
@@ -189,7 +191,7 @@ impl MscOps for Flex {
         let packed = host(&packed);
         let dout = host(&dout);
         let p = hs.params();
-        let mut grads = vec![0.0f32; cpu::grads_len(d, &p)];
+        let mut grads = zeros(cpu::grads_len(d, &p));
         cpu::backward(f32s(&hs.x), f32s(&hs.valid), &p, d, &f32s(&packed)[n_out..], f32s(&dout), &mut grads);
         let n = grads.len();
         FlexTensor::from_data(TensorData::new(grads, [n]))
