@@ -266,3 +266,41 @@ fn fused_msc_gradients_match_composite() {
         }
     }
 }
+
+#[test]
+fn fused_channels_first_layer_norm_matches_composite() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let device = cpu().autodiff();
+    for (b, c, t) in [(2, 16, 70), (1, 8, 5), (3, 384, 130), (1, 24, 300)] {
+        let n = LayerNorm {
+            weight: param(&mut rng, [c], 1.0, &device),
+            bias: param(&mut rng, [c], 0.5, &device),
+            eps: 1e-6,
+        };
+        let x = random3(&mut rng, [b, c, t], &device);
+        let r = random3(&mut rng, [b, c, t], &device);
+        let mut results = vec![];
+        for fused_path in [true, false] {
+            let x = x.clone().require_grad();
+            let y = if fused_path {
+                n.forward_channels_first(x.clone())
+            } else {
+                n.forward_last(x.clone().swap_dims(1, 2)).swap_dims(1, 2)
+            };
+            let out = to_vec(y.clone());
+            let grads = (y * r.clone()).sum().backward();
+            let gx = x.grad(&grads).expect("x gradient");
+            let gw = n.weight.val().grad(&grads).expect("weight gradient");
+            let gb = n.bias.val().grad(&grads).expect("bias gradient");
+            let n_x: usize = gx.dims().iter().product();
+            results.push([out, to_vec(gx.reshape([n_x])), to_vec(gw), to_vec(gb)]);
+        }
+        for (i, name) in ["output", "x gradient", "weight gradient", "bias gradient"].iter().enumerate() {
+            let (ours, reference) = (&results[0][i], &results[1][i]);
+            let scale = reference.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+            let err = max_abs(ours, reference);
+            eprintln!("layer norm [{b}, {c}, {t}] {name}: {err:e} (scale {scale:e})");
+            assert!(err < 1e-5 * scale, "[{b}, {c}, {t}]: the {name} differs by {err:e} (scale {scale})");
+        }
+    }
+}

@@ -92,8 +92,13 @@ impl LayerNorm {
         layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
 
-    /// Normalises the channel axis of `[B, C, T]`.
+    /// Normalises the channel axis of `[B, C, T]`: one fused operation on
+    /// the CPU in float32 (`crate::ops::layer_norm`), Burn's `layer_norm` on
+    /// the transposed tensor elsewhere.
     pub fn forward_channels_first(&self, x: Tensor<3>) -> Tensor<3> {
+        if crate::ops::ffn::fused(&x) {
+            return crate::ops::layer_norm::layer_norm_channels_first(x, self.weight.val(), self.bias.val(), self.eps);
+        }
         self.forward_last(x.swap_dims(1, 2)).swap_dims(1, 2)
     }
 }

@@ -8,6 +8,7 @@ pub mod ffn;
 pub mod frontend;
 pub mod gelu;
 pub(crate) mod host_gemm;
+pub mod layer_norm;
 pub mod msc;
 pub(crate) mod simd;
 
