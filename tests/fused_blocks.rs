@@ -304,3 +304,63 @@ fn fused_channels_first_layer_norm_matches_composite() {
         }
     }
 }
+
+#[test]
+fn fused_attentive_statistics_match_composite() {
+    use nexttdnn::model::init::Init;
+    use nexttdnn::model::pooling::PoolingHead;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let device = cpu().autodiff();
+    let cfg = nexttdnn::config::ExperimentConfig::load(&common::config("NeXt_TDNN_C128_B3_K65_7")).expect("config");
+    let head = PoolingHead::new(&cfg.model, 0.1, &mut Init::new(1, 0.02), &device);
+    // The last case has rows of (almost) constant features: σ at the floor.
+    for (b, d, t, masked, constant) in
+        [(2, 16, 70, false, false), (1, 8, 5, false, false), (3, 48, 130, true, false), (2, 8, 40, false, true)]
+    {
+        let mut h = random3(&mut rng, [b, d, t], &device);
+        if constant {
+            h = h.clone().slice([0..b, 0..d, 0..1]).repeat_dim(2, t);
+        }
+        let mut logits = random3(&mut rng, [b, d, t], &device);
+        if masked {
+            let mask = FrameMask::new(
+                &vec![t; b - 1].into_iter().chain([t / 3]).collect::<Vec<_>>(),
+                t,
+                burn::tensor::DType::F32,
+                &device,
+            )
+            .expect("a padded batch");
+            logits = mask.attention_bias(logits);
+        }
+        let r: Tensor<2> = Tensor::from_data(
+            TensorData::new((0..b * 2 * d).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), [b, 2 * d]),
+            &device,
+        );
+        let mut results = vec![];
+        for fused_path in [true, false] {
+            let (h, e) = (h.clone().detach().require_grad(), logits.clone().detach().require_grad());
+            let s = if fused_path {
+                head.statistics(h.clone(), e.clone())
+            } else {
+                head.statistics_composite(h.clone(), e.clone())
+            };
+            let out = to_vec(s.clone());
+            let grads = (s * r.clone()).sum().backward();
+            let n = b * d * t;
+            let gh = h.grad(&grads).expect("h gradient").reshape([n]);
+            let ge = e.grad(&grads).expect("logit gradient").reshape([n]);
+            results.push([out, to_vec(gh), to_vec(ge)]);
+        }
+        for (i, name) in ["stats", "h gradient", "logit gradient"].iter().enumerate() {
+            let (ours, reference) = (&results[0][i], &results[1][i]);
+            // Gradients that vanish (σ at its floor) are compared on an absolute scale.
+            let scale = reference.iter().fold(1e-2f64, |m, v| m.max(v.abs() as f64));
+            let err = max_abs(ours, reference);
+            eprintln!("pooling [{b}, {d}, {t}] {name}: {err:e} (scale {scale:e})");
+            assert!(
+                err < 1e-5 * scale,
+                "[{b}, {d}, {t}] masked {masked}: the {name} differs by {err:e} (scale {scale})"
+            );
+        }
+    }
+}

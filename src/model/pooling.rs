@@ -67,12 +67,7 @@ impl PoolingHead {
             Some(m) => m.attention_bias(e),
             None => e,
         };
-        let w = softmax(e.clone(), 2);
-        let [b, d, _] = h.dims();
-        let mu = (w.clone() * h.clone()).sum_dim(2); // [B, D, 1]
-        let m2 = (w * h.powi_scalar(2)).sum_dim(2);
-        let sigma = (m2 - mu.clone().powi_scalar(2)).clamp_min(self.var_floor).sqrt();
-        let stats = Tensor::cat(vec![mu, sigma], 1).reshape([b, 2 * d]); // [B, 2D]
+        let stats = self.statistics(h, e.clone()); // [B, 2D]
         let s_bn = bn2(&self.stats_bn, stats.clone());
         let fc = self.fc.forward(s_bn.clone()); // [B, E]
         let emb = bn2(&self.embed_bn, fc.clone());
@@ -80,5 +75,25 @@ impl PoolingHead {
             *slot = Some(PoolingTrace { attn_conv1: a1, attn_bn: a2, attn_logits: e, stats, stats_bn: s_bn, fc });
         }
         emb
+    }
+
+    /// `[μ | σ]` `[B, 2D]` of `h [B, D, T]` weighted by the softmax over time
+    /// of `logits`: one fused operation on the CPU in float32
+    /// (`crate::ops::pooling`), Burn's operations elsewhere.
+    pub fn statistics(&self, h: Tensor<3>, logits: Tensor<3>) -> Tensor<2> {
+        if crate::ops::ffn::fused(&h) {
+            return crate::ops::pooling::attentive_stats(h, logits, self.var_floor);
+        }
+        self.statistics_composite(h, logits)
+    }
+
+    /// [`PoolingHead::statistics`] with Burn's operations.
+    pub fn statistics_composite(&self, h: Tensor<3>, logits: Tensor<3>) -> Tensor<2> {
+        let w = softmax(logits, 2);
+        let [b, d, _] = h.dims();
+        let mu = (w.clone() * h.clone()).sum_dim(2); // [B, D, 1]
+        let m2 = (w * h.powi_scalar(2)).sum_dim(2);
+        let sigma = (m2 - mu.clone().powi_scalar(2)).clamp_min(self.var_floor).sqrt();
+        Tensor::cat(vec![mu, sigma], 1).reshape([b, 2 * d])
     }
 }

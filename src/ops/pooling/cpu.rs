@@ -1,0 +1,89 @@
+//! Attentive statistics on the CPU: for each (utterance, channel) row, a
+//! softmax over time of the attention logits, then the weighted mean and
+//! standard deviation of the features. Burn's path is about ten element-wise
+//! passes forward and twenty backward over `[B, D, T]`, on one thread; here
+//! each row is one pass forward and one backward, rows in parallel.
+
+use rayon::prelude::*;
+
+/// Softmax of `e` into `w` (max subtracted first), for one row.
+#[inline(always)]
+fn softmax_row(e: &[f32], w: &mut [f32]) {
+    let max = e.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for (wv, &ev) in w.iter_mut().zip(e) {
+        *wv = (ev - max).exp();
+        sum += *wv;
+    }
+    let inv = 1.0 / sum;
+    w.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `(μ, σ)` of one row: `μ = Σ w·h`, `σ = √max(Σ w·h² − μ², floor)`.
+#[inline(always)]
+fn moments(h: &[f32], w: &[f32], floor: f32) -> (f32, f32, bool) {
+    let (mut mu, mut m2) = (0.0f32, 0.0f32);
+    for (&hv, &wv) in h.iter().zip(w) {
+        mu += wv * hv;
+        m2 += wv * hv * hv;
+    }
+    let var = m2 - mu * mu;
+    // `clamp_min` passes the gradient where the variance is at least the floor.
+    let open = var >= floor;
+    (mu, var.max(floor).sqrt(), open)
+}
+
+/// The forward: `h`, `e` `[R, T]` (rows `R = B·D`) → `stats [B, 2D]`
+/// (`μ` then `σ` per utterance, as the head concatenates them).
+pub fn forward(h: &[f32], e: &[f32], t: usize, d: usize, floor: f32) -> Vec<f32> {
+    let rows: Vec<(f32, f32)> = h
+        .par_chunks(t)
+        .zip(e.par_chunks(t))
+        .with_min_len(8)
+        .map_init(
+            || vec![0.0f32; t],
+            |w, (hr, er)| {
+                softmax_row(er, w);
+                let (mu, sigma, _) = moments(hr, w, floor);
+                (mu, sigma)
+            },
+        )
+        .collect();
+    let mut out = vec![0.0f32; 2 * rows.len()];
+    for (r, (mu, sigma)) in rows.into_iter().enumerate() {
+        let (b, ch) = (r / d, r % d);
+        out[b * 2 * d + ch] = mu;
+        out[b * 2 * d + d + ch] = sigma;
+    }
+    out
+}
+
+/// The backward: `∂h`, `∂e` `[R, T]` (written into `dh`, `de`) from the
+/// gradient of the stats `[B, 2D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(h: &[f32], e: &[f32], t: usize, d: usize, floor: f32, g: &[f32], dh: &mut [f32], de: &mut [f32]) {
+    dh.par_chunks_mut(t).zip(de.par_chunks_mut(t)).enumerate().with_min_len(8).for_each_init(
+        || vec![0.0f32; t],
+        |w, (r, (dhr, der))| {
+            let (hr, er) = (&h[r * t..(r + 1) * t], &e[r * t..(r + 1) * t]);
+            softmax_row(er, w);
+            let (mu, sigma, open) = moments(hr, w, floor);
+            let (b, ch) = (r / d, r % d);
+            let (gmu, gsigma) = (g[b * 2 * d + ch], g[b * 2 * d + d + ch]);
+            // σ = √(m2 − μ²): ∂m2 = gσ/(2σ), and μ gets −2μ·∂m2 besides gμ.
+            let dm2 = if open { gsigma / (2.0 * sigma) } else { 0.0 };
+            let dmu = gmu - 2.0 * mu * dm2;
+            // ∂w_t = dmu·h_t + dm2·h_t², then the softmax: ∂e_t = w_t (∂w_t − Σ w·∂w).
+            let mut dot = 0.0f32;
+            for i in 0..t {
+                let dw = dmu * hr[i] + dm2 * hr[i] * hr[i];
+                dot += w[i] * dw;
+                der[i] = dw;
+                dhr[i] = w[i] * (dmu + 2.0 * dm2 * hr[i]);
+            }
+            for i in 0..t {
+                der[i] = w[i] * (der[i] - dot);
+            }
+        },
+    );
+}

@@ -1,0 +1,120 @@
+//! Attentive statistics (softmax over time, weighted mean and standard
+//! deviation) as one CPU operation, forward and backward (kernels in
+//! [`cpu`]); elsewhere `model::pooling::PoolingHead` writes them with Burn's
+//! operations. Conventions as [`super::ffn`].
+
+pub mod cpu;
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{
+    backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
+};
+use burn::tensor::{DType, Slice, Tensor, TensorData};
+
+use super::host_gemm::zeros;
+
+/// Attentive statistics pooling.
+#[backend_extension(Flex, Autodiff)]
+pub trait PoolingOps: Backend {
+    /// `h`, `logits` `[B, D, T]` → `[B, 2D]`: per row the softmax `w` of the
+    /// logits over time, `μ = Σ w·h` and `σ = √max(Σ w·h² − μ², floor)`.
+    fn attentive_stats(h: FloatTensor<Self>, logits: FloatTensor<Self>, floor: f64) -> FloatTensor<Self>;
+
+    /// Backward: flat `[∂h | ∂logits]` from the gradient of the stats.
+    fn attentive_stats_backward(
+        h: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        floor: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn host(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "the fused pooling runs in float32");
+    t.to_contiguous()
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32")
+}
+
+impl PoolingOps for Flex {
+    fn attentive_stats(h: FlexTensor, logits: FlexTensor, floor: f64) -> FlexTensor {
+        let [b, d, t] = h.shape().dims::<3>();
+        let (h, e) = (host(&h), host(&logits));
+        let out = cpu::forward(f32s(&h), f32s(&e), t, d, floor as f32);
+        FlexTensor::from_data(TensorData::new(out, [b, 2 * d]))
+    }
+
+    fn attentive_stats_backward(h: FlexTensor, logits: FlexTensor, grad: FlexTensor, floor: f64) -> FlexTensor {
+        let [b, d, t] = h.shape().dims::<3>();
+        let (h, e, g) = (host(&h), host(&logits), host(&grad));
+        let n = b * d * t;
+        let mut out = zeros(2 * n);
+        let (dh, de) = out.split_at_mut(n);
+        cpu::backward(f32s(&h), f32s(&e), t, d, floor as f32, f32s(&g), dh, de);
+        FlexTensor::from_data(TensorData::new(out, [2 * n]))
+    }
+}
+
+#[derive(Debug)]
+struct StatsBackward;
+
+impl<B: Backend + PoolingOps> Backward<B, 2> for StatsBackward {
+    /// `(h, logits, floor)`.
+    type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (h, e, floor) = ops.state;
+        let shape = h.shape();
+        let n = shape.num_elements() as isize;
+        let all = B::attentive_stats_backward(h, e, grad, floor);
+        for (i, parent) in ops.parents.iter().enumerate() {
+            if let Some(node) = parent {
+                let i = i as isize;
+                let part = B::float_slice(all.clone(), &[Slice::new(i * n, Some((i + 1) * n), 1)]);
+                grads.register::<B>(node.id, B::float_reshape(part, shape.clone()));
+            }
+        }
+    }
+}
+
+impl<B: Backend + PoolingOps, C: CheckpointStrategy> PoolingOps for Autodiff<B, C> {
+    fn attentive_stats(h: FloatTensor<Self>, logits: FloatTensor<Self>, floor: f64) -> FloatTensor<Self> {
+        match StatsBackward.prepare::<C>([h.node(), logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (hp, ep) = (h.primitive().clone(), logits.primitive().clone());
+                let out = B::attentive_stats(hp.clone(), ep.clone(), floor);
+                prep.finish((hp, ep, floor), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::attentive_stats(h.into_primitive(), logits.into_primitive(), floor))
+            }
+        }
+    }
+
+    fn attentive_stats_backward(
+        h: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        floor: f64,
+    ) -> FloatTensor<Self> {
+        // A gradient is not differentiated again: the result is a constant.
+        let out =
+            B::attentive_stats_backward(h.into_primitive(), logits.into_primitive(), grad.into_primitive(), floor);
+        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
+    }
+}
+
+/// `[μ | σ]` `[B, 2D]` of `h` under the softmax over time of `logits`, both
+/// `[B, D, T]`, through the fused CPU operation: only where
+/// [`super::ffn::fused`] holds for `h`.
+pub fn attentive_stats(h: Tensor<3>, logits: Tensor<3>, floor: f64) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as PoolingOps>::attentive_stats(h.into_dispatch(), logits.into_dispatch(), floor))
+}
