@@ -364,3 +364,38 @@ fn fused_attentive_statistics_match_composite() {
         }
     }
 }
+
+#[test]
+fn fused_pointwise_conv_matches_burn_conv1d() {
+    use burn::tensor::module::conv1d;
+    use burn::tensor::ops::ConvOptions;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let device = cpu().autodiff();
+    for (b, ci, co, t) in [(2, 16, 8, 70), (1, 384, 384, 5), (3, 48, 384, 130), (32, 8, 4, 3)] {
+        let layer = conv(&mut rng, co, ci, 1, 1, &device);
+        let x = random3(&mut rng, [b, ci, t], &device);
+        let r = random3(&mut rng, [b, co, t], &device);
+        let mut results = vec![];
+        for fused_path in [true, false] {
+            let x = x.clone().require_grad();
+            let y = if fused_path {
+                layer.forward(x.clone())
+            } else {
+                conv1d(x.clone(), layer.weight.val(), Some(layer.bias.val()), ConvOptions::new([1], [0], [1], 1))
+            };
+            let out = to_vec(y.clone());
+            let grads = (y * r.clone()).sum().backward();
+            let gx = x.grad(&grads).expect("x gradient").reshape([b * ci * t]);
+            let gw = layer.weight.val().grad(&grads).expect("weight gradient").reshape([co * ci]);
+            let gb = layer.bias.val().grad(&grads).expect("bias gradient");
+            results.push([out, to_vec(gx), to_vec(gw), to_vec(gb)]);
+        }
+        for (i, name) in ["output", "x gradient", "weight gradient", "bias gradient"].iter().enumerate() {
+            let (ours, reference) = (&results[0][i], &results[1][i]);
+            let scale = reference.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+            let err = max_abs(ours, reference);
+            eprintln!("1x1 conv [{b}, {ci}->{co}, {t}] {name}: {err:e} (scale {scale:e})");
+            assert!(err < 1e-5 * scale, "[{b}, {ci}->{co}, {t}]: the {name} differs by {err:e} (scale {scale})");
+        }
+    }
+}

@@ -95,6 +95,37 @@ fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallel
     }
 }
 
+/// `dst[b] = lhs · rhs[b]` (or `+=` with `accumulate`) for every utterance,
+/// `rhs [B, K, T]` and `dst [B, M, T]`: utterances in parallel when there are
+/// enough of them, else one multi-threaded product after another.
+pub fn per_utterance(dst: &mut [f32], lhs: View, rhs: &[f32], b: usize, t: usize, accumulate: bool) {
+    let (m, k) = (lhs.rows, lhs.cols);
+    let many = b >= rayon::current_num_threads();
+    let each = |(bi, out): (usize, &mut [f32])| {
+        let r = View::rows(&rhs[bi * k * t..(bi + 1) * k * t], k, t);
+        if many {
+            matmul_serial(out, lhs, r, accumulate);
+        } else {
+            matmul(out, lhs, r, accumulate);
+        }
+    };
+    if many {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(m * t).enumerate().for_each(each);
+    } else {
+        dst.chunks_mut(m * t).enumerate().for_each(each);
+    }
+}
+
+/// `dst = Σ_b lhs[b] · rhs[b]ᵀ` over utterances, `lhs, rhs [B, ·, T]`.
+pub fn sum_over_utterances(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, b: usize, t: usize) {
+    for bi in 0..b {
+        let l = View::rows(&lhs[bi * m * t..(bi + 1) * m * t], m, t);
+        let r = View::rows(&rhs[bi * n * t..(bi + 1) * n * t], n, t).t();
+        matmul(dst, l, r, bi > 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod gelu;
 pub(crate) mod host_gemm;
 pub mod layer_norm;
 pub mod msc;
+pub mod pointwise;
 pub mod pooling;
 pub(crate) mod simd;
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::gelu::cpu::cdf_pdf;
-use super::super::host_gemm::{matmul, matmul_serial, zeros, View};
+use super::super::host_gemm::{per_utterance, sum_over_utterances, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Sizes of one call.
@@ -65,36 +65,6 @@ pub fn saved_len(d: Dims) -> usize {
     3 * d.b * d.plane()
 }
 
-/// `dst[b] = lhs · rhs[b]` (or `+=` with `accumulate`) for every utterance,
-/// `rhs [B, K, T]` and `dst [B, M, T]`: utterances in parallel when there are
-/// enough of them, else one multi-threaded product after another.
-fn per_utterance(dst: &mut [f32], lhs: View, rhs: &[f32], d: Dims, accumulate: bool) {
-    let (m, k) = (lhs.rows, lhs.cols);
-    let many = d.b >= rayon::current_num_threads();
-    let each = |(bi, out): (usize, &mut [f32])| {
-        let r = View::rows(&rhs[bi * k * d.t..(bi + 1) * k * d.t], k, d.t);
-        if many {
-            matmul_serial(out, lhs, r, accumulate);
-        } else {
-            matmul(out, lhs, r, accumulate);
-        }
-    };
-    if many {
-        dst.par_chunks_mut(m * d.t).enumerate().for_each(each);
-    } else {
-        dst.chunks_mut(m * d.t).enumerate().for_each(each);
-    }
-}
-
-/// `dst = Σ_b lhs[b] · rhs[b]ᵀ` over utterances, `lhs, rhs [B, ·, T]`.
-fn sum_over_utterances(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, d: Dims) {
-    for bi in 0..d.b {
-        let l = View::rows(&lhs[bi * m * d.t..(bi + 1) * m * d.t], m, d.t);
-        let r = View::rows(&rhs[bi * n * d.t..(bi + 1) * n * d.t], n, d.t).t();
-        matmul(dst, l, r, bi > 0);
-    }
-}
-
 #[inline(always)]
 fn gelu_row(q: &[f32], a: &mut [f32]) {
     for (av, &qv) in a.iter_mut().zip(q) {
@@ -121,7 +91,7 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
     let (c, t) = (d.c, d.t);
     let (p, rest) = saved.split_at_mut(d.b * d.plane());
     let (q, a) = rest.split_at_mut(d.b * d.plane());
-    per_utterance(p, View::rows(pr.wp, c, c), x, d, false);
+    per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
     p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
         let (bi, ch) = (row / c, row % c);
         let (bias, v) = (pr.bp[ch], &valid[bi * t..(bi + 1) * t]);
@@ -137,7 +107,7 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
             gelu_row_simd(qr, ar);
         },
     );
-    per_utterance(out, View::rows(pr.wpw, c, c).t(), a, d, false);
+    per_utterance(out, View::rows(pr.wpw, c, c).t(), a, d.b, d.t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
         let bias = pr.bpw[row % c];
         o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
@@ -181,9 +151,9 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
 
     dbpw.copy_from_slice(&channel_sums(dout, d));
     // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
-    sum_over_utterances(dwpw, a, dout, c, c, d);
+    sum_over_utterances(dwpw, a, dout, c, c, d.b, d.t);
     let mut dq = zeros(n);
-    per_utterance(&mut dq, View::rows(pr.wpw, c, c), dout, d, false);
+    per_utterance(&mut dq, View::rows(pr.wpw, c, c), dout, d.b, d.t, false);
     dq.par_chunks_mut(t).zip(q.par_chunks(t)).with_min_len(8).for_each(|(g, qr)| gelu_grad_row_simd(qr, g));
     let dq: &[f32] = &dq;
     // The depthwise convolutions: ∂p with the taps reversed, then ∂w and ∂bias per channel.
@@ -224,7 +194,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     }
     // The 1×1 convolution: ∂Wp = Σ ∂p·xᵀ, ∂bp = Σ ∂p, ∂x = dout + Wpᵀ·∂p.
     dbp.copy_from_slice(&channel_sums(&dp, d));
-    sum_over_utterances(dwp, &dp, x, c, c, d);
+    sum_over_utterances(dwp, &dp, x, c, c, d.b, d.t);
     dx.copy_from_slice(dout);
-    per_utterance(dx, View::rows(pr.wp, c, c).t(), &dp, d, true);
+    per_utterance(dx, View::rows(pr.wp, c, c).t(), &dp, d.b, d.t, true);
 }

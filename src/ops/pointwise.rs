@@ -1,0 +1,132 @@
+//! The 1×1 convolution `y[b] = W·x[b] + bias` of `[B, C_in, T]` as a CPU
+//! operation, forward and backward, through `gemm` per utterance (the MFA
+//! layer and the attention of the pooling head). Burn's CPU `conv1d` takes
+//! its general convolution path for these, largely on one thread.
+//! Conventions as [`super::ffn`].
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{
+    backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
+};
+use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::host_gemm::{per_utterance, sum_over_utterances, zeros, View};
+
+/// 1×1 convolution.
+#[backend_extension(Flex, Autodiff)]
+pub trait PointwiseOps: Backend {
+    /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]`.
+    fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Backward: flat `[∂x | ∂weight | ∂bias]`.
+    fn pointwise_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+fn host(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "the fused 1×1 convolution runs in float32");
+    t.to_contiguous()
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32")
+}
+
+impl PointwiseOps for Flex {
+    fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        let (x, w, bias) = (host(&x), host(&weight), host(&bias));
+        let mut out = zeros(b * co * t);
+        per_utterance(&mut out, View::rows(f32s(&w), co, ci), f32s(&x), b, t, false);
+        let bias = f32s(&bias);
+        out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
+            let v = bias[row % co];
+            o.iter_mut().for_each(|y| *y += v);
+        });
+        FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+    }
+
+    fn pointwise_conv_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        let (x, w, g) = (host(&x), host(&weight), host(&grad));
+        let mut out = zeros(b * ci * t + co * ci + co);
+        let (dx, rest) = out.split_at_mut(b * ci * t);
+        let (dw, db) = rest.split_at_mut(co * ci);
+        per_utterance(dx, View::rows(f32s(&w), co, ci).t(), f32s(&g), b, t, false);
+        sum_over_utterances(dw, f32s(&g), f32s(&x), co, ci, b, t);
+        let sums: Vec<f32> = f32s(&g).par_chunks(t).map(|r| r.iter().sum::<f32>()).collect();
+        for (row, s) in sums.into_iter().enumerate() {
+            db[row % co] += s;
+        }
+        let n = out.len();
+        FlexTensor::from_data(TensorData::new(out, [n]))
+    }
+}
+
+#[derive(Debug)]
+struct PointwiseBackward;
+
+impl<B: Backend + PointwiseOps> Backward<B, 3> for PointwiseBackward {
+    /// `(x, weight)`.
+    type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let shapes = [x.shape(), w.shape(), Shape::new([w.shape()[0]])];
+        let all = B::pointwise_conv_backward(x, w, grad);
+        let mut start = 0;
+        for (parent, shape) in ops.parents.iter().zip(shapes) {
+            let n = shape.num_elements();
+            if let Some(node) = parent {
+                let part = B::float_slice(all.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
+                grads.register::<B>(node.id, B::float_reshape(part, shape));
+            }
+            start += n;
+        }
+    }
+}
+
+impl<B: Backend + PointwiseOps, C: CheckpointStrategy> PointwiseOps for Autodiff<B, C> {
+    fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PointwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+                let out = B::pointwise_conv(xp.clone(), wp.clone(), bias.into_primitive());
+                prep.finish((xp, wp), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::pointwise_conv(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
+            }
+        }
+    }
+
+    fn pointwise_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // A gradient is not differentiated again: the result is a constant.
+        let out = B::pointwise_conv_backward(x.into_primitive(), weight.into_primitive(), grad.into_primitive());
+        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
+    }
+}
+
+/// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]` through the
+/// fused CPU operation: only where [`super::ffn::fused`] holds for `x`.
+pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_conv(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
