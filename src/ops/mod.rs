@@ -1,6 +1,12 @@
-//! Custom tensor operations, below the model: each has our CubeCL kernels
-//! (`shaders/`) on the CubeCL backends, Burn's generic path elsewhere, and an
-//! autodiff backward.
+//! Custom tensor operations, below the model, each with an autodiff backward:
+//!
+//! * on every backend: the depthwise convolution, GELU and the front end,
+//!   with our CubeCL kernels (`shaders/`) on the CubeCL backends and Burn's
+//!   generic path elsewhere;
+//! * on the CPU in float32 only: whole blocks fused into one operation each
+//!   (`ffn`, `msc`, `layer_norm`, `pointwise`, `pooling`), where Burn's CPU
+//!   backend would run dozens of single-threaded element-wise passes. Other
+//!   backends keep the blocks written with Burn's operations in `model/`.
 
 pub mod depthwise;
 pub mod ffn;

@@ -260,13 +260,59 @@ fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
 /// `out[b, c, t] = x[b, c, t] + y[b·T + t, c] + b2[c]`.
 fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
     let (c, t) = (d.c, d.t);
-    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
-        let (bi, ch) = (row / c, row % c);
-        let xr = &x[row * t..(row + 1) * t];
-        for (ti, ov) in o.iter_mut().enumerate() {
-            *ov = xr[ti] + y[(bi * t + ti) * c + ch] + b2[ch];
+    // Tiles of 16 channels: each frame's 16 values of `y` are one cache line.
+    let tile = if c % 16 == 0 { 16 } else { 1 };
+    out.par_chunks_mut(tile * t).enumerate().for_each(|(chunk, o)| {
+        let row0 = chunk * tile;
+        let (bi, c0) = (row0 / c, row0 % c);
+        let xs = &x[row0 * t..(row0 + tile) * t];
+        for ti in 0..t {
+            let yr = &y[(bi * t + ti) * c + c0..(bi * t + ti) * c + c0 + tile];
+            for (k, &yv) in yr.iter().enumerate() {
+                o[k * t + ti] = xs[k * t + ti] + yv + b2[c0 + k];
+            }
         }
     });
+}
+
+#[inline(always)]
+fn bias_gelu_in_place_rows(h: &mut [f32], b1: &[f32]) {
+    for hr in h.chunks_exact_mut(b1.len()) {
+        for (hv, &bv) in hr.iter_mut().zip(b1) {
+            let v = *hv + bv;
+            *hv = v * cdf_pdf(v).0;
+        }
+    }
+}
+
+simd_fn!(fn bias_gelu_in_place_simd(h: &mut [f32], b1: &[f32]) => bias_gelu_in_place_rows);
+
+#[inline(always)]
+fn grn_in_place_row(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f32]) {
+    for j in 0..a.len() {
+        a[j] = a[j] * (gamma[j] * n[j] + 1.0) + beta[j];
+    }
+}
+
+simd_fn!(fn grn_in_place_simd(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f32]) => grn_in_place_row);
+
+/// The forward for inference: as [`forward`], keeping nothing, with one
+/// `[B·T, H]` buffer that takes the product, its GELU and GRN in place.
+pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
+    let (rows, c, h) = (d.rows(), d.c, d.h);
+    let mut xn = zeros(rows * c);
+    let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
+    let mut a = zeros(rows * h);
+    matmul(&mut a, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
+    a.par_chunks_mut(FRAMES * h).for_each(|rows| bias_gelu_in_place_simd(rows, p.b1));
+    let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
+    grn_stats(&a, valid, d, p.grn_eps, &mut g, &mut n);
+    a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
+        grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.gamma, p.beta);
+    });
+    matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w2, h, c), false);
+    residual(x, &xn, p.b2, d, out);
 }
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 for

@@ -139,9 +139,8 @@ impl FfnOps for Flex {
         let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2]);
         let d = hs.dims;
         let mut out = zeros(d.b * d.c * d.t);
-        let mut saved = zeros(cpu::saved_len(d));
         let p = hs.params(ln_eps, grn_eps);
-        cpu::forward(f32s(&hs.x), f32s(&hs.valid), &p, d, &mut out, cpu::split_saved(&mut saved, d));
+        cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, d, &mut out);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
 

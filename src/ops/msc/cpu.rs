@@ -75,6 +75,15 @@ fn gelu_row(q: &[f32], a: &mut [f32]) {
 simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => gelu_row);
 
 #[inline(always)]
+fn gelu_in_place(q: &mut [f32]) {
+    for v in q.iter_mut() {
+        *v *= cdf_pdf(*v).0;
+    }
+}
+
+simd_fn!(fn gelu_in_place_simd(q: &mut [f32]) => gelu_in_place);
+
+#[inline(always)]
 fn gelu_grad_row(q: &[f32], g: &mut [f32]) {
     for (gv, &qv) in g.iter_mut().zip(q) {
         let (cdf, pdf) = cdf_pdf(qv);
@@ -86,11 +95,12 @@ simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => gelu_grad_row);
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 on
 /// the frames the depthwise convolutions may read and 0 on padding.
-/// `saved` takes `[p | q | a]`.
+/// `saved` takes `[p | q | a]` in training ([`saved_len`] floats), or
+/// `[p | a]` in inference (2·B·C·T floats: GELU then works in place).
 pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], saved: &mut [f32]) {
-    let (c, t) = (d.c, d.t);
-    let (p, rest) = saved.split_at_mut(d.b * d.plane());
-    let (q, a) = rest.split_at_mut(d.b * d.plane());
+    let (c, t, n) = (d.c, d.t, d.b * d.plane());
+    let keep = saved.len() == saved_len(d);
+    let (p, rest) = saved.split_at_mut(n);
     per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
     p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
         let (bi, ch) = (row / c, row % c);
@@ -98,15 +108,28 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         pr_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
     });
     let p: &[f32] = p;
-    q.par_chunks_mut(t).zip(a.par_chunks_mut(t)).enumerate().with_min_len(4).for_each_init(
-        Row::default,
-        |scratch, (row, (qr, ar))| {
-            let (br, local) = pr.branch(row % c, c);
-            let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
-            scratch.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
-            gelu_row_simd(qr, ar);
-        },
-    );
+    let conv = |scratch: &mut Row, row: usize, qr: &mut [f32]| {
+        let (br, local) = pr.branch(row % c, c);
+        let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
+        scratch.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
+    };
+    let a: &[f32] = if keep {
+        let (q, a) = rest.split_at_mut(n);
+        q.par_chunks_mut(t).zip(a.par_chunks_mut(t)).enumerate().with_min_len(4).for_each_init(
+            Row::default,
+            |scratch, (row, (qr, ar))| {
+                conv(scratch, row, qr);
+                gelu_row_simd(qr, ar);
+            },
+        );
+        a
+    } else {
+        rest.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, qr)| {
+            conv(scratch, row, qr);
+            gelu_in_place_simd(qr);
+        });
+        rest
+    };
     per_utterance(out, View::rows(pr.wpw, c, c).t(), a, d.b, d.t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
         let bias = pr.bpw[row % c];
