@@ -137,11 +137,26 @@ fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [
         }
     }
     rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + p.ln_eps).sqrt());
-    for ch in 0..c {
-        let (w, bias) = (p.norm_w[ch], p.norm_b[ch]);
-        let row = &xb[ch * t + t0..ch * t + t0 + n];
-        for (i, &v) in row.iter().enumerate() {
-            xn[i * c + ch] = (v - mu[i]) * rs[i] * w + bias;
+    // Normalised in blocks of 16 channels, then written frame by frame: each
+    // frame's 16 values fill one cache line of `xn` (a frame's row is `c`
+    // floats apart from the next, too far for writing channel by channel).
+    const BLOCK: usize = 16;
+    let mut tile = [[0.0f32; FRAMES]; BLOCK];
+    for c0 in (0..c).step_by(BLOCK) {
+        let width = BLOCK.min(c - c0);
+        for (k, tr) in tile.iter_mut().enumerate().take(width) {
+            let ch = c0 + k;
+            let (w, bias) = (p.norm_w[ch], p.norm_b[ch]);
+            let row = &xb[ch * t + t0..ch * t + t0 + n];
+            for i in 0..n {
+                tr[i] = (row[i] - mu[i]) * rs[i] * w + bias;
+            }
+        }
+        for i in 0..n {
+            let out = &mut xn[i * c + c0..i * c + c0 + width];
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = tile[k][i];
+            }
         }
     }
 }
@@ -225,8 +240,13 @@ fn sum_frames(d: Dims, width: usize, a: &[f32], b: &[f32], valid: &[f32], kernel
 /// GRN's statistics: `g[b, j] = ‖a[b, :, j]‖` over valid frames (0 when all
 /// are 0) and `n = g / (mean_j g + eps)`.
 fn grn_stats(a: &[f32], valid: &[f32], d: Dims, eps: f32, g: &mut [f32], n: &mut [f32]) {
+    let sq = sum_frames(d, d.h, a, &[], valid, squares_simd);
+    grn_norms(&sq, d, eps, g, n);
+}
+
+/// `g = √sq` (0 where `sq` is 0) and `n = g / (mean_j g + eps)`, `[B, H]`.
+fn grn_norms(sq: &[f32], d: Dims, eps: f32, g: &mut [f32], n: &mut [f32]) {
     let h = d.h;
-    let sq = sum_frames(d, h, a, &[], valid, squares_simd);
     for bi in 0..d.b {
         let (gb, nb) = (&mut g[bi * h..(bi + 1) * h], &mut n[bi * h..(bi + 1) * h]);
         for (gv, &s) in gb.iter_mut().zip(&sq[bi * h..(bi + 1) * h]) {
@@ -275,17 +295,44 @@ fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
     });
 }
 
+/// `a = GELU(a + b1)` row by row, adding `valid[r]·a²` of each row to `acc`.
 #[inline(always)]
-fn bias_gelu_in_place_rows(h: &mut [f32], b1: &[f32]) {
-    for hr in h.chunks_exact_mut(b1.len()) {
-        for (hv, &bv) in hr.iter_mut().zip(b1) {
-            let v = *hv + bv;
-            *hv = v * cdf_pdf(v).0;
+fn bias_gelu_squares_rows(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) {
+    for (ar, &v) in a.chunks_exact_mut(b1.len()).zip(valid) {
+        for ((x, &bv), s) in ar.iter_mut().zip(b1).zip(acc.iter_mut()) {
+            let y = *x + bv;
+            let g = y * cdf_pdf(y).0;
+            *x = g;
+            *s += v * g * g;
         }
     }
 }
 
-simd_fn!(fn bias_gelu_in_place_simd(h: &mut [f32], b1: &[f32]) => bias_gelu_in_place_rows);
+simd_fn!(fn bias_gelu_squares_simd(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) => bias_gelu_squares_rows);
+
+/// GELU of `a + b1` in place, returning GRN's sums of squares over the
+/// valid frames, `[B, H]`: the two passes of inference in one.
+fn bias_gelu_squares(a: &mut [f32], valid: &[f32], b1: &[f32], d: Dims) -> Vec<f32> {
+    let h = d.h;
+    let per_utterance: Vec<Vec<f32>> = a
+        .par_chunks_mut(d.t * h)
+        .enumerate()
+        .map(|(bi, ab)| {
+            let parts: Vec<Vec<f32>> = ab
+                .par_chunks_mut(FRAMES * h)
+                .enumerate()
+                .map(|(ci, rows)| {
+                    let mut acc = vec![0.0f32; h];
+                    let r0 = bi * d.t + ci * FRAMES;
+                    bias_gelu_squares_simd(rows, b1, &valid[r0..r0 + rows.len() / h], &mut acc);
+                    acc
+                })
+                .collect();
+            column_sums(&parts, h)
+        })
+        .collect();
+    per_utterance.concat()
+}
 
 #[inline(always)]
 fn grn_in_place_row(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f32]) {
@@ -305,9 +352,9 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mu
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
     let mut a = zeros(rows * h);
     matmul(&mut a, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
-    a.par_chunks_mut(FRAMES * h).for_each(|rows| bias_gelu_in_place_simd(rows, p.b1));
+    let sq = bias_gelu_squares(&mut a, valid, p.b1, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
-    grn_stats(&a, valid, d, p.grn_eps, &mut g, &mut n);
+    grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
     a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
         grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.gamma, p.beta);
     });
