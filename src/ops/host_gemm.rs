@@ -15,6 +15,22 @@ pub fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// The row-major transpose `[cols, rows]` of a row-major `[rows, cols]`
+/// matrix. `gemm` runs 20–40 % slower when one operand's layout is
+/// transposed relative to the others (measured at the models' shapes), so
+/// small weight matrices are transposed once per call rather than read
+/// through their strides.
+pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(m.len(), rows * cols, "matrix size");
+    let mut out = vec![0.0f32; rows * cols];
+    for (i, row) in m.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
+    out
+}
+
 /// A read-only matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {

@@ -16,7 +16,7 @@ use burn::backend::{
 use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host_gemm::{per_utterance, sum_over_utterances, zeros, View};
+use super::host_gemm::{per_utterance, sum_over_utterances, transposed, zeros, View};
 
 /// 1×1 convolution.
 #[backend_extension(Flex, Autodiff)]
@@ -61,7 +61,8 @@ impl PointwiseOps for Flex {
         let mut out = zeros(b * ci * t + co * ci + co);
         let (dx, rest) = out.split_at_mut(b * ci * t);
         let (dw, db) = rest.split_at_mut(co * ci);
-        per_utterance(dx, View::rows(f32s(&w), co, ci).t(), f32s(&g), b, t, false);
+        let wt = transposed(f32s(&w), co, ci);
+        per_utterance(dx, View::rows(&wt, ci, co), f32s(&g), b, t, false);
         sum_over_utterances(dw, f32s(&g), f32s(&x), co, ci, b, t);
         let sums: Vec<f32> = f32s(&g).par_chunks(t).map(|r| r.iter().sum::<f32>()).collect();
         for (row, s) in sums.into_iter().enumerate() {

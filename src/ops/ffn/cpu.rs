@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::super::gelu::cpu::cdf_pdf;
-use super::super::host_gemm::{matmul, zeros, View};
+use super::super::host_gemm::{matmul, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Frames per parallel task.
@@ -607,7 +607,8 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
     let mut r = zeros(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     matmul(gr.w2, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
-    matmul(&mut r, View::rows(&dy, rows, c), View::rows(p.w2, h, c).t(), false);
+    let w2t = transposed(p.w2, h, c);
+    matmul(&mut r, View::rows(&dy, rows, c), View::rows(&w2t, c, h), false);
     let [dgamma, dbeta, db1] = grn_gelu_backward(&mut r, valid, p, s, d);
     gr.gamma.copy_from_slice(&dgamma);
     gr.beta.copy_from_slice(&dbeta);
@@ -617,7 +618,8 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
     renormalise(x, p, s, d, &mut xn);
     matmul(gr.w1, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
     // dy's buffer takes ∂xn = dh·W1ᵀ.
-    matmul(&mut dy, View::rows(&r, rows, h), View::rows(p.w1, c, h).t(), false);
+    let w1t = transposed(p.w1, c, h);
+    matmul(&mut dy, View::rows(&r, rows, h), View::rows(&w1t, h, c), false);
     let (dw, db) = layer_norm_backward(x, dout, &dy, p, s, d, gr.x);
     gr.norm_w.copy_from_slice(&dw);
     gr.norm_b.copy_from_slice(&db);

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::gelu::cpu::cdf_pdf;
-use super::super::host_gemm::{per_utterance, sum_over_utterances, zeros, View};
+use super::super::host_gemm::{per_utterance, sum_over_utterances, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Sizes of one call.
@@ -130,7 +130,8 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         });
         rest
     };
-    per_utterance(out, View::rows(pr.wpw, c, c).t(), a, d.b, d.t, false);
+    let wpw_t = transposed(pr.wpw, c, c);
+    per_utterance(out, View::rows(&wpw_t, c, c), a, d.b, d.t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
         let bias = pr.bpw[row % c];
         o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
@@ -219,5 +220,6 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     dbp.copy_from_slice(&channel_sums(&dp, d));
     sum_over_utterances(dwp, &dp, x, c, c, d.b, d.t);
     dx.copy_from_slice(dout);
-    per_utterance(dx, View::rows(pr.wp, c, c).t(), &dp, d.b, d.t, true);
+    let wp_t = transposed(pr.wp, c, c);
+    per_utterance(dx, View::rows(&wp_t, c, c), &dp, d.b, d.t, true);
 }
