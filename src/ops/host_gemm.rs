@@ -22,10 +22,15 @@ pub fn zeros(n: usize) -> Vec<f32> {
 /// through their strides.
 pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(m.len(), rows * cols, "matrix size");
+    const TILE: usize = 16;
     let mut out = vec![0.0f32; rows * cols];
-    for (i, row) in m.chunks_exact(cols).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            out[j * rows + i] = v;
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    out[j * rows + i] = m[i * cols + j];
+                }
+            }
         }
     }
     out

@@ -16,8 +16,29 @@ pub fn avx2_fma() -> bool {
 
 /// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled
 /// for AVX2 and FMA when the CPU has them (8-wide vectors), plainly otherwise.
-/// The loops are written once; only their compilation differs.
+/// The loops are written once; only their compilation differs. With
+/// `=> fma $body`, the body takes `<const FMA: bool>`, true in the AVX2
+/// build (for `f32::mul_add`, one instruction there and a library call
+/// elsewhere).
 macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                $(#[$m])*
+                unsafe fn fast($($a: $t),*) {
+                    $body::<true>($($a),*)
+                }
+                if $crate::ops::simd::avx2_fma() {
+                    // SAFETY: the CPU has the features (checked just above).
+                    return unsafe { fast($($a),*) };
+                }
+            }
+            $body::<false>($($a),*)
+        }
+    };
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
         $(#[$m])*
         fn $name($($a: $t),*) {

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::super::gelu::cpu::cdf_pdf;
+use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{matmul, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
@@ -167,16 +167,16 @@ simd_fn!(
 );
 
 #[inline(always)]
-fn bias_gelu_rows(h: &mut [f32], a: &mut [f32], b1: &[f32]) {
+fn bias_gelu_rows<const FMA: bool>(h: &mut [f32], a: &mut [f32], b1: &[f32]) {
     for (hr, ar) in h.chunks_exact_mut(b1.len()).zip(a.chunks_exact_mut(b1.len())) {
         for ((hv, av), &bv) in hr.iter_mut().zip(ar.iter_mut()).zip(b1) {
             *hv += bv;
-            *av = *hv * cdf_pdf(*hv).0;
+            *av = *hv * cdf_pdf_with::<FMA>(*hv).0;
         }
     }
 }
 
-simd_fn!(fn bias_gelu_simd(h: &mut [f32], a: &mut [f32], b1: &[f32]) => bias_gelu_rows);
+simd_fn!(fn bias_gelu_simd(h: &mut [f32], a: &mut [f32], b1: &[f32]) => fma bias_gelu_rows);
 
 /// `h += b1` and `a = GELU(h)`, row by row.
 fn bias_gelu(h: &mut [f32], a: &mut [f32], b1: &[f32], width: usize) {
@@ -297,18 +297,18 @@ fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
 
 /// `a = GELU(a + b1)` row by row, adding `valid[r]·a²` of each row to `acc`.
 #[inline(always)]
-fn bias_gelu_squares_rows(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) {
+fn bias_gelu_squares_rows<const FMA: bool>(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) {
     for (ar, &v) in a.chunks_exact_mut(b1.len()).zip(valid) {
         for ((x, &bv), s) in ar.iter_mut().zip(b1).zip(acc.iter_mut()) {
             let y = *x + bv;
-            let g = y * cdf_pdf(y).0;
+            let g = y * cdf_pdf_with::<FMA>(y).0;
             *x = g;
             *s += v * g * g;
         }
     }
 }
 
-simd_fn!(fn bias_gelu_squares_simd(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) => bias_gelu_squares_rows);
+simd_fn!(fn bias_gelu_squares_simd(a: &mut [f32], b1: &[f32], valid: &[f32], acc: &mut [f32]) => fma bias_gelu_squares_rows);
 
 /// GELU of `a + b1` in place, returning GRN's sums of squares over the
 /// valid frames, `[B, H]`: the two passes of inference in one.
@@ -445,12 +445,21 @@ fn column_sums(parts: &[Vec<f32>], width: usize) -> Vec<f32> {
 /// added to `acc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn grn_gelu_row(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma: &[f32], v: f32, acc: &mut [f32]) {
+fn grn_gelu_row<const FMA: bool>(
+    g: &mut [f32],
+    a: &[f32],
+    h: &[f32],
+    n: &[f32],
+    k: &[f32],
+    gamma: &[f32],
+    v: f32,
+    acc: &mut [f32],
+) {
     let w = g.len();
     let (a, h, n, k, gamma, acc) = (&a[..w], &h[..w], &n[..w], &k[..w], &gamma[..w], &mut acc[..w]);
     for j in 0..w {
         let da = g[j] * (gamma[j] * n[j] + 1.0) + v * a[j] * k[j];
-        let (cdf, pdf) = cdf_pdf(h[j]);
+        let (cdf, pdf) = cdf_pdf_with::<FMA>(h[j]);
         g[j] = da * (cdf + h[j] * pdf);
         acc[j] += g[j];
     }
@@ -458,7 +467,7 @@ fn grn_gelu_row(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma
 
 simd_fn!(
     #[allow(clippy::too_many_arguments)]
-    fn grn_gelu_row_simd(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma: &[f32], v: f32, acc: &mut [f32]) => grn_gelu_row
+    fn grn_gelu_row_simd(g: &mut [f32], a: &[f32], h: &[f32], n: &[f32], k: &[f32], gamma: &[f32], v: f32, acc: &mut [f32]) => fma grn_gelu_row
 );
 
 /// GRN and GELU backward in one pass: `dr` (the gradient of GRN's output)

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
-use super::super::gelu::cpu::cdf_pdf;
+use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{per_utterance, sum_over_utterances, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
@@ -66,32 +66,32 @@ pub fn saved_len(d: Dims) -> usize {
 }
 
 #[inline(always)]
-fn gelu_row(q: &[f32], a: &mut [f32]) {
+fn gelu_row<const FMA: bool>(q: &[f32], a: &mut [f32]) {
     for (av, &qv) in a.iter_mut().zip(q) {
-        *av = qv * cdf_pdf(qv).0;
+        *av = qv * cdf_pdf_with::<FMA>(qv).0;
     }
 }
 
-simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => gelu_row);
+simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => fma gelu_row);
 
 #[inline(always)]
-fn gelu_in_place(q: &mut [f32]) {
+fn gelu_in_place<const FMA: bool>(q: &mut [f32]) {
     for v in q.iter_mut() {
-        *v *= cdf_pdf(*v).0;
+        *v *= cdf_pdf_with::<FMA>(*v).0;
     }
 }
 
-simd_fn!(fn gelu_in_place_simd(q: &mut [f32]) => gelu_in_place);
+simd_fn!(fn gelu_in_place_simd(q: &mut [f32]) => fma gelu_in_place);
 
 #[inline(always)]
-fn gelu_grad_row(q: &[f32], g: &mut [f32]) {
+fn gelu_grad_row<const FMA: bool>(q: &[f32], g: &mut [f32]) {
     for (gv, &qv) in g.iter_mut().zip(q) {
-        let (cdf, pdf) = cdf_pdf(qv);
+        let (cdf, pdf) = cdf_pdf_with::<FMA>(qv);
         *gv *= cdf + qv * pdf;
     }
 }
 
-simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => gelu_grad_row);
+simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => fma gelu_grad_row);
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 on
 /// the frames the depthwise convolutions may read and 0 on padding.
