@@ -65,9 +65,31 @@ impl<'a> View<'a> {
 
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`; `dst` is
 /// row-major `[lhs.rows, rhs.cols]`. Runs on the rayon pool.
+///
+/// With at least [`ROWS_PER_THREAD`] rows per thread, the rows of `dst` are
+/// split evenly over the pool and each part is one single-threaded product:
+/// at the models' shapes (a few hundred rows per utterance) that ran up to
+/// 1.8× faster than `gemm`'s own split on two AVX2 cores (400×1024×256: 162
+/// against 144 GFLOP/s; 256×256×400: 163 against 88). Smaller products keep
+/// `gemm`'s own parallelism.
 pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
-    matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0))
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let (m, n) = (lhs.rows, rhs.cols);
+    if threads < 2 || m < threads * ROWS_PER_THREAD || n == 0 || lhs.cols == 0 {
+        return matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0));
+    }
+    let per = m.div_ceil(threads);
+    dst.par_chunks_mut(per * n).enumerate().for_each(|(i, part)| {
+        let rows = part.len() / n;
+        let start = i * per * lhs.rs;
+        let sub = View { data: &lhs.data[start..], rows, cols: lhs.cols, rs: lhs.rs, cs: lhs.cs };
+        matmul_with(part, sub, rhs, accumulate, gemm::Parallelism::None);
+    });
 }
+
+/// Fewest rows per thread for which [`matmul`] splits the rows itself.
+pub const ROWS_PER_THREAD: usize = 64;
 
 /// [`matmul`] on the calling thread only (for products run in parallel).
 pub fn matmul_serial(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
@@ -161,6 +183,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn rows_split_over_threads() {
+        // Enough rows for `matmul` to split them, with a transposed left side.
+        let (m, k, n) = (300, 33, 17);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.013).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.029).cos()).collect();
+        for lhs in [View::rows(&a, m, k), View::rows(&a, k, m).t()] {
+            let rhs = View::rows(&b, k, n);
+            let mut out = vec![1.0; m * n];
+            matmul(&mut out, lhs, rhs, true);
+            let want = naive(lhs, rhs);
+            for (o, w) in out.iter().zip(&want) {
+                assert!((o - (w + 1.0)).abs() < 1e-4, "{o} vs {w} + 1");
+            }
+        }
+        let t = transposed(&a, m, k);
+        assert_eq!(t[5 * m + 7], a[7 * k + 5]);
     }
 
     #[test]
