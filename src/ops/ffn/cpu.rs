@@ -137,6 +137,15 @@ fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [
         }
     }
     rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + p.ln_eps).sqrt());
+    write_normalised(xb, t0, p, c, t, xn, mu, rs);
+}
+
+/// `xn[i, ch] = (x[ch, t0 + i] − μ_i)·rstd_i·w[ch] + b[ch]` for the frames of
+/// `mu` and `rs`, from one utterance `xb [C, T]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn write_normalised(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &[f32], rs: &[f32]) {
+    let n = mu.len();
     // Normalised in blocks of 16 channels, then written frame by frame: each
     // frame's 16 values fill one cache line of `xn` (a frame's row is `c`
     // floats apart from the next, too far for writing channel by channel).
@@ -637,14 +646,17 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
 /// LayerNorm's output from the saved statistics (as [`layer_norm`] computed it).
 fn renormalise(x: &[f32], p: &Params, s: &SavedRef, d: Dims, xn: &mut [f32]) {
     let (c, t) = (d.c, d.t);
-    xn.par_chunks_mut(FRAMES * c).enumerate().for_each(|(chunk, xc)| {
-        for (i, row) in xc.chunks_exact_mut(c).enumerate() {
-            let r = chunk * FRAMES + i;
-            let (bi, ti) = (r / t, r % t);
-            let (mu, rs) = (s.mean[r], s.rstd[r]);
-            for (ch, o) in row.iter_mut().enumerate() {
-                *o = (x[(bi * c + ch) * t + ti] - mu) * rs * p.norm_w[ch] + p.norm_b[ch];
-            }
-        }
+    xn.par_chunks_mut(t * c).enumerate().for_each(|(bi, xn_b)| {
+        let xb = &x[bi * c * t..(bi + 1) * c * t];
+        xn_b.par_chunks_mut(FRAMES * c).enumerate().for_each(|(chunk, xn_c)| {
+            let frames = bi * t + chunk * FRAMES..bi * t + chunk * FRAMES + xn_c.len() / c;
+            let (mu, rs) = (&s.mean[frames.clone()], &s.rstd[frames]);
+            write_normalised_simd(xb, chunk * FRAMES, p, c, t, xn_c, mu, rs);
+        });
     });
 }
+
+simd_fn!(
+    #[allow(clippy::too_many_arguments)]
+    fn write_normalised_simd(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &[f32], rs: &[f32]) => write_normalised
+);
