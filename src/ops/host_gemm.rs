@@ -12,9 +12,7 @@ pub fn zeros(n: usize) -> Vec<f32> {
     }
     let mut v: Vec<f32> = Vec::with_capacity(n);
     // Parallel memset of the spare capacity, then the length.
-    v.spare_capacity_mut()
-        .par_chunks_mut(1 << 16)
-        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    v.spare_capacity_mut().par_chunks_mut(1 << 16).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
     // SAFETY: all `n` elements of the capacity were just initialised.
     unsafe { v.set_len(n) };
     v
