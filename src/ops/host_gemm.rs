@@ -60,6 +60,11 @@ impl<'a> View<'a> {
         Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
+    /// Rows `start..start + rows` (a view).
+    fn row_block(self, start: usize, rows: usize) -> Self {
+        Self { data: &self.data[start * self.rs..], rows, ..self }
+    }
+
     /// Whether every element the strides reach lies inside `data`.
     fn in_bounds(&self) -> bool {
         self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
@@ -77,18 +82,55 @@ impl<'a> View<'a> {
 /// `gemm`'s own parallelism.
 pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
     use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    let (m, n) = (lhs.rows, rhs.cols);
-    if threads < 2 || m < threads * ROWS_PER_THREAD || n == 0 || lhs.cols == 0 {
-        return matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0));
+    assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination size");
+    match split_rows(lhs, rhs) {
+        None => matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0)),
+        Some(per) => dst.par_chunks_mut(per * rhs.cols).enumerate().for_each(|(i, part)| {
+            let sub = lhs.row_block(i * per, part.len() / rhs.cols);
+            matmul_with(part, sub, rhs, accumulate, gemm::Parallelism::None);
+        }),
     }
-    let per = m.div_ceil(threads);
-    dst.par_chunks_mut(per * n).enumerate().for_each(|(i, part)| {
-        let rows = part.len() / n;
-        let start = i * per * lhs.rs;
-        let sub = View { data: &lhs.data[start..], rows, cols: lhs.cols, rs: lhs.rs, cs: lhs.cs };
-        matmul_with(part, sub, rhs, accumulate, gemm::Parallelism::None);
-    });
+}
+
+/// `lhs · rhs` in a new row-major `[lhs.rows, rhs.cols]` buffer, written by
+/// the product alone: no zero-filling pass before it.
+pub fn product(lhs: View, rhs: View) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (m, n) = (lhs.rows, rhs.cols);
+    check(lhs, rhs);
+    if m == 0 || n == 0 || lhs.cols == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(m * n);
+    let spare = &mut v.spare_capacity_mut()[..m * n];
+    match split_rows(lhs, rhs) {
+        // SAFETY: each pointer addresses `rows · n` writable floats of the
+        // spare capacity, and `gemm` only writes the destination when it is
+        // told not to read it (`accumulate` false).
+        None => unsafe { gemm_raw(spare.as_mut_ptr().cast(), lhs, rhs, false, gemm::Parallelism::Rayon(0)) },
+        Some(per) => spare.par_chunks_mut(per * n).enumerate().for_each(|(i, part)| unsafe {
+            gemm_raw(
+                part.as_mut_ptr().cast(),
+                lhs.row_block(i * per, part.len() / n),
+                rhs,
+                false,
+                gemm::Parallelism::None,
+            )
+        }),
+    }
+    // SAFETY: the product wrote every one of the m·n elements.
+    unsafe { v.set_len(m * n) };
+    v
+}
+
+/// Rows per part when [`matmul`] splits the rows over the pool itself.
+fn split_rows(lhs: View, rhs: View) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    let m = lhs.rows;
+    if threads < 2 || m < threads * ROWS_PER_THREAD || rhs.cols == 0 || lhs.cols == 0 {
+        return None;
+    }
+    Some(m.div_ceil(threads))
 }
 
 /// Fewest rows per thread for which [`matmul`] splits the rows itself.
@@ -99,11 +141,15 @@ pub fn matmul_serial(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
     matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::None)
 }
 
+fn check(lhs: View, rhs: View) {
+    assert_eq!(lhs.cols, rhs.rows, "inner dimensions");
+    assert!(lhs.in_bounds() && rhs.in_bounds(), "operand strides reach outside their slices");
+}
+
 fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(k, rhs.rows, "inner dimensions");
+    check(lhs, rhs);
     assert_eq!(dst.len(), m * n, "destination size");
-    assert!(lhs.in_bounds() && rhs.in_bounds(), "operand strides reach outside their slices");
     if m == 0 || n == 0 {
         return;
     }
@@ -113,15 +159,26 @@ fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallel
         }
         return;
     }
-    // SAFETY: `dst` holds m·n elements written row-major (column stride 1,
-    // row stride n), and both operands were checked to stay inside their
+    // SAFETY: `dst` holds the m·n initialised elements of the destination.
+    unsafe { gemm_raw(dst.as_mut_ptr(), lhs, rhs, accumulate, parallelism) }
+}
+
+/// `dst (+)= lhs · rhs` through `gemm`, `dst` row-major `[m, n]`.
+///
+/// # Safety
+/// `dst` must be valid for writing `lhs.rows · rhs.cols` floats, and for
+/// reading them (initialised) when `accumulate`; the operands must have been
+/// checked with [`check`], with `lhs.cols > 0`.
+unsafe fn gemm_raw(dst: *mut f32, lhs: View, rhs: View, accumulate: bool, parallelism: gemm::Parallelism) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    // SAFETY: as the caller guarantees; both operands stay inside their
     // slices for every (i, j) their shapes and strides address.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -201,6 +258,14 @@ mod tests {
             let want = naive(lhs, rhs);
             for (o, w) in out.iter().zip(&want) {
                 assert!((o - (w + 1.0)).abs() < 1e-4, "{o} vs {w} + 1");
+            }
+        }
+        for (rows, lhs) in [(m, View::rows(&a, m, k)), (5, View::rows(&a[..5 * k], 5, k))] {
+            let rhs = View::rows(&b, k, n);
+            let (got, want) = (product(lhs, rhs), naive(lhs, rhs));
+            assert_eq!(got.len(), rows * n);
+            for (o, w) in got.iter().zip(&want) {
+                assert!((o - w).abs() < 1e-4, "product: {o} vs {w}");
             }
         }
         let t = transposed(&a, m, k);

@@ -16,7 +16,7 @@ use burn::backend::{
 use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host_gemm::{per_utterance, sum_over_utterances, transposed, zeros, View};
+use super::host_gemm::{per_utterance, product, sum_over_utterances, transposed, zeros, View};
 
 /// 1×1 convolution.
 #[backend_extension(Flex, Autodiff)]
@@ -45,8 +45,14 @@ impl PointwiseOps for Flex {
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, bias) = (host(&x), host(&weight), host(&bias));
-        let mut out = zeros(b * co * t);
-        per_utterance(&mut out, View::rows(f32s(&w), co, ci), f32s(&x), b, t, false);
+        let lhs = View::rows(f32s(&w), co, ci);
+        let mut out = if b == 1 {
+            product(lhs, View::rows(f32s(&x), ci, t))
+        } else {
+            let mut out = zeros(b * co * t);
+            per_utterance(&mut out, lhs, f32s(&x), b, t, false);
+            out
+        };
         let bias = f32s(&bias);
         out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
             let v = bias[row % co];

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::super::gelu::cpu::cdf_pdf_with;
-use super::super::host_gemm::{matmul, transposed, zeros, View};
+use super::super::host_gemm::{matmul, product, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Frames per parallel task.
@@ -359,8 +359,7 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mu
     let mut xn = zeros(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
-    let mut a = zeros(rows * h);
-    matmul(&mut a, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
+    let mut a = product(View::rows(&xn, rows, c), View::rows(p.w1, c, h));
     let sq = bias_gelu_squares(&mut a, valid, p.b1, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
     grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
