@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::gelu::cpu::cdf_pdf_with;
-use super::super::host_gemm::{per_utterance, sum_over_utterances, transposed, zeros, View};
+use super::super::host_gemm::{per_utterance, product, sum_over_utterances, transposed, zeros, View};
 use super::super::simd::simd_fn;
 
 /// Sizes of one call.
@@ -95,13 +95,26 @@ simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => fma gelu_grad_row);
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 on
 /// the frames the depthwise convolutions may read and 0 on padding.
-/// `saved` takes `[p | q | a]` in training ([`saved_len`] floats), or
-/// `[p | a]` in inference (2·B·C·T floats: GELU then works in place).
+/// `saved` takes `[p | q | a]` in training ([`saved_len`] floats), or only
+/// the activation in inference (B·C·T floats: GELU then works in place).
 pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], saved: &mut [f32]) {
     let (c, t, n) = (d.c, d.t, d.b * d.plane());
     let keep = saved.len() == saved_len(d);
-    let (p, rest) = saved.split_at_mut(n);
-    per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
+    let mut own_p = vec![];
+    let (p, rest) = if keep {
+        let (p, rest) = saved.split_at_mut(n);
+        per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
+        (p, rest)
+    } else {
+        own_p = if d.b == 1 {
+            product(View::rows(pr.wp, c, c), View::rows(x, c, t))
+        } else {
+            let mut p = zeros(n);
+            per_utterance(&mut p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
+            p
+        };
+        (&mut own_p[..], saved)
+    };
     p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
         let (bi, ch) = (row / c, row % c);
         let (bias, v) = (pr.bp[ch], &valid[bi * t..(bi + 1) * t]);

@@ -140,8 +140,8 @@ impl MscOps for Flex {
         let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw], [pad1, pad2]);
         let d = hs.dims;
         let mut out = zeros(d.b * d.c * d.t);
-        // Inference keeps nothing: the projection and the activation only.
-        let mut saved = zeros(2 * d.b * d.c * d.t);
+        // Inference keeps nothing: a buffer for the activation only.
+        let mut saved = zeros(d.b * d.c * d.t);
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d, &mut out, &mut saved);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
