@@ -10,6 +10,7 @@
 
 pub mod depthwise;
 pub mod ffn;
+pub(crate) mod flat;
 #[cfg(feature = "kernels")]
 pub mod frontend;
 pub mod gelu;

@@ -13,9 +13,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{
     backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
 };
-use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::flat::{f32s, host, register_flat};
 use super::host_gemm::{per_utterance, product, sum_over_utterances, transposed, zeros, View};
 
 /// 1×1 convolution.
@@ -30,15 +31,6 @@ pub trait PointwiseOps: Backend {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused 1×1 convolution runs in float32");
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 impl PointwiseOps for Flex {
@@ -91,15 +83,7 @@ impl<B: Backend + PointwiseOps> Backward<B, 3> for PointwiseBackward {
         let (x, w) = ops.state;
         let shapes = [x.shape(), w.shape(), Shape::new([w.shape()[0]])];
         let all = B::pointwise_conv_backward(x, w, grad);
-        let mut start = 0;
-        for (parent, shape) in ops.parents.iter().zip(shapes) {
-            let n = shape.num_elements();
-            if let Some(node) = parent {
-                let part = B::float_slice(all.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
-                grads.register::<B>(node.id, B::float_reshape(part, shape));
-            }
-            start += n;
-        }
+        register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
 

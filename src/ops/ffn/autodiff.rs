@@ -8,8 +8,9 @@ use burn::backend::autodiff::{
 };
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
-use burn::tensor::{Shape, Slice};
+use burn::tensor::Shape;
 
+use super::super::flat::{part, register_flat};
 use super::FfnOps;
 
 /// What the backward needs: the forward's inputs (no gradient flows to
@@ -30,13 +31,6 @@ struct State<T> {
 
 #[derive(Debug)]
 struct FfnBackward;
-
-/// `t[start..start + shape.product()]` reshaped to `shape` (a view).
-fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {
-    let n = shape.num_elements();
-    let s = B::float_slice(t.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
-    B::float_reshape(s, shape)
-}
 
 impl<B: Backend + FfnOps> Backward<B, 9> for FfnBackward {
     type State = State<B::FloatTensorPrimitive>;
@@ -61,14 +55,7 @@ impl<B: Backend + FfnOps> Backward<B, 9> for FfnBackward {
             Shape::new([h, c]),
             Shape::new([c]),
         ];
-        let mut start = 0;
-        for (parent, shape) in ops.parents.iter().zip(shapes) {
-            let n = shape.num_elements();
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, part::<B>(&all, start, shape));
-            }
-            start += n;
-        }
+        register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
 

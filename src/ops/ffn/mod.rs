@@ -20,6 +20,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use super::host_gemm::zeros;
 
+use super::flat::{f32s, host};
 use cpu::{Dims, Params};
 
 /// The fused feed-forward block.
@@ -77,15 +78,6 @@ pub trait FfnOps: Backend {
         ln_eps: f64,
         grn_eps: f64,
     ) -> FloatTensor<Self>;
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused feed-forward block runs in float32");
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 /// The inputs of one call on the host.

@@ -15,8 +15,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{
     backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
 };
-use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 
+use super::flat::{f32s, host, part, register_flat};
 use super::host_gemm::zeros;
 
 /// Channels-first LayerNorm.
@@ -45,15 +46,6 @@ pub trait LayerNormOps: Backend {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused LayerNorm runs in float32");
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 /// `(x, weight, bias)` on the host, `(out, stats)` written into `buf`.
@@ -96,13 +88,6 @@ impl LayerNormOps for Flex {
 #[derive(Debug)]
 struct LayerNormBackward;
 
-/// `t[start..start + shape.product()]` reshaped to `shape` (a view).
-fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {
-    let n = shape.num_elements();
-    let s = B::float_slice(t.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
-    B::float_reshape(s, shape)
-}
-
 impl<B: Backend + LayerNormOps> Backward<B, 3> for LayerNormBackward {
     /// `(x, packed forward output, weight)`.
     type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, B::FloatTensorPrimitive);
@@ -113,14 +98,7 @@ impl<B: Backend + LayerNormOps> Backward<B, 3> for LayerNormBackward {
         let (x_shape, c) = (x.shape(), w.shape()[0]);
         let all = B::layer_norm_cf_backward(x, packed, w, grad);
         let shapes = [x_shape, Shape::new([c]), Shape::new([c])];
-        let mut start = 0;
-        for (parent, shape) in ops.parents.iter().zip(shapes) {
-            let n = shape.num_elements();
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, part::<B>(&all, start, shape));
-            }
-            start += n;
-        }
+        register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
 

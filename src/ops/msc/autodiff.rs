@@ -8,8 +8,9 @@ use burn::backend::autodiff::{
 };
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
-use burn::tensor::{Shape, Slice};
+use burn::tensor::Shape;
 
+use super::super::flat::{part, register_flat};
 use super::MscOps;
 
 /// The forward's inputs the backward reads, and its flat output.
@@ -29,13 +30,6 @@ struct State<T> {
 
 #[derive(Debug)]
 struct MscBackward;
-
-/// `t[start..start + shape.product()]` reshaped to `shape` (a view).
-fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {
-    let n = shape.num_elements();
-    let s = B::float_slice(t.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
-    B::float_reshape(s, shape)
-}
 
 impl<B: Backend + MscOps> Backward<B, 9> for MscBackward {
     type State = State<B::FloatTensorPrimitive>;
@@ -57,14 +51,7 @@ impl<B: Backend + MscOps> Backward<B, 9> for MscBackward {
         ];
         let all =
             B::msc_backward(s.x, s.valid, s.packed, s.wp, s.w1, s.b1, s.w2, s.b2, s.wpw, dout, s.pads[0], s.pads[1]);
-        let mut start = 0;
-        for (parent, shape) in ops.parents.iter().zip(shapes) {
-            let n = shape.num_elements();
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, part::<B>(&all, start, shape));
-            }
-            start += n;
-        }
+        register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
 

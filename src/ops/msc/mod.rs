@@ -16,10 +16,11 @@ mod autodiff;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, Flex, TensorMetadata};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use super::host_gemm::zeros;
 
+use super::flat::{f32s, host};
 use cpu::{Branch, Dims, Params};
 
 /// The fused multi-scale convolution, two branches.
@@ -78,15 +79,6 @@ pub trait MscOps: Backend {
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self>;
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused multi-scale convolution runs in float32");
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 /// The inputs of one call on the host: `[wp, bp, w1, b1, w2, b2, wpw, bpw]`.

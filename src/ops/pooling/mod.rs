@@ -14,8 +14,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{
     backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
 };
-use burn::tensor::{DType, Slice, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
+use super::flat::{f32s, host, register_flat};
 use super::host_gemm::zeros;
 
 /// Attentive statistics pooling.
@@ -32,15 +33,6 @@ pub trait PoolingOps: Backend {
         grad: FloatTensor<Self>,
         floor: f64,
     ) -> FloatTensor<Self>;
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused pooling runs in float32");
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 impl PoolingOps for Flex {
@@ -73,15 +65,8 @@ impl<B: Backend + PoolingOps> Backward<B, 2> for StatsBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (h, e, floor) = ops.state;
         let shape = h.shape();
-        let n = shape.num_elements() as isize;
         let all = B::attentive_stats_backward(h, e, grad, floor);
-        for (i, parent) in ops.parents.iter().enumerate() {
-            if let Some(node) = parent {
-                let i = i as isize;
-                let part = B::float_slice(all.clone(), &[Slice::new(i * n, Some((i + 1) * n), 1)]);
-                grads.register::<B>(node.id, B::float_reshape(part, shape.clone()));
-            }
-        }
+        register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), [shape.clone(), shape]);
     }
 }
 

@@ -1,0 +1,48 @@
+//! Helpers shared by the fused CPU operations (`ffn`, `msc`, `layer_norm`,
+//! `pointwise`, `pooling`): host views of `flex` tensors, and the flat
+//! tensors by which one Burn extension call returns several results (the
+//! training forward `[out | saved]`, the backward `[∂input | ∂parameters…]`).
+
+use burn::backend::autodiff::{grads::Gradients, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{tensor::FloatTensor, Backend, TensorMetadata};
+use burn::tensor::{DType, Shape, Slice};
+
+/// `t` contiguous on the host; the fused operations run in float32 only
+/// (their callers check, see `ffn::fused`).
+pub fn host(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "the fused CPU operations run in float32");
+    t.to_contiguous()
+}
+
+/// The floats of a contiguous float32 tensor.
+pub fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32")
+}
+
+/// `t[start..start + shape.num_elements()]` of a flat tensor, reshaped to
+/// `shape` (a view, no copy).
+pub fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {
+    let n = shape.num_elements();
+    let s = B::float_slice(t.clone(), &[Slice::new(start as isize, Some((start + n) as isize), 1)]);
+    B::float_reshape(s, shape)
+}
+
+/// Registers the gradients laid end to end in the flat `all`, one per
+/// parent in order with the given shapes, for the parents that take one.
+pub fn register_flat<B: Backend>(
+    grads: &mut Gradients,
+    all: &FloatTensor<B>,
+    parents: impl IntoIterator<Item = Option<NodeId>>,
+    shapes: impl IntoIterator<Item = Shape>,
+) {
+    let mut start = 0;
+    for (parent, shape) in parents.into_iter().zip(shapes) {
+        let n = shape.num_elements();
+        if let Some(id) = parent {
+            grads.register::<B>(id, part::<B>(all, start, shape));
+        }
+        start += n;
+    }
+    debug_assert_eq!(start, all.shape().num_elements(), "the flat gradients' length");
+}
