@@ -70,12 +70,9 @@ impl GeluOps for Flex {
 /// in parallel chunks.
 pub(crate) mod cpu {
     use super::CHUNK;
+    use crate::ops::simd::simd_fn;
     use rayon::prelude::*;
 
-    /// `e^x` for `x ≤ 0` down to the underflow: 2^n times a degree-6 Taylor
-    /// polynomial on |r| ≤ ln2/2 (relative error about 2e-7). Rounding uses
-    /// the 1.5·2^23 trick rather than `f32::round`, which is a library call
-    /// (and blocks vectorisation) without SSE4.1.
     /// `a·b + c`, as one fused instruction when `FMA` (for code compiled
     /// with the `fma` target feature; elsewhere `mul_add` is a library call).
     #[inline(always)]
@@ -87,6 +84,10 @@ pub(crate) mod cpu {
         }
     }
 
+    /// `e^x` for `x ≤ 0` down to the underflow: 2^n times a degree-6 Taylor
+    /// polynomial on |r| ≤ ln2/2 (relative error about 2e-7). Rounding uses
+    /// the 1.5·2^23 trick rather than `f32::round`, which is a library call
+    /// (and blocks vectorisation) without SSE4.1.
     #[inline(always)]
     fn exp_neg<const FMA: bool>(x: f32) -> f32 {
         const ROUND: f32 = 12_582_912.0;
@@ -120,11 +121,17 @@ pub(crate) mod cpu {
         (cdf, e * 0.398_942_3)
     }
 
+    /// `out = GELU(x)`, with fused multiply-adds when `FMA`.
     #[inline(always)]
-    fn forward_chunk(x: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward_chunk<const FMA: bool>(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = v * cdf_pdf(v).0;
+            *o = v * cdf_pdf_with::<FMA>(v).0;
         }
+    }
+
+    #[inline(always)]
+    fn forward_plain(x: &[f32], out: &mut [f32]) {
+        forward_chunk::<false>(x, out)
     }
 
     #[inline(always)]
@@ -135,54 +142,18 @@ pub(crate) mod cpu {
         }
     }
 
-    /// The same loops compiled for AVX2 (8 lanes), chosen at run time.
-    #[cfg(target_arch = "x86_64")]
-    mod avx2 {
-        #[target_feature(enable = "avx2")]
-        pub unsafe fn forward_chunk(x: &[f32], out: &mut [f32]) {
-            super::forward_chunk(x, out)
-        }
-        #[target_feature(enable = "avx2")]
-        pub unsafe fn grad_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
-            super::grad_chunk(x, g, out)
-        }
-    }
-
-    fn has_avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx2")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
+    // The same loops compiled for AVX2 (8 lanes) where the CPU has it.
+    simd_fn!(fn forward_simd(x: &[f32], out: &mut [f32]) => forward_plain);
+    simd_fn!(fn grad_simd(x: &[f32], g: &[f32], out: &mut [f32]) => grad_chunk);
 
     /// `out = gelu(x)`, or `out = grad·gelu'(x)` when `grad` is given.
     pub fn map(x: &[f32], grad: Option<&[f32]>, out: &mut [f32]) {
-        let avx2 = has_avx2();
         match grad {
-            None => out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: the CPU has AVX2 (checked above).
-                    return unsafe { avx2::forward_chunk(x, o) };
-                }
-                let _ = avx2;
-                forward_chunk(x, o)
-            }),
-            Some(g) => {
-                out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (x, g))| {
-                    #[cfg(target_arch = "x86_64")]
-                    if avx2 {
-                        // SAFETY: as above.
-                        return unsafe { avx2::grad_chunk(x, g, o) };
-                    }
-                    let _ = avx2;
-                    grad_chunk(x, g, o)
-                })
-            }
+            None => out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| forward_simd(x, o)),
+            Some(g) => out
+                .par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(o, (x, g))| grad_simd(x, g, o)),
         }
     }
 }

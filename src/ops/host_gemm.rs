@@ -221,6 +221,17 @@ pub fn per_utterance(dst: &mut [f32], lhs: View, rhs: &[f32], b: usize, t: usize
 }
 
 /// `dst = Σ_b lhs[b] · rhs[b]ᵀ` over utterances, `lhs, rhs [B, ·, T]`.
+/// [`per_utterance`] into a new buffer `[B, M, T]`; one utterance's product
+/// is written directly ([`product`]), without a zero-filling pass.
+pub fn per_utterance_new(lhs: View, rhs: &[f32], b: usize, t: usize) -> Vec<f32> {
+    if b == 1 {
+        return product(lhs, View::rows(rhs, lhs.cols, t));
+    }
+    let mut out = zeros(b * lhs.rows * t);
+    per_utterance(&mut out, lhs, rhs, b, t, false);
+    out
+}
+
 pub fn sum_over_utterances(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, b: usize, t: usize) {
     for bi in 0..b {
         let l = View::rows(&lhs[bi * m * t..(bi + 1) * m * t], m, t);

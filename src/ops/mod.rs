@@ -20,6 +20,7 @@ pub mod msc;
 pub mod pointwise;
 pub mod pooling;
 pub(crate) mod simd;
+pub(crate) mod sums;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

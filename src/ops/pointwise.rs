@@ -17,7 +17,8 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::flat::{f32s, host, register_flat};
-use super::host_gemm::{per_utterance, product, sum_over_utterances, transposed, zeros, View};
+use super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
+use super::sums::channel_sums;
 
 /// 1×1 convolution.
 #[backend_extension(Flex, Autodiff)]
@@ -37,14 +38,7 @@ impl PointwiseOps for Flex {
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, bias) = (host(&x), host(&weight), host(&bias));
-        let lhs = View::rows(f32s(&w), co, ci);
-        let mut out = if b == 1 {
-            product(lhs, View::rows(f32s(&x), ci, t))
-        } else {
-            let mut out = zeros(b * co * t);
-            per_utterance(&mut out, lhs, f32s(&x), b, t, false);
-            out
-        };
+        let mut out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
         let bias = f32s(&bias);
         out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
             let v = bias[row % co];
@@ -59,16 +53,28 @@ impl PointwiseOps for Flex {
         let mut out = zeros(b * ci * t + co * ci + co);
         let (dx, rest) = out.split_at_mut(b * ci * t);
         let (dw, db) = rest.split_at_mut(co * ci);
-        let wt = transposed(f32s(&w), co, ci);
-        per_utterance(dx, View::rows(&wt, ci, co), f32s(&g), b, t, false);
-        sum_over_utterances(dw, f32s(&g), f32s(&x), co, ci, b, t);
-        let sums: Vec<f32> = f32s(&g).par_chunks(t).map(|r| r.iter().sum::<f32>()).collect();
-        for (row, s) in sums.into_iter().enumerate() {
-            db[row % co] += s;
-        }
+        backward_host(f32s(&x), f32s(&w), f32s(&g), [b, ci, co, t], [dx, dw, db], false);
         let n = out.len();
         FlexTensor::from_data(TensorData::new(out, [n]))
     }
+}
+
+/// Gradients of `y[b] = W·x[b] + bias` (`x [B, I, T]`, `W [O, I]`) from
+/// `g [B, O, T]`: `dx = Wᵀ·g` per utterance (added to `dx` with
+/// `accumulate`), `dW = Σ g·xᵀ`, `dbias = Σ g`. Shared with the projection of
+/// the fused multi-scale block.
+pub(crate) fn backward_host(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    [b, ci, co, t]: [usize; 4],
+    [dx, dw, db]: [&mut [f32]; 3],
+    accumulate: bool,
+) {
+    let wt = transposed(w, co, ci);
+    per_utterance(dx, View::rows(&wt, ci, co), g, b, t, accumulate);
+    sum_over_utterances(dw, g, x, co, ci, b, t);
+    db.copy_from_slice(&channel_sums(g, co, t));
 }
 
 #[derive(Debug)]

@@ -14,7 +14,9 @@ use rayon::prelude::*;
 
 use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{matmul, product, transposed, zeros, View};
+use super::super::layer_norm::cpu::frame_stats;
 use super::super::simd::simd_fn;
+use super::super::sums::column_sums;
 
 /// Frames per parallel task.
 const FRAMES: usize = 64;
@@ -121,22 +123,7 @@ fn layer_norm(x: &[f32], p: &Params, d: Dims, xn: &mut [f32], mean: &mut [f32], 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &mut [f32], rs: &mut [f32]) {
-    let n = mu.len();
-    mu.fill(0.0);
-    for ch in 0..c {
-        for (m, &v) in mu.iter_mut().zip(&xb[ch * t + t0..ch * t + t0 + n]) {
-            *m += v;
-        }
-    }
-    let inv_c = 1.0 / c as f32;
-    mu.iter_mut().for_each(|m| *m *= inv_c);
-    rs.fill(0.0);
-    for ch in 0..c {
-        for ((s, &v), &m) in rs.iter_mut().zip(&xb[ch * t + t0..ch * t + t0 + n]).zip(mu.iter()) {
-            *s += (v - m) * (v - m);
-        }
-    }
-    rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + p.ln_eps).sqrt());
+    frame_stats(xb, t0, c, t, p.ln_eps, mu, rs);
     write_normalised(xb, t0, p, c, t, xn, mu, rs);
 }
 
@@ -439,14 +426,6 @@ fn transpose_grad(dout: &[f32], d: Dims, dy: &mut [f32]) -> Vec<f32> {
         })
         .collect();
     column_sums(&sums, c)
-}
-
-fn column_sums(parts: &[Vec<f32>], width: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; width];
-    for p in parts {
-        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-    }
-    out
 }
 
 /// One row of [`grn_gelu_backward`]'s second pass: `g` (∂r) becomes ∂h,

@@ -6,9 +6,31 @@
 use rayon::prelude::*;
 
 use super::super::simd::simd_fn;
+use super::super::sums::column_sums;
 
 /// Frames per tile.
 const FRAMES: usize = 64;
+
+/// The mean and reciprocal standard deviation over channels of the frames
+/// `t0..t0 + mu.len()` of one utterance `x [C, T]`: two passes, each
+/// reading every channel's frames contiguously.
+#[inline(always)]
+pub(crate) fn frame_stats(x: &[f32], t0: usize, c: usize, t: usize, eps: f32, mu: &mut [f32], rs: &mut [f32]) {
+    let n = mu.len();
+    let inv_c = 1.0 / c as f32;
+    mu.fill(0.0);
+    for ch in 0..c {
+        mu.iter_mut().zip(&x[ch * t + t0..ch * t + t0 + n]).for_each(|(m, &v)| *m += v);
+    }
+    mu.iter_mut().for_each(|m| *m *= inv_c);
+    rs.fill(0.0);
+    for ch in 0..c {
+        for ((s, &v), &m) in rs.iter_mut().zip(&x[ch * t + t0..ch * t + t0 + n]).zip(mu.iter()) {
+            *s += (v - m) * (v - m);
+        }
+    }
+    rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + eps).sqrt());
+}
 
 /// One utterance `x [C, T]` → `out [C, T]`, with each frame's mean and
 /// reciprocal deviation in `stats [2, T]`.
@@ -16,23 +38,11 @@ const FRAMES: usize = 64;
 fn forward_utt(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32], stats: &mut [f32]) {
     let c = w.len();
     let t = x.len() / c;
-    let inv_c = 1.0 / c as f32;
     let (mean, rstd) = stats.split_at_mut(t);
     for t0 in (0..t).step_by(FRAMES) {
         let n = FRAMES.min(t - t0);
         let (mu, rs) = (&mut mean[t0..t0 + n], &mut rstd[t0..t0 + n]);
-        mu.fill(0.0);
-        for ch in 0..c {
-            mu.iter_mut().zip(&x[ch * t + t0..ch * t + t0 + n]).for_each(|(m, &v)| *m += v);
-        }
-        mu.iter_mut().for_each(|m| *m *= inv_c);
-        rs.fill(0.0);
-        for ch in 0..c {
-            for ((s, &v), &m) in rs.iter_mut().zip(&x[ch * t + t0..ch * t + t0 + n]).zip(mu.iter()) {
-                *s += (v - m) * (v - m);
-            }
-        }
-        rs.iter_mut().for_each(|s| *s = 1.0 / (*s * inv_c + eps).sqrt());
+        frame_stats(x, t0, c, t, eps, mu, rs);
         for ch in 0..c {
             let (xr, o) = (&x[ch * t + t0..ch * t + t0 + n], &mut out[ch * t + t0..ch * t + t0 + n]);
             for i in 0..n {
@@ -105,9 +115,5 @@ pub fn backward(x: &[f32], g: &[f32], stats: &[f32], w: &[f32], t: usize, dx: &m
             acc
         })
         .collect();
-    let mut out = vec![0.0f32; 2 * c];
-    for p in &parts {
-        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-    }
-    out
+    column_sums(&parts, 2 * c)
 }

@@ -14,9 +14,11 @@
 use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
-use super::super::gelu::cpu::cdf_pdf_with;
-use super::super::host_gemm::{per_utterance, product, sum_over_utterances, transposed, zeros, View};
+use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk};
+use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
+use super::super::pointwise::backward_host;
 use super::super::simd::simd_fn;
+use super::super::sums::channel_sums;
 
 /// Sizes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -65,14 +67,7 @@ pub fn saved_len(d: Dims) -> usize {
     3 * d.b * d.plane()
 }
 
-#[inline(always)]
-fn gelu_row<const FMA: bool>(q: &[f32], a: &mut [f32]) {
-    for (av, &qv) in a.iter_mut().zip(q) {
-        *av = qv * cdf_pdf_with::<FMA>(qv).0;
-    }
-}
-
-simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => fma gelu_row);
+simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => fma forward_chunk);
 
 #[inline(always)]
 fn gelu_in_place<const FMA: bool>(q: &mut [f32]) {
@@ -106,13 +101,7 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
         (p, rest)
     } else {
-        own_p = if d.b == 1 {
-            product(View::rows(pr.wp, c, c), View::rows(x, c, t))
-        } else {
-            let mut p = zeros(n);
-            per_utterance(&mut p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
-            p
-        };
+        own_p = per_utterance_new(View::rows(pr.wp, c, c), x, d.b, d.t);
         (&mut own_p[..], saved)
     };
     p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
@@ -158,16 +147,6 @@ pub fn grads_len(d: Dims, pr: &Params) -> usize {
     d.b * d.plane() + 2 * d.c * d.c + 2 * d.c + branches
 }
 
-/// Per-channel sums over utterances and frames of `g [B, C, T]`.
-fn channel_sums(g: &[f32], d: Dims) -> Vec<f32> {
-    let rows: Vec<f32> = g.par_chunks(d.t).map(|r| r.iter().sum::<f32>()).collect();
-    let mut out = vec![0.0f32; d.c];
-    for (row, s) in rows.iter().enumerate() {
-        out[row % d.c] += s;
-    }
-    out
-}
-
 /// The backward: every gradient (see [`grads_len`]) from `dout [B, C, T]`,
 /// the forward's input and what it saved.
 pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], dout: &[f32], grads: &mut [f32]) {
@@ -186,7 +165,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     }
     let (dwpw, dbpw) = rest.split_at_mut(c * c);
 
-    dbpw.copy_from_slice(&channel_sums(dout, d));
+    dbpw.copy_from_slice(&channel_sums(dout, c, t));
     // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
     sum_over_utterances(dwpw, a, dout, c, c, d.b, d.t);
     let mut dq = zeros(n);
@@ -229,10 +208,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
         dbranches[i].0[local * k..(local + 1) * k].copy_from_slice(&w);
         dbranches[i].1[local] = bias;
     }
-    // The 1×1 convolution: ∂Wp = Σ ∂p·xᵀ, ∂bp = Σ ∂p, ∂x = dout + Wpᵀ·∂p.
-    dbp.copy_from_slice(&channel_sums(&dp, d));
-    sum_over_utterances(dwp, &dp, x, c, c, d.b, d.t);
+    // The 1×1 convolution, plus the residual: ∂x = dout + Wpᵀ·∂p.
     dx.copy_from_slice(dout);
-    let wp_t = transposed(pr.wp, c, c);
-    per_utterance(dx, View::rows(&wp_t, c, c), &dp, d.b, d.t, true);
+    backward_host(x, pr.wp, &dp, [d.b, c, c, t], [dx, dwp, dbp], true);
 }
