@@ -10,7 +10,7 @@ use common::{cpu, max_abs, to_vec};
 use nexttdnn::model::block::{Ffn, Msc};
 use nexttdnn::model::layers::{Conv1d, Grn, LayerNorm, Linear};
 use nexttdnn::model::mask::FrameMask;
-use nexttdnn::ops::ffn::fused;
+use nexttdnn::ops::fused;
 use rand::{RngExt, SeedableRng};
 
 fn seed() -> u64 {
@@ -183,7 +183,7 @@ fn fused_msc_forward_matches_composite() {
     for (b, c, t, kernels, valid) in msc_cases() {
         let m = msc_block(&mut rng, c, kernels, &device);
         let x = random3(&mut rng, [b, c, t], &device);
-        assert!(nexttdnn::ops::msc::fused(&x), "the CPU float32 path must be the fused one");
+        assert!(fused(&x), "the CPU float32 path must be the fused one");
         let mask = valid.as_ref().and_then(|v| FrameMask::new(v, t, burn::tensor::DType::F32, &device));
         let ours = to_vec(m.forward(x.clone(), mask.as_ref()));
         let reference = to_vec(m.forward_composite(x, mask.as_ref()));

@@ -20,7 +20,7 @@ pub struct Msc {
 impl Msc {
     /// `[B, C, T] -> [B, C, T]`; `mask` marks the valid frames of a padded batch.
     pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
-        if self.branches.len() == 2 && crate::ops::msc::fused(&x) {
+        if self.branches.len() == 2 && crate::ops::fused(&x) {
             return self.forward_fused(x, mask);
         }
         self.forward_composite(x, mask)
@@ -80,7 +80,7 @@ pub struct Ffn {
 impl Ffn {
     /// `[B, C, T] -> [B, C, T]`
     pub fn forward(&self, x: Tensor<3>, mask: Option<&FrameMask>) -> Tensor<3> {
-        if crate::ops::ffn::fused(&x) {
+        if crate::ops::fused(&x) {
             return self.forward_fused(x, mask);
         }
         self.forward_composite(x, mask)

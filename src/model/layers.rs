@@ -48,7 +48,7 @@ impl Conv1d {
             return depthwise_conv1d(x, self.weight.val(), self.bias.val(), self.padding);
         }
         let [_, c_in, k] = self.weight.dims();
-        if k == 1 && self.groups == 1 && self.padding == 0 && crate::ops::ffn::fused(&x) {
+        if k == 1 && self.groups == 1 && self.padding == 0 && crate::ops::fused(&x) {
             let w = self.weight.val().reshape([c_out, c_in]);
             return crate::ops::pointwise::pointwise_conv(x, w, self.bias.val());
         }
@@ -101,7 +101,7 @@ impl LayerNorm {
     /// the CPU in float32 (`crate::ops::layer_norm`), Burn's `layer_norm` on
     /// the transposed tensor elsewhere.
     pub fn forward_channels_first(&self, x: Tensor<3>) -> Tensor<3> {
-        if crate::ops::ffn::fused(&x) {
+        if crate::ops::fused(&x) {
             return crate::ops::layer_norm::layer_norm_channels_first(x, self.weight.val(), self.bias.val(), self.eps);
         }
         self.forward_last(x.swap_dims(1, 2)).swap_dims(1, 2)

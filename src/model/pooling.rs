@@ -81,7 +81,7 @@ impl PoolingHead {
     /// of `logits`: one fused operation on the CPU in float32
     /// (`crate::ops::pooling`), Burn's operations elsewhere.
     pub fn statistics(&self, h: Tensor<3>, logits: Tensor<3>) -> Tensor<2> {
-        if crate::ops::ffn::fused(&h) {
+        if crate::ops::fused(&h) {
             return crate::ops::pooling::attentive_stats(h, logits, self.var_floor);
         }
         self.statistics_composite(h, logits)

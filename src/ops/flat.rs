@@ -9,7 +9,7 @@ use burn::backend::{tensor::FloatTensor, Backend, TensorMetadata};
 use burn::tensor::{DType, Shape, Slice};
 
 /// `t` contiguous on the host; the fused operations run in float32 only
-/// (their callers check, see `ffn::fused`).
+/// (their callers check, see `ops::fused`).
 pub fn host(t: &FlexTensor) -> FlexTensor {
     assert_eq!(t.dtype(), DType::F32, "the fused CPU operations run in float32");
     t.to_contiguous()

@@ -25,7 +25,7 @@ pub(crate) mod sums;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::DispatchDevice;
-use burn::tensor::Device;
+use burn::tensor::{DType, Device, Tensor};
 
 static GENERIC: AtomicBool = AtomicBool::new(false);
 
@@ -63,6 +63,13 @@ pub fn has_kernel(device: &Device) -> bool {
 /// and the CubeCL backends).
 pub fn supported(device: &Device) -> bool {
     has_kernel(device) || is_cpu(device)
+}
+
+/// Whether the fused CPU operations (`ffn`, `msc`, `layer_norm`,
+/// `pointwise`, `pooling`) take `x`: on the CPU backend, in float32, and not
+/// switched off by [`set_generic`].
+pub fn fused(x: &Tensor<3>) -> bool {
+    !generic() && is_cpu(&x.device()) && x.dtype() == DType::F32
 }
 
 /// Whether to take the extension path on `device`: supported there, and not

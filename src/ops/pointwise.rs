@@ -119,7 +119,7 @@ impl<B: Backend + PointwiseOps, C: CheckpointStrategy> PointwiseOps for Autodiff
 }
 
 /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]` through the
-/// fused CPU operation: only where [`super::ffn::fused`] holds for `x`.
+/// fused CPU operation: only where [`super::fused`] holds for `x`.
 pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_conv(
         x.into_dispatch(),

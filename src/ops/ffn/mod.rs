@@ -16,7 +16,7 @@ pub mod cpu;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, Flex, TensorMetadata};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use super::host_gemm::zeros;
 
@@ -193,15 +193,9 @@ impl FfnOps for Flex {
 
 mod autodiff;
 
-/// Whether [`ffn`] takes the fused path for `x` on its device: the CPU
-/// backend, float32, and not switched off by [`super::set_generic`].
-pub fn fused(x: &Tensor<3>) -> bool {
-    !super::generic() && super::is_cpu(&x.device()) && x.dtype() == DType::F32
-}
-
 /// The fused block: `x [B, C, T]`, `valid [B, T]` (1 on the frames GRN's
 /// norm covers); the weights as `model::block::Ffn` holds them. Only where
-/// [`fused`] says so.
+/// [`super::fused`] says so.
 #[allow(clippy::too_many_arguments)]
 pub fn ffn(
     x: Tensor<3>,

@@ -138,7 +138,7 @@ impl<B: Backend + LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff
 }
 
 /// Channels-first LayerNorm through the fused CPU operation: only where
-/// [`super::ffn::fused`] holds for `x`.
+/// [`super::fused`] holds for `x`.
 pub fn layer_norm_channels_first(x: Tensor<3>, weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as LayerNormOps>::layer_norm_cf(
         x.into_dispatch(),

@@ -191,15 +191,9 @@ impl MscOps for Flex {
     }
 }
 
-/// Whether [`msc`] takes the fused path for `x`: the CPU backend, float32,
-/// not switched off by [`super::set_generic`].
-pub fn fused(x: &Tensor<3>) -> bool {
-    super::ffn::fused(x)
-}
-
 /// The fused block: `x [B, C, T]`, `valid [B, T]`; `projection` `(weight
 /// [C, C], bias)`, two `(weight [C/2, K_i], bias, pad_i)` branches,
-/// `pointwise` `(weight [C, C] input-major, bias)`. Only where [`fused`] says so.
+/// `pointwise` `(weight [C, C] input-major, bias)`. Only where [`super::fused`] says so.
 pub fn msc(
     x: Tensor<3>,
     valid: Tensor<2>,

@@ -99,7 +99,7 @@ impl<B: Backend + PoolingOps, C: CheckpointStrategy> PoolingOps for Autodiff<B, 
 
 /// `[μ | σ]` `[B, 2D]` of `h` under the softmax over time of `logits`, both
 /// `[B, D, T]`, through the fused CPU operation: only where
-/// [`super::ffn::fused`] holds for `h`.
+/// [`super::fused`] holds for `h`.
 pub fn attentive_stats(h: Tensor<3>, logits: Tensor<3>, floor: f64) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as PoolingOps>::attentive_stats(h.into_dispatch(), logits.into_dispatch(), floor))
 }
