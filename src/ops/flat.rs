@@ -20,6 +20,12 @@ pub fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
 }
 
+/// The floats of an optional tensor; none for a parameter a call does not
+/// read (the biases in a backward).
+pub fn f32s_or_empty(t: &Option<FlexTensor>) -> &[f32] {
+    t.as_ref().map_or(&[], f32s)
+}
+
 /// `t[start..start + shape.num_elements()]` of a flat tensor, reshaped to
 /// `shape` (a view, no copy).
 pub fn part<B: Backend>(t: &FloatTensor<B>, start: usize, shape: Shape) -> FloatTensor<B> {

@@ -20,7 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::host_gemm::zeros;
 
-use super::flat::{f32s, host};
+use super::flat::{f32s, f32s_or_empty, host};
 use cpu::{Dims, Params};
 
 /// The fused feed-forward block.
@@ -80,33 +80,33 @@ pub trait FfnOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The inputs of one call on the host.
+/// The inputs of one call on the host: the weights in the order of
+/// [`Params`], `None` for those a call does not read.
 struct Host {
     x: FlexTensor,
     valid: FlexTensor,
-    weights: [FlexTensor; 8],
+    weights: [Option<FlexTensor>; 8],
     dims: Dims,
 }
 
 impl Host {
-    #[allow(clippy::too_many_arguments)]
-    fn new(x: &FlexTensor, valid: &FlexTensor, weights: [&FlexTensor; 8]) -> Self {
+    fn new(x: &FlexTensor, valid: &FlexTensor, weights: [Option<&FlexTensor>; 8]) -> Self {
         let [b, c, t] = x.shape().dims::<3>();
-        let h = weights[3].shape()[0];
-        Self { x: host(x), valid: host(valid), weights: weights.map(host), dims: Dims { b, c, t, h } }
+        let h = weights[2].expect("the first layer's weight").shape()[1];
+        Self { x: host(x), valid: host(valid), weights: weights.map(|w| w.map(host)), dims: Dims { b, c, t, h } }
     }
 
     fn params(&self, ln_eps: f64, grn_eps: f64) -> Params<'_> {
         let w = &self.weights;
         Params {
-            norm_w: f32s(&w[0]),
-            norm_b: f32s(&w[1]),
-            w1: f32s(&w[2]),
-            b1: f32s(&w[3]),
-            gamma: f32s(&w[4]),
-            beta: f32s(&w[5]),
-            w2: f32s(&w[6]),
-            b2: f32s(&w[7]),
+            norm_w: f32s_or_empty(&w[0]),
+            norm_b: f32s_or_empty(&w[1]),
+            w1: f32s_or_empty(&w[2]),
+            b1: f32s_or_empty(&w[3]),
+            gamma: f32s_or_empty(&w[4]),
+            beta: f32s_or_empty(&w[5]),
+            w2: f32s_or_empty(&w[6]),
+            b2: f32s_or_empty(&w[7]),
             ln_eps: ln_eps as f32,
             grn_eps: grn_eps as f32,
         }
@@ -128,7 +128,7 @@ impl FfnOps for Flex {
         ln_eps: f64,
         grn_eps: f64,
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2]);
+        let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2].map(Some));
         let d = hs.dims;
         let mut out = zeros(d.b * d.c * d.t);
         let p = hs.params(ln_eps, grn_eps);
@@ -150,7 +150,7 @@ impl FfnOps for Flex {
         ln_eps: f64,
         grn_eps: f64,
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2]);
+        let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &b1, &gamma, &beta, &w2, &b2].map(Some));
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let mut packed = zeros(n_out + cpu::saved_len(d));
@@ -175,9 +175,11 @@ impl FfnOps for Flex {
         ln_eps: f64,
         grn_eps: f64,
     ) -> FloatTensor<Self> {
-        // The biases b1 and b2 do not enter the backward; their slots hold
-        // tensors of the right size only.
-        let hs = Host::new(&x, &valid, [&norm_w, &norm_b, &w1, &gamma, &gamma, &beta, &w2, &norm_b]);
+        let hs = Host::new(
+            &x,
+            &valid,
+            [Some(&norm_w), Some(&norm_b), Some(&w1), None, Some(&gamma), Some(&beta), Some(&w2), None],
+        );
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let packed = host(&packed);

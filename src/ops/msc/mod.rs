@@ -20,7 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::host_gemm::zeros;
 
-use super::flat::{f32s, host};
+use super::flat::{f32s, f32s_or_empty, host};
 use cpu::{Branch, Dims, Params};
 
 /// The fused multi-scale convolution, two branches.
@@ -85,31 +85,31 @@ pub trait MscOps: Backend {
 struct Host {
     x: FlexTensor,
     valid: FlexTensor,
-    w: [FlexTensor; 8],
+    w: [Option<FlexTensor>; 8],
     dims: Dims,
     pads: [usize; 2],
 }
 
 impl Host {
-    fn new(x: &FlexTensor, valid: &FlexTensor, w: [&FlexTensor; 8], pads: [usize; 2]) -> Self {
+    fn new(x: &FlexTensor, valid: &FlexTensor, w: [Option<&FlexTensor>; 8], pads: [usize; 2]) -> Self {
         let [b, c, t] = x.shape().dims::<3>();
-        Self { x: host(x), valid: host(valid), w: w.map(host), dims: Dims { b, c, t }, pads }
+        Self { x: host(x), valid: host(valid), w: w.map(|w| w.map(host)), dims: Dims { b, c, t }, pads }
     }
 
     fn params(&self) -> Params<'_> {
         let w = &self.w;
         let branch = |i: usize| Branch {
-            w: f32s(&w[2 + 2 * i]),
-            bias: f32s(&w[3 + 2 * i]),
-            kernel: w[2 + 2 * i].shape()[1],
+            w: f32s_or_empty(&w[2 + 2 * i]),
+            bias: f32s_or_empty(&w[3 + 2 * i]),
+            kernel: w[2 + 2 * i].as_ref().expect("branch weights").shape()[1],
             pad: self.pads[i],
         };
         Params {
-            wp: f32s(&w[0]),
-            bp: f32s(&w[1]),
+            wp: f32s_or_empty(&w[0]),
+            bp: f32s_or_empty(&w[1]),
             branches: vec![branch(0), branch(1)],
-            wpw: f32s(&w[6]),
-            bpw: f32s(&w[7]),
+            wpw: f32s_or_empty(&w[6]),
+            bpw: f32s_or_empty(&w[7]),
         }
     }
 }
@@ -129,7 +129,7 @@ impl MscOps for Flex {
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw], [pad1, pad2]);
+        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw].map(Some), [pad1, pad2]);
         let d = hs.dims;
         let mut out = zeros(d.b * d.c * d.t);
         // Inference keeps nothing: a buffer for the activation only.
@@ -152,7 +152,7 @@ impl MscOps for Flex {
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw], [pad1, pad2]);
+        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw].map(Some), [pad1, pad2]);
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let mut packed = zeros(n_out + cpu::saved_len(d));
@@ -176,9 +176,14 @@ impl MscOps for Flex {
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self> {
-        // The biases bp and bpw do not enter the backward: their slots hold
-        // tensors of the right size only.
-        let hs = Host::new(&x, &valid, [&wp, &b1, &w1, &b1, &w2, &b2, &wpw, &b1], [pad1, pad2]);
+        // The biases bp and bpw do not enter the backward (the branch
+        // biases give their gradients' sizes).
+        let hs = Host::new(
+            &x,
+            &valid,
+            [Some(&wp), None, Some(&w1), Some(&b1), Some(&w2), Some(&b2), Some(&wpw), None],
+            [pad1, pad2],
+        );
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let packed = host(&packed);
