@@ -13,15 +13,6 @@ use nexttdnn::model::mask::FrameMask;
 use nexttdnn::ops::fused;
 use rand::{RngExt, SeedableRng};
 
-fn seed() -> u64 {
-    let s = match std::env::var("NEXTTDNN_TEST_SEED") {
-        Ok(v) => v.parse().expect("NEXTTDNN_TEST_SEED is a number"),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
-    };
-    eprintln!("fused block seed {s} (replay with NEXTTDNN_TEST_SEED={s})");
-    s
-}
-
 fn param<const D: usize>(
     rng: &mut rand::rngs::StdRng,
     shape: [usize; D],
@@ -65,7 +56,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn fused_forward_matches_composite() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu();
     for (b, c, t, valid) in cases() {
         let f = block(&mut rng, c, &device);
@@ -86,7 +77,7 @@ fn fused_forward_matches_composite() {
 
 #[test]
 fn fused_gradients_match_composite() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
     for (b, c, t, valid) in cases() {
         let f = block(&mut rng, c, &device);
@@ -178,7 +169,7 @@ fn random3(rng: &mut rand::rngs::StdRng, [b, c, t]: [usize; 3], device: &Device)
 
 #[test]
 fn fused_msc_forward_matches_composite() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu();
     for (b, c, t, kernels, valid) in msc_cases() {
         let m = msc_block(&mut rng, c, kernels, &device);
@@ -196,7 +187,7 @@ fn fused_msc_forward_matches_composite() {
 
 #[test]
 fn fused_msc_gradients_match_composite() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
     let names = [
         "x",
@@ -269,7 +260,7 @@ fn fused_msc_gradients_match_composite() {
 
 #[test]
 fn fused_channels_first_layer_norm_matches_composite() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
     for (b, c, t) in [(2, 16, 70), (1, 8, 5), (3, 384, 130), (1, 24, 300)] {
         let n = LayerNorm {
@@ -309,7 +300,7 @@ fn fused_channels_first_layer_norm_matches_composite() {
 fn fused_attentive_statistics_match_composite() {
     use nexttdnn::model::init::Init;
     use nexttdnn::model::pooling::PoolingHead;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
     let cfg = nexttdnn::config::ExperimentConfig::load(&common::config("NeXt_TDNN_C128_B3_K65_7")).expect("config");
     let head = PoolingHead::new(&cfg.model, 0.1, &mut Init::new(1, 0.02), &device);
@@ -369,7 +360,7 @@ fn fused_attentive_statistics_match_composite() {
 fn fused_pointwise_conv_matches_burn_conv1d() {
     use burn::tensor::module::conv1d;
     use burn::tensor::ops::ConvOptions;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
     for (b, ci, co, t) in [(2, 16, 8, 70), (1, 384, 384, 5), (3, 48, 384, 130), (32, 8, 4, 3)] {
         let layer = conv(&mut rng, co, ci, 1, 1, &device);

@@ -17,16 +17,6 @@ fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-/// A fresh seed every run, printed; `NEXTTDNN_TEST_SEED=S` replays one.
-fn seed() -> u64 {
-    let s = match std::env::var("NEXTTDNN_TEST_SEED") {
-        Ok(v) => v.parse().expect("NEXTTDNN_TEST_SEED is a number"),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
-    };
-    eprintln!("kernel comparison seed {s} (replay with NEXTTDNN_TEST_SEED={s})");
-    s
-}
-
 /// The depthwise convolution written out on the host, in float64: the
 /// reference that neither backend's code path shares.
 fn naive(x: &[f32], w: &[f32], bias: &[f32], (b, c, t, k, pad): (usize, usize, usize, usize, usize)) -> Vec<f32> {
@@ -81,7 +71,7 @@ fn generic(x: Tensor<3>, w: Tensor<3>, b: Tensor<1>, pad: usize) -> Tensor<3> {
 
 #[test]
 fn depthwise_forward_matches_generic_conv1d() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("kernel comparison"));
     for (name, device) in test_devices() {
         assert!(supported(&device), "{name}: the depthwise extension must run here");
         for &case in CASES {
@@ -100,7 +90,7 @@ fn depthwise_forward_matches_generic_conv1d() {
 
 #[test]
 fn depthwise_gradients_match_generic_conv1d() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("kernel comparison"));
     for (name, device) in test_devices() {
         let device = device.autodiff();
         for &case in CASES {
@@ -138,7 +128,7 @@ fn depthwise_gradients_match_generic_conv1d() {
 #[test]
 fn gelu_matches_erf_composite() {
     use nexttdnn::ops::gelu::{gelu, gelu_composite};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("kernel comparison"));
     for (name, device) in test_devices() {
         let device = device.autodiff();
         for &n in &[1usize, 1000, 70_001] {

@@ -67,6 +67,17 @@ pub fn test_devices() -> Vec<(String, Device)> {
         .collect()
 }
 
+/// A fresh random seed every run, printed with `what`; `NEXTTDNN_TEST_SEED=S`
+/// replays one.
+pub fn seed(what: &str) -> u64 {
+    let s = match std::env::var("NEXTTDNN_TEST_SEED") {
+        Ok(v) => v.parse().expect("NEXTTDNN_TEST_SEED is a number"),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
+    eprintln!("{what} seed {s} (replay with NEXTTDNN_TEST_SEED={s})");
+    s
+}
+
 /// The CPU device (the `flex` backend).
 pub fn cpu() -> Device {
     select(Some("cpu".parse().expect("device spec"))).unwrap_or_else(|e| panic!("{e:#}")).device
