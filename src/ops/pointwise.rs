@@ -10,9 +10,7 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::flex::FlexTensor;
-use burn::backend::{
-    backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
-};
+use burn::backend::{backend_extension, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -25,7 +23,11 @@ use super::sums::channel_sums;
 pub trait PointwiseOps: Backend {
     /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]`.
     fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+}
 
+/// The training halves of [`PointwiseOps`], on the backend the autodiff layer
+/// wraps (never called through `Dispatch`).
+pub trait PointwiseTrainOps: Backend {
     /// Backward: flat `[∂x | ∂weight | ∂bias]`.
     fn pointwise_conv_backward(
         x: FloatTensor<Self>,
@@ -46,7 +48,9 @@ impl PointwiseOps for Flex {
         });
         FlexTensor::from_data(TensorData::new(out, [b, co, t]))
     }
+}
 
+impl PointwiseTrainOps for Flex {
     fn pointwise_conv_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, g) = (host(&x), host(&weight), host(&grad));
@@ -80,7 +84,7 @@ pub(crate) fn backward_host(
 #[derive(Debug)]
 struct PointwiseBackward;
 
-impl<B: Backend + PointwiseOps> Backward<B, 3> for PointwiseBackward {
+impl<B: Backend + PointwiseTrainOps> Backward<B, 3> for PointwiseBackward {
     /// `(x, weight)`.
     type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
 
@@ -93,7 +97,7 @@ impl<B: Backend + PointwiseOps> Backward<B, 3> for PointwiseBackward {
     }
 }
 
-impl<B: Backend + PointwiseOps, C: CheckpointStrategy> PointwiseOps for Autodiff<B, C> {
+impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> PointwiseOps for Autodiff<B, C> {
     fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         match PointwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -105,16 +109,6 @@ impl<B: Backend + PointwiseOps, C: CheckpointStrategy> PointwiseOps for Autodiff
                 prep.finish(B::pointwise_conv(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
             }
         }
-    }
-
-    fn pointwise_conv_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        // A gradient is not differentiated again: the result is a constant.
-        let out = B::pointwise_conv_backward(x.into_primitive(), weight.into_primitive(), grad.into_primitive());
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
     }
 }
 

@@ -7,11 +7,11 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
+use burn::backend::{Autodiff, Backend, TensorMetadata};
 use burn::tensor::Shape;
 
 use super::super::flat::{part, register_flat};
-use super::FfnOps;
+use super::{FfnOps, FfnTrainOps};
 
 /// What the backward needs: the forward's inputs (no gradient flows to
 /// `valid`) and its flat output with the saved tensors.
@@ -32,7 +32,7 @@ struct State<T> {
 #[derive(Debug)]
 struct FfnBackward;
 
-impl<B: Backend + FfnOps> Backward<B, 9> for FfnBackward {
+impl<B: Backend + FfnTrainOps> Backward<B, 9> for FfnBackward {
     type State = State<B::FloatTensorPrimitive>;
 
     fn backward(self, ops: Ops<Self::State, 9>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -61,7 +61,7 @@ impl<B: Backend + FfnOps> Backward<B, 9> for FfnBackward {
 
 type T<B, C> = FloatTensor<Autodiff<B, C>>;
 
-impl<B: Backend + FfnOps, C: CheckpointStrategy> FfnOps for Autodiff<B, C> {
+impl<B: Backend + FfnOps + FfnTrainOps, C: CheckpointStrategy> FfnOps for Autodiff<B, C> {
     fn ffn(
         x: T<B, C>,
         valid: T<B, C>,
@@ -135,69 +135,5 @@ impl<B: Backend + FfnOps, C: CheckpointStrategy> FfnOps for Autodiff<B, C> {
                 grn_eps,
             )),
         }
-    }
-
-    fn ffn_train(
-        x: T<B, C>,
-        valid: T<B, C>,
-        norm_w: T<B, C>,
-        norm_b: T<B, C>,
-        w1: T<B, C>,
-        b1: T<B, C>,
-        gamma: T<B, C>,
-        beta: T<B, C>,
-        w2: T<B, C>,
-        b2: T<B, C>,
-        ln_eps: f64,
-        grn_eps: f64,
-    ) -> T<B, C> {
-        // Not differentiated itself: only `ffn` builds the graph.
-        let out = B::ffn_train(
-            x.into_primitive(),
-            valid.into_primitive(),
-            norm_w.into_primitive(),
-            norm_b.into_primitive(),
-            w1.into_primitive(),
-            b1.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-            w2.into_primitive(),
-            b2.into_primitive(),
-            ln_eps,
-            grn_eps,
-        );
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
-    }
-
-    fn ffn_backward(
-        x: T<B, C>,
-        valid: T<B, C>,
-        packed: T<B, C>,
-        norm_w: T<B, C>,
-        norm_b: T<B, C>,
-        w1: T<B, C>,
-        gamma: T<B, C>,
-        beta: T<B, C>,
-        w2: T<B, C>,
-        dout: T<B, C>,
-        ln_eps: f64,
-        grn_eps: f64,
-    ) -> T<B, C> {
-        // A gradient is not differentiated again: the result is a constant.
-        let out = B::ffn_backward(
-            x.into_primitive(),
-            valid.into_primitive(),
-            packed.into_primitive(),
-            norm_w.into_primitive(),
-            norm_b.into_primitive(),
-            w1.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-            w2.into_primitive(),
-            dout.into_primitive(),
-            ln_eps,
-            grn_eps,
-        );
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
     }
 }

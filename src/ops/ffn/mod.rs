@@ -43,7 +43,11 @@ pub trait FfnOps: Backend {
         ln_eps: f64,
         grn_eps: f64,
     ) -> FloatTensor<Self>;
+}
 
+/// The training halves of [`FfnOps`], on the backend the autodiff layer
+/// wraps (never called through `Dispatch`).
+pub trait FfnTrainOps: Backend {
     /// Training forward: flat `[out (B·C·T) | saved]` (see [`cpu::Saved`]).
     #[allow(clippy::too_many_arguments)]
     fn ffn_train(
@@ -135,7 +139,9 @@ impl FfnOps for Flex {
         cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, d, &mut out);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
+}
 
+impl FfnTrainOps for Flex {
     fn ffn_train(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,

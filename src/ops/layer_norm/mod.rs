@@ -12,9 +12,7 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::flex::FlexTensor;
-use burn::backend::{
-    backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
-};
+use burn::backend::{backend_extension, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::flat::{f32s, host, part, register_flat};
@@ -30,7 +28,11 @@ pub trait LayerNormOps: Backend {
         bias: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
+}
 
+/// The training halves of [`LayerNormOps`], on the backend the autodiff layer
+/// wraps (never called through `Dispatch`).
+pub trait LayerNormTrainOps: Backend {
     /// Training forward: flat `[out (B·C·T) | stats (B·2·T)]`.
     fn layer_norm_cf_train(
         x: FloatTensor<Self>,
@@ -64,7 +66,9 @@ impl LayerNormOps for Flex {
         buf.truncate(bs * c * t);
         FlexTensor::from_data(TensorData::new(buf, [bs, c, t]))
     }
+}
 
+impl LayerNormTrainOps for Flex {
     fn layer_norm_cf_train(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, eps: f64) -> FlexTensor {
         let [bs, c, t] = x.shape().dims::<3>();
         let mut buf = zeros(bs * (c + 2) * t);
@@ -88,7 +92,7 @@ impl LayerNormOps for Flex {
 #[derive(Debug)]
 struct LayerNormBackward;
 
-impl<B: Backend + LayerNormOps> Backward<B, 3> for LayerNormBackward {
+impl<B: Backend + LayerNormTrainOps> Backward<B, 3> for LayerNormBackward {
     /// `(x, packed forward output, weight)`.
     type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, B::FloatTensorPrimitive);
 
@@ -104,7 +108,7 @@ impl<B: Backend + LayerNormOps> Backward<B, 3> for LayerNormBackward {
 
 type T<B, C> = FloatTensor<Autodiff<B, C>>;
 
-impl<B: Backend + LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
+impl<B: Backend + LayerNormOps + LayerNormTrainOps, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
     fn layer_norm_cf(x: T<B, C>, weight: T<B, C>, bias: T<B, C>, eps: f64) -> T<B, C> {
         match LayerNormBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -117,23 +121,6 @@ impl<B: Backend + LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff
                 prep.finish(B::layer_norm_cf(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), eps))
             }
         }
-    }
-
-    fn layer_norm_cf_train(x: T<B, C>, weight: T<B, C>, bias: T<B, C>, eps: f64) -> T<B, C> {
-        // Not differentiated itself: only `layer_norm_cf` builds the graph.
-        let out = B::layer_norm_cf_train(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), eps);
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
-    }
-
-    fn layer_norm_cf_backward(x: T<B, C>, packed: T<B, C>, weight: T<B, C>, grad: T<B, C>) -> T<B, C> {
-        // A gradient is not differentiated again: the result is a constant.
-        let out = B::layer_norm_cf_backward(
-            x.into_primitive(),
-            packed.into_primitive(),
-            weight.into_primitive(),
-            grad.into_primitive(),
-        );
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
     }
 }
 

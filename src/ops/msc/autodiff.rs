@@ -7,11 +7,11 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, TensorMetadata};
+use burn::backend::{Autodiff, Backend, TensorMetadata};
 use burn::tensor::Shape;
 
 use super::super::flat::{part, register_flat};
-use super::MscOps;
+use super::{MscOps, MscTrainOps};
 
 /// The forward's inputs the backward reads, and its flat output.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ struct State<T> {
 #[derive(Debug)]
 struct MscBackward;
 
-impl<B: Backend + MscOps> Backward<B, 9> for MscBackward {
+impl<B: Backend + MscTrainOps> Backward<B, 9> for MscBackward {
     type State = State<B::FloatTensorPrimitive>;
 
     fn backward(self, ops: Ops<Self::State, 9>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -57,7 +57,7 @@ impl<B: Backend + MscOps> Backward<B, 9> for MscBackward {
 
 type T<B, C> = FloatTensor<Autodiff<B, C>>;
 
-impl<B: Backend + MscOps, C: CheckpointStrategy> MscOps for Autodiff<B, C> {
+impl<B: Backend + MscOps + MscTrainOps, C: CheckpointStrategy> MscOps for Autodiff<B, C> {
     fn msc(
         x: T<B, C>,
         valid: T<B, C>,
@@ -121,69 +121,5 @@ impl<B: Backend + MscOps, C: CheckpointStrategy> MscOps for Autodiff<B, C> {
                 pad2,
             )),
         }
-    }
-
-    fn msc_train(
-        x: T<B, C>,
-        valid: T<B, C>,
-        wp: T<B, C>,
-        bp: T<B, C>,
-        w1: T<B, C>,
-        b1: T<B, C>,
-        w2: T<B, C>,
-        b2: T<B, C>,
-        wpw: T<B, C>,
-        bpw: T<B, C>,
-        pad1: usize,
-        pad2: usize,
-    ) -> T<B, C> {
-        // Not differentiated itself: only `msc` builds the graph.
-        let out = B::msc_train(
-            x.into_primitive(),
-            valid.into_primitive(),
-            wp.into_primitive(),
-            bp.into_primitive(),
-            w1.into_primitive(),
-            b1.into_primitive(),
-            w2.into_primitive(),
-            b2.into_primitive(),
-            wpw.into_primitive(),
-            bpw.into_primitive(),
-            pad1,
-            pad2,
-        );
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
-    }
-
-    fn msc_backward(
-        x: T<B, C>,
-        valid: T<B, C>,
-        packed: T<B, C>,
-        wp: T<B, C>,
-        w1: T<B, C>,
-        b1: T<B, C>,
-        w2: T<B, C>,
-        b2: T<B, C>,
-        wpw: T<B, C>,
-        dout: T<B, C>,
-        pad1: usize,
-        pad2: usize,
-    ) -> T<B, C> {
-        // A gradient is not differentiated again: the result is a constant.
-        let out = B::msc_backward(
-            x.into_primitive(),
-            valid.into_primitive(),
-            packed.into_primitive(),
-            wp.into_primitive(),
-            w1.into_primitive(),
-            b1.into_primitive(),
-            w2.into_primitive(),
-            b2.into_primitive(),
-            wpw.into_primitive(),
-            dout.into_primitive(),
-            pad1,
-            pad2,
-        );
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
     }
 }

@@ -45,7 +45,11 @@ pub trait MscOps: Backend {
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self>;
+}
 
+/// The training halves of [`MscOps`], on the backend the autodiff layer
+/// wraps (never called through `Dispatch`).
+pub trait MscTrainOps: Backend {
     /// Training forward: flat `[out | p | q | a]`.
     #[allow(clippy::too_many_arguments)]
     fn msc_train(
@@ -137,7 +141,9 @@ impl MscOps for Flex {
         cpu::forward(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d, &mut out, &mut saved);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
+}
 
+impl MscTrainOps for Flex {
     fn msc_train(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,

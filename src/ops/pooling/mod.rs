@@ -11,9 +11,7 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::flex::FlexTensor;
-use burn::backend::{
-    backend_extension, tensor::FloatTensor, Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata,
-};
+use burn::backend::{backend_extension, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
 
 use super::flat::{f32s, host, register_flat};
@@ -25,7 +23,11 @@ pub trait PoolingOps: Backend {
     /// `h`, `logits` `[B, D, T]` → `[B, 2D]`: per row the softmax `w` of the
     /// logits over time, `μ = Σ w·h` and `σ = √max(Σ w·h² − μ², floor)`.
     fn attentive_stats(h: FloatTensor<Self>, logits: FloatTensor<Self>, floor: f64) -> FloatTensor<Self>;
+}
 
+/// The training halves of [`PoolingOps`], on the backend the autodiff layer
+/// wraps (never called through `Dispatch`).
+pub trait PoolingTrainOps: Backend {
     /// Backward: flat `[∂h | ∂logits]` from the gradient of the stats.
     fn attentive_stats_backward(
         h: FloatTensor<Self>,
@@ -42,7 +44,9 @@ impl PoolingOps for Flex {
         let out = cpu::forward(f32s(&h), f32s(&e), t, d, floor as f32);
         FlexTensor::from_data(TensorData::new(out, [b, 2 * d]))
     }
+}
 
+impl PoolingTrainOps for Flex {
     fn attentive_stats_backward(h: FlexTensor, logits: FlexTensor, grad: FlexTensor, floor: f64) -> FlexTensor {
         let [b, d, t] = h.shape().dims::<3>();
         let (h, e, g) = (host(&h), host(&logits), host(&grad));
@@ -57,7 +61,7 @@ impl PoolingOps for Flex {
 #[derive(Debug)]
 struct StatsBackward;
 
-impl<B: Backend + PoolingOps> Backward<B, 2> for StatsBackward {
+impl<B: Backend + PoolingTrainOps> Backward<B, 2> for StatsBackward {
     /// `(h, logits, floor)`.
     type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
 
@@ -70,7 +74,7 @@ impl<B: Backend + PoolingOps> Backward<B, 2> for StatsBackward {
     }
 }
 
-impl<B: Backend + PoolingOps, C: CheckpointStrategy> PoolingOps for Autodiff<B, C> {
+impl<B: Backend + PoolingOps + PoolingTrainOps, C: CheckpointStrategy> PoolingOps for Autodiff<B, C> {
     fn attentive_stats(h: FloatTensor<Self>, logits: FloatTensor<Self>, floor: f64) -> FloatTensor<Self> {
         match StatsBackward.prepare::<C>([h.node(), logits.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -82,18 +86,6 @@ impl<B: Backend + PoolingOps, C: CheckpointStrategy> PoolingOps for Autodiff<B, 
                 prep.finish(B::attentive_stats(h.into_primitive(), logits.into_primitive(), floor))
             }
         }
-    }
-
-    fn attentive_stats_backward(
-        h: FloatTensor<Self>,
-        logits: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        floor: f64,
-    ) -> FloatTensor<Self> {
-        // A gradient is not differentiated again: the result is a constant.
-        let out =
-            B::attentive_stats_backward(h.into_primitive(), logits.into_primitive(), grad.into_primitive(), floor);
-        <Autodiff<B, C> as AutodiffBackend>::from_inner(out)
     }
 }
 
