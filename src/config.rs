@@ -337,6 +337,7 @@ impl ExperimentConfig {
         ] {
             anyhow::ensure!(v > 0, "{name} must be positive");
         }
+        self.validate_sizes()?;
         check_number("frontend.pre_emphasis", f.pre_emphasis, 0.0, true)?;
         check_number("frontend.log_offset", f.log_offset, 0.0, false)?;
         for (name, v) in [
@@ -406,6 +407,55 @@ impl ExperimentConfig {
             "train.augment.babble_speakers must be 1 <= low <= high, found ({b0}, {b1})"
         );
         check_number("train.augment.energy_floor", a.energy_floor, 0.0, true)?;
+        Ok(())
+    }
+}
+
+/// Upper bounds on the sizes a config may give. A config arrives inside
+/// downloaded model files, and its sizes decide what is allocated: without
+/// bounds, `channels: 1000000000` asks for a terabyte and `depths:
+/// [1000000]` builds blocks until memory runs out. Each bound is 8-64 times
+/// the largest value of any published speaker-embedding network, so no real
+/// model meets one; within them every size product fits 64 bits, and model
+/// files are further checked against the value count their config implies
+/// (`model::value_count`) before a network is built.
+const SIZE_LIMITS: [(&str, usize); 12] = [
+    ("frontend.sample_rate", 384_000),
+    ("frontend.n_fft", 1 << 16),
+    ("frontend.n_mels", 1024),
+    ("model.channels", 8192),
+    ("model.stem_kernel", 1025),
+    ("model.ffn_expansion", 64),
+    ("model.pool_bottleneck", 8192),
+    ("model.embedding_dim", 8192),
+    ("model.depths (stages)", 16),
+    ("model.depths (blocks per stage)", 256),
+    ("model.kernels (branches)", 64),
+    ("model.kernels (kernel size)", 4097),
+];
+
+impl ExperimentConfig {
+    /// Every size within [`SIZE_LIMITS`].
+    fn validate_sizes(&self) -> Result<()> {
+        let (f, m) = (&self.frontend, &self.model);
+        let largest = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+        let values = [
+            f.sample_rate as usize,
+            f.n_fft,
+            f.n_mels,
+            m.channels,
+            m.stem_kernel,
+            m.ffn_expansion,
+            m.pool_bottleneck,
+            m.embedding_dim,
+            m.depths.len(),
+            largest(&m.depths),
+            m.kernels.len(),
+            largest(&m.kernels),
+        ];
+        for ((name, limit), v) in SIZE_LIMITS.iter().zip(values) {
+            anyhow::ensure!(v <= *limit, "{name} is {v}, over the limit of {limit}");
+        }
         Ok(())
     }
 }

@@ -179,6 +179,53 @@ impl Embedder {
     /// masked, and read back once. Row `b` equals the embedding of `batch[b]`
     /// alone. An embedding that is not finite is an error naming its index.
     pub fn embed_batch(&self, batch: &[&Features]) -> Result<Vec<Vec<f32>>> {
+        let (feats, frames) = self.padded(batch)?;
+        rows_of(read_back(self.net.forward_padded(feats, &frames))?, batch.len())
+    }
+
+    /// [`Embedder::embed_samples`] without blocking the thread: the front end
+    /// runs on the host and the embedding is read back with
+    /// `into_data_async`, the only read-back WebGPU allows in a browser. On
+    /// the CPU backend it completes at once.
+    pub async fn embed_samples_async(&self, samples: &[f32]) -> Result<Vec<f32>> {
+        let mut rows = self.embed_samples_batch_async(&[samples]).await?;
+        Ok(rows.pop().expect("one row per recording"))
+    }
+
+    /// Embeddings of several recordings in one padded batch, without
+    /// blocking (see [`Embedder::embed_samples_async`]); row `b` is the
+    /// embedding of `recordings[b]` alone. Errors name the recording's index.
+    pub async fn embed_samples_batch_async(&self, recordings: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        let mut features = Vec::with_capacity(recordings.len());
+        for (i, samples) in recordings.iter().enumerate() {
+            let name = format!("recording {i}");
+            match prepare(
+                Path::new(&name),
+                Loaded::Samples(samples.to_vec()),
+                self.frontend.host(),
+                self.min_samples(),
+            )? {
+                Prepared::Features(f) => features.push(f),
+                Prepared::Embedding(_) => unreachable!("samples give features"),
+            }
+        }
+        let refs: Vec<&Features> = features.iter().collect();
+        let (feats, frames) = self.padded(&refs)?;
+        let data = self.net.forward_padded(feats, &frames).into_data_async().await;
+        let flat = data
+            .map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))?
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))?;
+        rows_of(flat, recordings.len()).map_err(|e| match e.downcast_ref::<NonFinite>() {
+            Some(nf) => anyhow::anyhow!("recording {}: {nf}{}", nf.0, amplitude_hint(recordings[nf.0])),
+            None => e,
+        })
+    }
+
+    /// A batch of host features zero-padded to the longest, on the device:
+    /// `[B, n_mels, T]`, with each utterance's frame count.
+    fn padded(&self, batch: &[&Features]) -> Result<(Tensor<3>, Vec<usize>)> {
         anyhow::ensure!(!batch.is_empty(), "empty batch");
         let n_mels = self.config.frontend.n_mels;
         let t = batch.iter().map(|f| f.frames).max().expect("non-empty");
@@ -196,14 +243,7 @@ impl Embedder {
             }
         }
         let feats = Tensor::<3>::from_data(TensorData::new(padded, [batch.len(), n_mels, t]), &self.device);
-        let frames: Vec<usize> = batch.iter().map(|f| f.frames).collect();
-        let flat = read_back(self.net.forward_padded(feats, &frames))?;
-        let dim = flat.len() / batch.len();
-        let rows: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
-        for (b, row) in rows.iter().enumerate() {
-            ensure_finite(row, b)?;
-        }
-        Ok(rows)
+        Ok((feats, batch.iter().map(|f| f.frames).collect()))
     }
 
     /// Embeds `files` (of `lengths` samples) in padded batches of at most
@@ -373,6 +413,17 @@ fn amplitude_hint(samples: &[f32]) -> String {
 fn host_features(frontend: &CpuFrontend, samples: &[f32]) -> Features {
     let (values, frames) = frontend.logmel(samples, 1, samples.len());
     Features { values, frames }
+}
+
+/// The rows of `n` embeddings read back flat; a row that is not finite is
+/// an error naming its index ([`NonFinite`]).
+fn rows_of(flat: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+    let dim = flat.len() / n;
+    let rows: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+    for (b, row) in rows.iter().enumerate() {
+        ensure_finite(row, b)?;
+    }
+    Ok(rows)
 }
 
 fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {

@@ -6,8 +6,10 @@
 //! [`device`] picks the backend, [`commands`] composes the stages.
 
 pub mod audio;
+#[cfg(feature = "cli")]
 pub mod commands;
 pub mod config;
+#[cfg(feature = "cli")]
 pub mod device;
 pub mod embed;
 pub mod eval;
@@ -15,11 +17,16 @@ pub mod features;
 pub mod files;
 pub mod lists;
 pub mod model;
+#[cfg(feature = "cli")]
 pub mod npy;
+#[cfg(feature = "cli")]
 pub mod onnx;
 pub mod ops;
+#[cfg(feature = "cli")]
 pub mod prepare;
 pub mod progress;
+pub mod registry;
+#[cfg(feature = "cli")]
 pub mod train;
 pub mod weights;
 

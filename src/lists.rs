@@ -1,6 +1,11 @@
 //! List files: audio lists, VoxCeleb train lists and trial lists.
 //!
-//! Every malformed line is reported with the list's name and line number.
+//! The grammar, shared by every list: UTF-8 text (a leading byte-order mark
+//! is dropped), one record per line; blank lines and lines starting with `#`
+//! are skipped; fields are separated by runs of spaces or tabs, so a field,
+//! and therefore a path, cannot hold a space or a tab (VoxCeleb's own lists
+//! have the same rule). Every malformed line is reported with the list's
+//! name and line number.
 
 use std::path::{Path, PathBuf};
 
@@ -28,14 +33,27 @@ pub fn read_audio_list(path: &Path, root: Option<&Path>) -> Result<Vec<PathBuf>>
 
 /// [`read_audio_list`] of a text read from `path` (named in errors).
 pub fn parse_audio_list(path: &Path, text: &str, root: Option<&Path>) -> Result<Vec<PathBuf>> {
+    Ok(audio_list_entries(path, text, root)?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// The files of an audio list with the line that names each. A line whose
+/// whole text names an existing file while its fields say `speaker path` is
+/// refused: the file's name holds a space or a tab, which the list grammar
+/// reads as a field separator.
+pub fn audio_list_entries(path: &Path, text: &str, root: Option<&Path>) -> Result<Vec<(PathBuf, usize)>> {
     let mut out = Vec::new();
     for (n, line) in lines_of(text) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let file = match fields.as_slice() {
-            [p] | [_, p] => *p,
+            [p] => *p,
+            [_, p] if !resolve(root, &line).is_file() => *p,
+            [_, _] => bail!(
+                "{}:{n}: {line:?} names a file whose name holds a space or a tab, which lists read as `speaker path`; rename the file",
+                path.display()
+            ),
             _ => bail!("{}:{n}: malformed line {line:?}: expected a path, or `speaker path`", path.display()),
         };
-        out.push(resolve(root, file));
+        out.push((resolve(root, file), n));
     }
     if out.is_empty() {
         bail!("{}: the list holds no files", path.display());

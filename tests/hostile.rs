@@ -418,3 +418,227 @@ fn lists_fuzz_finding_cohort_fields_split_at_any_whitespace() {
     let cohort = nexttdnn::lists::parse_cohort(Path::new("c.csv"), text).unwrap();
     assert_eq!(cohort, vec![("a/1.wav".to_string(), 2), ("b/2.wav".to_string(), 3)]);
 }
+
+/// A model file with `edit` applied to its metadata and tensors, and its
+/// checksum recomputed as the format defines it (as anyone can): SHA-256
+/// over every metadata entry but the checksum, then every tensor's name,
+/// dtype, shape and bytes, in name order, each field length-prefixed.
+fn resigned(
+    good: &Path,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>, &mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(good).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta: std::collections::BTreeMap<String, String> = header.metadata().clone().unwrap().into_iter().collect();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    edit(&mut meta, &mut tensors);
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let field = |h: &mut Sha256, b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let mut h = Sha256::new();
+    for (k, v) in meta.iter().filter(|(k, _)| k.as_str() != "payload_sha256") {
+        field(&mut h, k.as_bytes());
+        field(&mut h, v.as_bytes());
+    }
+    for (name, shape, data) in &tensors {
+        field(&mut h, name.as_bytes());
+        field(&mut h, b"F32");
+        field(&mut h, &shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect::<Vec<u8>>());
+        field(&mut h, data);
+    }
+    meta.insert("payload_sha256".into(), h.finalize().iter().map(|b| format!("{b:02x}")).collect());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta.into_iter().collect())).unwrap()
+}
+
+/// A config edit inside a model file, checksum recomputed.
+fn with_config(good: &Path, from: &str, to: &str) -> Vec<u8> {
+    resigned(good, |meta, _| {
+        let cfg = meta.get_mut("config").unwrap();
+        assert!(cfg.contains(from), "{from} not in the config");
+        *cfg = cfg.replacen(from, to, 1);
+    })
+}
+
+#[test]
+fn crafted_model_sizes_are_refused_before_anything_is_allocated() {
+    let dir = tmpdir("crafted-sizes");
+    let good = dir.join("good.safetensors");
+    tiny_model().save(&good).unwrap();
+    let device = Device::flex();
+    // The sizes that used to abort (a terabyte asked for) or grow without end.
+    let cases = [
+        ("channels: 32", "channels: 1000000000", "model.channels is 1000000000, over the limit"),
+        ("stem_kernel: 4", "stem_kernel: 1000000001", "model.stem_kernel"),
+        ("embedding_dim: 192", "embedding_dim: 1000000000", "model.embedding_dim"),
+        ("pool_bottleneck: 12", "pool_bottleneck: 1000000000", "model.pool_bottleneck"),
+        ("ffn_expansion: 4", "ffn_expansion: 1000000000", "model.ffn_expansion"),
+        ("depths: [\n            1,", "depths: [\n            1000000,", "blocks per stage"),
+        // Within the bounds, but not what the file holds.
+        ("depths: [\n            1,", "depths: [\n            200,", "describes a network of"),
+        ("channels: 32", "channels: 64", "describes a network of"),
+    ];
+    for (from, to, expect) in cases {
+        let p = dir.join("crafted.safetensors");
+        std::fs::write(&p, with_config(&good, from, to)).unwrap();
+        let e = format!("{:#}", SpeakerModel::load(&p, &device).unwrap_err());
+        assert!(e.contains("crafted.safetensors") && e.contains(expect), "{to}: {e}");
+    }
+    // The command line says the same, with exit status 1.
+    let p = dir.join("crafted.safetensors");
+    std::fs::write(&p, with_config(&good, "channels: 32", "channels: 1000000000")).unwrap();
+    let wav = root().join("assets").join("audio").join("spk1_a.wav");
+    let mut c = bin();
+    c.args(["--device", "cpu", "verify", "--model"]).arg(&p).arg(&wav).arg(&wav);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.channels"));
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let dir = tmpdir("nan-weights");
+    let good = dir.join("good.safetensors");
+    tiny_model().save(&good).unwrap();
+    for (tensor, value) in [("head.embed_bn.running_var", f32::NAN), ("stem.weight", f32::INFINITY)] {
+        let bytes = resigned(&good, |_, tensors| {
+            let t = tensors.iter_mut().find(|t| t.0 == tensor).unwrap_or_else(|| panic!("no {tensor}"));
+            t.2[..4].copy_from_slice(&value.to_le_bytes());
+        });
+        let p = dir.join("bad.safetensors");
+        std::fs::write(&p, bytes).unwrap();
+        let e = format!("{:#}", SpeakerModel::load(&p, &Device::flex()).unwrap_err());
+        assert!(e.contains("bad.safetensors") && e.contains(tensor) && e.contains("not a finite number"), "{e}");
+        // export refuses it too, and writes nothing.
+        let onnx = dir.join("bad.onnx");
+        let e = run_err(bin().args(["--device", "cpu", "export", "--model"]).arg(&p).arg("--onnx").arg(&onnx));
+        assert!(e.contains(tensor), "{e}");
+        assert!(!onnx.exists());
+    }
+}
+
+#[test]
+fn embed_puts_its_three_files_in_place_together() {
+    let dir = tmpdir("embed-staged");
+    let out = dir.join("emb");
+    let audio = root().join("assets").join("audio");
+    let embed = |wavs: &[&str]| {
+        let mut c = bin();
+        c.args(["--device", "cpu", "embed", "--out"]).arg(&out);
+        for w in wavs {
+            c.arg(audio.join(w));
+        }
+        c
+    };
+    run_ok(&mut embed(&["spk1_a.wav", "spk2_a.wav"]));
+    let names = ["embeddings.npy", "index.txt", "provenance.json"];
+    let before: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(out.join(n)).unwrap()).collect();
+    // A run that fails after writing its outputs (here a folder is in the
+    // way of one of them; a full disk fails the same way, earlier) leaves
+    // the previous set as it was.
+    std::fs::remove_file(out.join("provenance.json")).unwrap();
+    std::fs::create_dir_all(out.join("provenance.json").join("x")).unwrap();
+    let e = run_err(&mut embed(&["spk1_a.wav", "spk2_a.wav", "spk3_a.wav"]));
+    assert!(e.contains("provenance.json"), "{e}");
+    for (n, b) in names.iter().zip(&before).take(2) {
+        assert_eq!(&std::fs::read(out.join(n)).unwrap(), b, "{n} changed");
+    }
+    let hidden: Vec<PathBuf> = walk(&out).into_iter().filter(|p| p.to_string_lossy().contains(".partial")).collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[test]
+fn names_that_an_index_or_a_list_cannot_hold_are_refused() {
+    let dir = tmpdir("odd-names");
+    let wav = std::fs::read(root().join("assets").join("audio").join("spk1_a.wav")).unwrap();
+    // A line break in a name would shift every row of index.txt after it.
+    let newline = dir.join("a\nb.wav");
+    std::fs::write(&newline, &wav).unwrap();
+    let e = run_err(bin().args(["--device", "cpu", "embed", "--out"]).arg(dir.join("o")).arg(&newline));
+    assert!(e.contains("line break"), "{e}");
+    assert!(!dir.join("o").join("index.txt").exists());
+    // A tab in a listed name reads as `speaker path`: refused when the whole
+    // line names a file, and a missing file is named with the list and line.
+    std::fs::write(dir.join("x\tb.wav"), &wav).unwrap();
+    std::fs::write(dir.join("b.wav"), &wav).unwrap();
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "b.wav\nx\tb.wav\n").unwrap();
+    let embed_list = || {
+        let mut c = bin();
+        c.args(["--device", "cpu", "embed", "--out"]).arg(dir.join("o")).arg("--list").arg(&list);
+        c.arg("--wav-root").arg(&*dir);
+        c
+    };
+    let e = run_err(&mut embed_list());
+    assert!(e.contains("list.txt:2") && e.contains("space or a tab"), "{e}");
+    std::fs::write(&list, "b.wav\ntab\there.wav\n").unwrap();
+    let e = run_err(&mut embed_list());
+    assert!(e.contains("list.txt:2") && e.contains("here.wav") && e.contains("not found"), "{e}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn export_never_replaces_a_device_or_a_link() {
+    let dir = tmpdir("export-targets");
+    let export = |to: &Path| {
+        let mut c = bin();
+        c.args(["--device", "cpu", "export", "--onnx"]).arg(to);
+        c
+    };
+    let e = run_err(&mut export(Path::new("/dev/null")));
+    assert!(e.contains("/dev/null") && e.contains("not a regular file"), "{e}");
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file(), "/dev/null was replaced");
+    let target = dir.join("store").join("model.onnx");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.join("link.onnx");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    run_ok(&mut export(&link));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::metadata(&target).unwrap().len() > 100_000, "the link's target was not written");
+}
+
+#[test]
+fn the_same_model_saved_twice_gives_the_same_bytes() {
+    let dir = tmpdir("same-bytes");
+    let m = tiny_model();
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    m.save(&a).unwrap();
+    m.save(&b).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    SpeakerModel::load(&a, &Device::flex()).unwrap();
+}
+
+#[test]
+fn average_refuses_to_overwrite_an_input_and_says_what_it_needs() {
+    let dir = tmpdir("average-args");
+    let a = dir.join("a.safetensors");
+    tiny_model().save(&a).unwrap();
+    std::fs::copy(&a, dir.join("b.safetensors")).unwrap();
+    let before = std::fs::read(&a).unwrap();
+    let e =
+        run_err(bin().args(["--device", "cpu", "average"]).arg(&a).arg(dir.join("b.safetensors")).arg("--out").arg(&a));
+    assert!(e.contains("is one of the models to average"), "{e}");
+    assert_eq!(std::fs::read(&a).unwrap(), before);
+    let e = run_err(bin().args(["--device", "cpu", "average", "--out"]).arg(dir.join("x.safetensors")));
+    assert!(e.contains("give model files, or --run"), "{e}");
+}
+
+#[test]
+fn a_score_beyond_any_scale_is_named_not_a_singular_system() {
+    use nexttdnn::eval::calibration::fit_logistic;
+    let features = vec![vec![0.8], vec![0.1], vec![1e308], vec![0.2], vec![0.7], vec![-0.1]];
+    let labels = vec![true, false, true, false, false, true];
+    let e = format!("{:#}", fit_logistic(&features, &labels, 0.01).unwrap_err());
+    assert!(e.contains("trial 3") && e.contains("1e308"), "{e}");
+}

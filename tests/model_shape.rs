@@ -3,6 +3,7 @@
 
 mod common;
 
+use burn::module::Module;
 use common::*;
 use nexttdnn::config::ExperimentConfig;
 use nexttdnn::model::NextTdnn;
@@ -25,6 +26,10 @@ fn parameter_counts_match_paper() {
         let cfg = ExperimentConfig::load(&config(name)).unwrap();
         let net = NextTdnn::new(&cfg.model, cfg.frontend.n_mels, 0, &device);
         assert_eq!(net.num_trainable_params(), expected, "{name}");
+        // The count from the config alone, which model files are checked
+        // against before a network is built.
+        let stored = nexttdnn::model::value_count(&cfg.model, cfg.frontend.n_mels);
+        assert_eq!(stored, Some(net.num_params() as u64), "{name}");
     }
 }
 

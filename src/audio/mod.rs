@@ -1,6 +1,8 @@
 //! Audio input: reading and checking WAV files.
 
+#[cfg(feature = "cli")]
 pub mod augment;
+#[cfg(feature = "cli")]
 pub mod m4a;
 pub mod wav;
 

@@ -5,19 +5,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::device::SelectedDevice;
+use crate::files::{OutputLock, WhenBusy};
 use crate::weights::{average_model_files, SpeakerModel};
 
 /// Options of `average`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
     /// Model files to average.
-    #[arg(required_unless_present = "run", conflicts_with = "run")]
+    #[arg(conflicts_with = "run")]
     pub models: Vec<PathBuf>,
     /// A training run: average its last (`--last k`, from RUN/epochs/) or
     /// best (`--best k`, by validation EER, from RUN/best/) models.
     #[arg(long)]
     pub run: Option<PathBuf>,
-    #[arg(long, requires = "run", conflicts_with = "best", required_unless_present_any = ["best", "models"])]
+    #[arg(long, requires = "run", conflicts_with = "best")]
     pub last: Option<usize>,
     #[arg(long, requires = "run")]
     pub best: Option<usize>,
@@ -28,6 +29,9 @@ pub struct AverageArgs {
 
 pub fn run(args: &AverageArgs, dev: &SelectedDevice) -> Result<()> {
     let paths = match &args.run {
+        None if args.models.is_empty() => {
+            bail!("nothing to average: give model files, or --run RUN with --last k or --best k")
+        }
         None => args.models.clone(),
         Some(run) => match (args.last, args.best) {
             (Some(k), _) => pick(&run.join("epochs"), k, "--last", |names| names.sort())?,
@@ -41,9 +45,16 @@ pub fn run(args: &AverageArgs, dev: &SelectedDevice) -> Result<()> {
     if paths.len() < 2 {
         bail!("averaging needs at least two models, {} given", paths.len());
     }
+    let same = |a: &Path, b: &Path| {
+        a == b || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(x, y)| x == y)
+    };
+    if let Some(p) = paths.iter().find(|p| same(p, &args.out)) {
+        bail!("--out {} is one of the models to average; write the average to a new file", p.display());
+    }
     for p in &paths {
         log::info!("averaging {}", p.display());
     }
+    let _lock = OutputLock::acquire(&args.out, WhenBusy::Wait)?;
     let file = average_model_files(&paths)?;
     // Rebuilt as a network, so that what is written loads like any model.
     let model = SpeakerModel::from_file(file, &args.out, &dev.device)?;

@@ -34,7 +34,9 @@ pub struct Measurement {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub config: String,
-    /// SHA-256 of the model file, when one was given.
+    /// Which weights ran: `loaded from FILE` or `fresh (no model file)`.
+    pub weights: String,
+    /// SHA-256 of the model file, when one was loaded.
     pub model_sha256: Option<String>,
     pub device: DeviceInfo,
     pub crate_version: &'static str,
@@ -88,11 +90,12 @@ fn signal(samples: usize, seed: u64) -> Vec<f32> {
 /// Options of `bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Config to benchmark with fresh weights (ignored with --model);
-    /// default: the C256 B3 configuration.
-    #[arg(long)]
+    /// Config to benchmark with fresh (randomly initialised) weights, for
+    /// sizes that have no model file. Trained weights run slower than fresh
+    /// ones where they produce tiny values, so prefer --model.
+    #[arg(long, conflicts_with = "model")]
     pub config: Option<PathBuf>,
-    /// Benchmark this model file instead.
+    /// Model file to benchmark (default, without --config: the bundled model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Utterance lengths in seconds.
@@ -146,13 +149,17 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     let (frontend_batch, train_batch, op_batch, warmup, repeats, precision) =
         (*frontend_batch, *train_batch, *op_batch, *warmup, *repeats, *precision);
     crate::ops::set_generic(ops == "generic");
-    let m = match model {
-        Some(p) => SpeakerModel::load(p, &dev.device)?,
-        None => {
-            let default = super::configs_dir()?.join("NeXt_TDNN_C256_B3_K65_7.ron");
-            let cfg = ExperimentConfig::load(config.unwrap_or(&default))?;
+    // A loaded model unless a config asks for fresh weights.
+    let (m, weights, model_path) = match config {
+        Some(c) => {
+            let cfg = ExperimentConfig::load(c)?;
             let net = crate::model::NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, &dev.device);
-            SpeakerModel { config: cfg, net, aam: None, meta: ModelMeta::default() }
+            let m = SpeakerModel::from_net(cfg, net, None, ModelMeta::default())?;
+            (m, "fresh (no model file)".to_string(), None)
+        }
+        None => {
+            let p = super::model_or_bundled(model)?;
+            (SpeakerModel::load(&p, &dev.device)?, format!("loaded from {}", p.display()), Some(p))
         }
     };
     let cfg = m.config.clone();
@@ -221,7 +228,8 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     results.extend(super::bench_train::run(training, &cfg, warmup, dev)?);
     let report = Report {
         config: cfg.name.clone(),
-        model_sha256: model.map(crate::files::sha256_file).transpose()?,
+        weights,
+        model_sha256: model_path.as_deref().map(crate::files::sha256_file).transpose()?,
         device: dev.info.clone(),
         crate_version: env!("CARGO_PKG_VERSION"),
         ops: ops.to_string(),
@@ -230,8 +238,14 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
         peak_rss_mib: crate::device::peak_resident_mib(),
     };
     println!(
-        "config {}  device {} ({}, {})  ops {}  precision {}",
-        report.config, report.device.spec, report.device.adapter, report.device.backend, report.ops, report.precision
+        "config {}  weights {}  device {} ({}, {})  ops {}  precision {}",
+        report.config,
+        report.weights,
+        report.device.spec,
+        report.device.adapter,
+        report.device.backend,
+        report.ops,
+        report.precision
     );
     println!("| measurement | median ms | min ms | max ms | repeats |");
     println!("|---|---:|---:|---:|---:|");

@@ -9,6 +9,7 @@ use super::eval::trial_features;
 use super::trial_embeddings::{self, EvalInputs};
 use crate::device::SelectedDevice;
 use crate::eval::calibration::{cllr, min_cllr, Calibration, Qmf, SCORE_SETS};
+use crate::files::{OutputLock, WhenBusy};
 use crate::lists::read_scores;
 use crate::weights::SpeakerModel;
 
@@ -53,6 +54,12 @@ pub fn run(args: &CalibrateArgs, dev: &SelectedDevice) -> Result<()> {
     let mut qmfs = args.qmf.iter().map(|q| Qmf::parse(q)).collect::<Result<Vec<_>>>()?;
     qmfs.sort();
     qmfs.dedup();
+    // --store rewrites the model file: held from its reading to its writing,
+    // so that two runs cannot each store over the other's calibration.
+    let _lock = match args.store {
+        true => Some(OutputLock::acquire(&super::model_or_bundled(args.input.model.as_deref())?, WhenBusy::Wait)?),
+        false => None,
+    };
     let (data, mut model, model_path) = match &args.scores {
         Some(file) => {
             if !qmfs.is_empty() {
@@ -66,7 +73,7 @@ pub fn run(args: &CalibrateArgs, dev: &SelectedDevice) -> Result<()> {
             let labels = rows.iter().map(|r| r.target).collect();
             let path = super::model_or_bundled(args.input.model.as_deref())?;
             let model = SpeakerModel::load(&path, &dev.device)?;
-            (FitData { features, labels, source: format!("{},", file.display()) }, model, Some(path))
+            (FitData { features, labels, source: file.display().to_string() }, model, Some(path))
         }
         None => {
             let e = trial_embeddings::embed(&args.input, dev)?;
@@ -79,7 +86,7 @@ pub fn run(args: &CalibrateArgs, dev: &SelectedDevice) -> Result<()> {
                 }
             };
             let features = trial_features(&e, &qmfs, &scores);
-            let source = format!("{}, {} scores,", e.trial_path.display(), args.score_set);
+            let source = format!("{} ({} scores)", e.trial_path.display(), args.score_set);
             let labels = e.set.labels.clone();
             (FitData { features, labels, source }, e.model, e.model_path)
         }

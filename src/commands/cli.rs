@@ -25,6 +25,15 @@ pub enum Command {
     Embed(super::embed::EmbedArgs),
     /// Score two recordings: cosine similarity, the LLR with a calibration, and a decision.
     Verify(super::verify::VerifyArgs),
+    /// Enroll a speaker (or a list of `name path` lines) into a registry file.
+    Enroll(super::enroll::EnrollArgs),
+    /// Identify recordings against a registry: ranked speakers, or `unknown`.
+    Identify(super::enroll::IdentifyArgs),
+    /// List, remove, rename, export or import the speakers of a registry.
+    Registry {
+        #[command(subcommand)]
+        what: super::enroll::RegistryCommand,
+    },
     /// Time embedding extraction and the front end (median of repeats) and report peak memory.
     Bench(super::bench::BenchArgs),
     /// Train a model (or resume a run) on a train list, with validation EER per epoch.

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::files::write_atomic;
-use crate::lists::{check_audio, read_audio_list, ListedFile};
+use crate::files::{write_atomic, OutputLock, StagedDir, WhenBusy};
+use crate::lists::{audio_list_entries, check_audio, ListedFile};
 use crate::npy;
 
 /// Options of `embed`.
@@ -37,28 +37,38 @@ pub struct EmbedArgs {
 
 pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
     let (model, out, precision) = (args.model.as_deref(), args.out.as_path(), args.precision);
-    let mut files: Vec<PathBuf> = args.wavs.clone();
+    // Each file with what its errors name: the file, or the list and line.
+    let mut named: Vec<(PathBuf, String)> = args.wavs.iter().map(|f| (f.clone(), f.display().to_string())).collect();
     if let Some(l) = &args.list {
-        files.extend(read_audio_list(l, args.wav_root.as_deref())?);
+        let text = crate::files::read_text(l)?;
+        for (f, n) in audio_list_entries(l, &text, args.wav_root.as_deref())? {
+            let at = format!("{}:{n}: {}", l.display(), f.display());
+            named.push((f, at));
+        }
     }
+    let files: Vec<PathBuf> = named.iter().map(|(f, _)| f.clone()).collect();
     if files.is_empty() {
         bail!("no input: give WAV files or --list FILE");
     }
+    check_index_names(&files)?;
+    let _lock = OutputLock::acquire(out, WhenBusy::Wait)?;
     let loaded = super::load_model(model, dev)?;
     // Check every file before the long work starts, and read its length.
     let rate = loaded.config.frontend.sample_rate;
     let listed: Vec<ListedFile> =
-        files.iter().map(|f| check_audio(f.clone(), &f.display().to_string(), rate)).collect::<Result<_>>()?;
+        named.iter().map(|(f, at)| check_audio(f.clone(), at, rate)).collect::<Result<_>>()?;
     let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let pb = super::progress(files.len() as u64, "embedding");
     let values: Vec<f32> = embedder.embed_listed(&listed, batch_seconds, &|n| pb.inc(n))?.concat();
     pb.finish_and_clear();
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    write_atomic(&out.join("embeddings.npy"), &npy::encode_f32(&values, files.len(), dim)?)?;
+    // The three files are staged and put in place together: a failed run
+    // (a full disk) leaves the previous set whole.
+    let staged = StagedDir::new(out)?;
+    write_atomic(&staged.path("embeddings.npy"), &npy::encode_f32(&values, files.len(), dim)?)?;
     let index: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
-    write_atomic(&out.join("index.txt"), index.as_bytes())?;
+    write_atomic(&staged.path("index.txt"), index.as_bytes())?;
     let model_path = super::model_or_bundled(model)?;
     let provenance = serde_json::json!({
         "model": model_path.display().to_string(),
@@ -71,7 +81,21 @@ pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
         "files": files.len(),
         "dimension": dim,
     });
-    write_atomic(&out.join("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
+    write_atomic(&staged.path("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
+    staged.commit(&[])?;
     println!("wrote {} embeddings of dimension {dim} to {}", files.len(), out.display());
+    Ok(())
+}
+
+/// `index.txt` holds one path per line, row `i` of `embeddings.npy` on line
+/// `i`: a path with a line break would take two lines and shift every row
+/// after it, so such names are refused (renaming the file is the fix).
+fn check_index_names(files: &[PathBuf]) -> Result<()> {
+    for f in files {
+        let name = f.to_string_lossy();
+        if name.contains(['\n', '\r']) {
+            bail!("{name:?}: the file name holds a line break, which index.txt (one path per line) cannot record; rename the file");
+        }
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::eval::calibration::{Calibration, Qmf};
 use crate::eval::metrics::Roc;
 use crate::eval::plot;
 use crate::eval::trials::ScoreSummary;
-use crate::files::{sha256_file, write_atomic, StagedDir};
+use crate::files::{sha256_file, write_atomic, OutputLock, StagedDir, WhenBusy};
 use crate::lists::Trial;
 use crate::weights::SpeakerModel;
 
@@ -89,6 +89,7 @@ pub fn calibration_for(
 
 pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     let started = Instant::now();
+    let _lock = OutputLock::acquire(&args.out, WhenBusy::Wait)?;
     let e = trial_embeddings::embed(&args.input, dev)?;
     let cal = calibration_for(args.calibration.as_deref(), &e.model, e.model_path.as_deref())?;
 
@@ -209,7 +210,8 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
         rows.push((format!("{} → LLR", c.calibration.scores), llr));
     }
     if let Some((cohort, _)) = &e.cohort {
-        summary["cohort"] = json!({ "list": cohort.len(), "top_k": eval_cfg.asnorm_top_k });
+        let used = eval_cfg.asnorm_top_k.min(cohort.len());
+        summary["cohort"] = json!({ "list": cohort.len(), "top_k": used, "top_k_config": eval_cfg.asnorm_top_k });
     }
     if let Some(c) = cal {
         summary["calibration"] = json!({ "source": c.source, "file": c.calibration });

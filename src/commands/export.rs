@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::device::SelectedDevice;
-use crate::files::{sha256_file, write_atomic};
+use crate::files::{sha256_file, write_atomic, OutputLock, WhenBusy};
 use crate::onnx::{export, OnnxInput};
 use crate::weights::SpeakerModel;
 
@@ -44,6 +44,7 @@ pub fn run(args: &ExportArgs, dev: &SelectedDevice) -> Result<()> {
         meta.insert("source".to_string(), s.clone());
     }
     let bytes = export(&model, args.input, args.opset, meta)?;
+    let _lock = OutputLock::acquire(&args.onnx, WhenBusy::Wait)?;
     write_atomic(&args.onnx, &bytes).with_context(|| format!("cannot write {}", args.onnx.display()))?;
     println!(
         "exported {} ({} input, opset {}) to {} ({:.1} MB)",

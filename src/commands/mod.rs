@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compare;
 pub mod devices;
 pub mod embed;
+pub mod enroll;
 pub mod eval;
 pub mod export;
 pub mod import;

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::cli::PrepareCommand;
+use crate::files::{OutputLock, WhenBusy};
 use crate::prepare::{musan, trials, voxceleb};
 
 fn jobs(j: Option<usize>) -> usize {
@@ -10,6 +11,14 @@ fn jobs(j: Option<usize>) -> usize {
 }
 
 pub fn run(what: &PrepareCommand) -> Result<()> {
+    // Every step that writes a folder holds its lock; `trials` writes only --merged.
+    let out = match what {
+        PrepareCommand::Voxceleb { out, .. } | PrepareCommand::Musan { out, .. } | PrepareCommand::Rir { out, .. } => {
+            Some(out.as_path())
+        }
+        PrepareCommand::Trials { merged, .. } => merged.as_deref(),
+    };
+    let _lock = out.map(|o| OutputLock::acquire(o, WhenBusy::Wait)).transpose()?;
     match what {
         PrepareCommand::Voxceleb { root, out, sample_rate, min_seconds, jobs: j, force } => {
             let s = voxceleb::prepare(

@@ -150,6 +150,11 @@ fn rank_device(spec: Option<DeviceSpec>, comm: &dyn Collective) -> Option<Device
 }
 
 fn run_rank(args: &TrainArgs, device: Option<DeviceSpec>, comm: &dyn Collective) -> Result<()> {
+    // One run per output folder: a second stops at once (runs last hours).
+    let _lock = match comm.is_root() {
+        true => Some(crate::files::OutputLock::acquire(&args.out, crate::files::WhenBusy::Fail)?),
+        false => None,
+    };
     let spec = args.spec(comm.is_root())?;
     let dev = crate::device::select(rank_device(device, comm))?;
     if comm.size() > 1 {

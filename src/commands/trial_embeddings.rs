@@ -146,7 +146,7 @@ impl Embedded {
     /// the cohort statistics took; `None` without a cohort.
     pub fn asnorm(&self, raw: &[f64]) -> Option<(Vec<NormScores>, f64)> {
         let (cohort, _) = self.cohort.as_ref()?;
-        let top_k = self.model.config.eval.asnorm_top_k;
+        let top_k = self.asnorm_top_k()?;
         let norm = AsNorm::new(cohort, top_k);
         let t = Instant::now();
         let stats = norm.stats_all(&self.embs);
@@ -159,6 +159,21 @@ impl Embedded {
         let normed =
             self.set.pairs().iter().zip(raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect();
         Some((normed, secs))
+    }
+
+    /// The cohort scores AS-norm keeps per side: the config's `asnorm_top_k`,
+    /// or the whole cohort where it is smaller (with a warning).
+    pub fn asnorm_top_k(&self) -> Option<usize> {
+        let (cohort, _) = self.cohort.as_ref()?;
+        let k = self.model.config.eval.asnorm_top_k;
+        if cohort.len() < k {
+            log::warn!(
+                "the cohort holds {} files, fewer than eval.asnorm_top_k ({k}): AS-norm uses all {}",
+                cohort.len(),
+                cohort.len()
+            );
+        }
+        Some(k.min(cohort.len()))
     }
 
     /// What the quality measures need of each trial's two recordings.
@@ -281,6 +296,10 @@ fn trial_source(args: &EvalInputs) -> Result<(PathBuf, PathBuf)> {
 fn cohort_files(args: &EvalInputs, sample_rate: u32) -> Result<Option<Vec<ListedFile>>> {
     let Some(c) = &args.cohort else { return Ok(None) };
     let list = read_cohort(c)?;
+    // One cohort score has no spread: every normalised score would divide by 0.
+    if list.len() < 2 {
+        bail!("{}: the cohort holds one file; AS-norm needs at least two (the spread of one score is 0)", c.display());
+    }
     let root = args.cohort_root.clone().or_else(|| c.parent().map(Path::to_path_buf));
     Ok(Some(preflight(c, &list, root.as_deref(), sample_rate)?))
 }

@@ -206,13 +206,25 @@ pub fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
-/// Checks a labelled score set: both classes, finite values.
+/// Largest magnitude of a score or quality measure a calibration accepts.
+const MAX_FEATURE: f64 = 1e6;
+
+/// Checks a labelled score set: both classes, finite values of a sane size.
 fn check_set(features: &[Vec<f64>], labels: &[bool]) -> Result<(usize, usize)> {
     if features.len() != labels.len() {
         bail!("{} feature rows for {} labels", features.len(), labels.len());
     }
     if let Some(i) = features.iter().position(|f| f.iter().any(|v| !v.is_finite())) {
         bail!("trial {} (counting from 1): a score or quality measure is not a finite number", i + 1);
+    }
+    // Cosine scores lie in [-1, 1] and normalised ones or LLRs within a few
+    // hundred; far larger values overflow the fit's products.
+    if let Some(i) = features.iter().position(|f| f.iter().any(|v| v.abs() > MAX_FEATURE)) {
+        bail!(
+            "trial {} (counting from 1): the value {:e} is outside ±{MAX_FEATURE:e}, which no score or quality measure reaches; is the file a score file?",
+            i + 1,
+            features[i].iter().find(|v| v.abs() > MAX_FEATURE).expect("found above")
+        );
     }
     let nt = labels.iter().filter(|&&l| l).count();
     let nn = labels.len() - nt;

@@ -128,7 +128,7 @@ impl AsNorm {
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(0),
+                crate::ops::host_gemm::pool(),
             );
         }
         dst

@@ -9,5 +9,5 @@ pub mod pooling;
 pub mod precision;
 
 pub use mask::FrameMask;
-pub use net::{min_frames, NextTdnn, Trace};
+pub use net::{min_frames, value_count, NextTdnn, Trace};
 pub use precision::Precision;

@@ -122,6 +122,47 @@ impl NextTdnn {
     }
 }
 
+/// How many float values the network of `cfg` holds (parameters and
+/// BatchNorm running statistics: what a model file stores), computed from
+/// the config alone so that a file can be checked before anything is
+/// allocated. `None` when the count overflows 64 bits. `tests/model_shape.rs`
+/// checks it against the built network of every shipped config.
+pub fn value_count(cfg: &ModelConfig, n_mels: usize) -> Option<u64> {
+    let n = |v: usize| v as u64;
+    let (c, h, d, i, e) = (
+        n(cfg.channels),
+        n(cfg.channels).checked_mul(n(cfg.ffn_expansion))?,
+        n(cfg.mfa_channels()),
+        n(cfg.pool_bottleneck),
+        n(cfg.embedding_dim),
+    );
+    // A convolution or linear layer with a bias: in·out/groups·k + out.
+    let layer = |inp: u64, out: u64, k: u64| inp.checked_mul(out)?.checked_mul(k)?.checked_add(out);
+    let mixer = match cfg.block {
+        crate::config::BlockKind::TsConvNeXt => {
+            let chunk = c / n(cfg.kernels.len());
+            let branches = cfg.kernels.iter().try_fold(0u64, |acc, &k| acc.checked_add(layer(1, chunk, n(k))?))?;
+            layer(c, c, 1)?.checked_add(branches)?.checked_add(layer(c, c, 1)?)?
+        }
+        crate::config::BlockKind::Light => layer(1, c, n(cfg.kernels[0]))?,
+    };
+    // FFN: LayerNorm, C→H, GRN, H→C.
+    let ffn = (2 * c).checked_add(layer(c, h, 1)?)?.checked_add(h.checked_mul(2)?)?.checked_add(layer(h, c, 1)?)?;
+    let blocks = n(cfg.depths.iter().try_fold(0usize, |a, &b| a.checked_add(b))?);
+    let stages = blocks.checked_mul(mixer.checked_add(ffn)?)?;
+    let stem = layer(n(n_mels), c, n(cfg.stem_kernel))?.checked_add(2 * c)?;
+    let mfa = layer(d, d, 1)?.checked_add(d.checked_mul(2)?)?;
+    // Pooling: D→I, BatchNorm(I), I→D, BatchNorm(2D), 2D→E, BatchNorm(E); a
+    // BatchNorm holds four values per channel.
+    let head = layer(d, i, 1)?
+        .checked_add(i.checked_mul(4)?)?
+        .checked_add(layer(i, d, 1)?)?
+        .checked_add(d.checked_mul(8)?)?
+        .checked_add(layer(d.checked_mul(2)?, e, 1)?)?
+        .checked_add(e.checked_mul(4)?)?;
+    stem.checked_add(stages)?.checked_add(mfa)?.checked_add(head)
+}
+
 /// Fewest mel frames the network accepts: the unpadded stem must leave one frame.
 pub fn min_frames(cfg: &ModelConfig) -> usize {
     cfg.stem_kernel

@@ -159,6 +159,7 @@ pub(crate) mod cpu {
     }
 
     #[derive(Clone, Copy)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     enum Isa {
         Avx512,
         Avx2,

@@ -102,7 +102,12 @@ pub(crate) mod cpu {
         f32::from_bits(((n + 127) as u32) << 23) * p
     }
 
-    /// `(Φ(x), φ(x))`, as in `shaders/gelu.rs`.
+    /// `z²` (with `z = |x|/√2`) beyond which the Gaussian tails are flushed
+    /// to zero: `e^-80 · 0.025`, the smallest tail Φ kept, is still normal.
+    const GAUSS_FLUSH: f32 = 80.0;
+
+    /// `(Φ(x), φ(x))`, as in `shaders/gelu.rs` (which, on GPUs that flush
+    /// subnormals themselves, needs no cut-off).
     #[inline(always)]
     pub fn cdf_pdf(x: f32) -> (f32, f32) {
         cdf_pdf_with::<false>(x)
@@ -115,7 +120,12 @@ pub(crate) mod cpu {
         let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
         let t = 1.0 / m(0.327_591_1, z, 1.0);
         let poly = t * m(t, m(t, m(t, m(t, 1.061_405_4, -1.453_152), 1.421_413_8), -0.284_496_74), 0.254_829_6);
-        let e = exp_neg::<FMA>(-z * z);
+        let zz = z * z;
+        // Past |x| ≈ 12.6 the tail Φ(-|x|) and φ(x) are written as 0: their
+        // products would be subnormal (below 1.2e-38), which every later
+        // multiply pays for (BENCHMARKS.md, "Subnormal numbers"); the true values are
+        // under 6e-37, invisible next to the other terms.
+        let e = if zz > GAUSS_FLUSH { 0.0 } else { exp_neg::<FMA>(-zz) };
         let half_q = 0.5 * poly * e;
         let cdf = if x >= 0.0 { 1.0 - half_q } else { half_q };
         (cdf, e * 0.398_942_3)
@@ -237,7 +247,28 @@ pub fn gelu_composite<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::cpu::{cdf_pdf, cdf_pdf_with};
+    use super::cpu::{cdf_pdf, cdf_pdf_with, map};
+
+    /// Neither GELU nor its derivative writes a subnormal number for a
+    /// normal input, however far into the tails.
+    #[test]
+    fn no_subnormal_results() {
+        let x: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 5e-4).collect();
+        let subnormal = |v: &f32| *v != 0.0 && v.abs() < f32::MIN_POSITIVE;
+        for fma in [false, true] {
+            for &v in &x {
+                let (cdf, pdf) = if fma { cdf_pdf_with::<true>(v) } else { cdf_pdf(v) };
+                assert!(!subnormal(&cdf) && !subnormal(&pdf), "x {v}: Φ {cdf:e}, φ {pdf:e}");
+            }
+        }
+        let mut out = vec![0.0; x.len()];
+        map(&x, None, &mut out);
+        assert!(!out.iter().any(subnormal), "GELU wrote a subnormal");
+        assert_eq!(out[0], 0.0, "GELU(-100)");
+        let ones = vec![1.0; x.len()];
+        map(&x, Some(&ones), &mut out);
+        assert!(!out.iter().any(subnormal), "GELU's derivative wrote a subnormal");
+    }
 
     #[test]
     fn cdf_matches_libm_erf() {

@@ -3,6 +3,19 @@
 //! plain slices and read transposed operands through their strides, so that
 //! no transposed copy is ever made.
 
+/// gemm's threading for one product: the rayon pool natively; on wasm32,
+/// where gemm is built without rayon (no threads), the calling thread.
+pub(crate) fn pool() -> gemm::Parallelism {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        gemm::Parallelism::Rayon(0)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        gemm::Parallelism::None
+    }
+}
+
 /// `n` zeros, written by the whole rayon pool: the fused operations' large
 /// buffers would otherwise be zero-filled on one thread while the others wait.
 pub fn zeros(n: usize) -> Vec<f32> {
@@ -84,7 +97,7 @@ pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
     use rayon::prelude::*;
     assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination size");
     match split_rows(lhs, rhs) {
-        None => matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0)),
+        None => matmul_with(dst, lhs, rhs, accumulate, pool()),
         Some(per) => dst.par_chunks_mut(per * rhs.cols).enumerate().for_each(|(i, part)| {
             let sub = lhs.row_block(i * per, part.len() / rhs.cols);
             matmul_with(part, sub, rhs, accumulate, gemm::Parallelism::None);
@@ -107,7 +120,7 @@ pub fn product(lhs: View, rhs: View) -> Vec<f32> {
         // SAFETY: each pointer addresses `rows · n` writable floats of the
         // spare capacity, and `gemm` only writes the destination when it is
         // told not to read it (`accumulate` false).
-        None => unsafe { gemm_raw(spare.as_mut_ptr().cast(), lhs, rhs, false, gemm::Parallelism::Rayon(0)) },
+        None => unsafe { gemm_raw(spare.as_mut_ptr().cast(), lhs, rhs, false, pool()) },
         Some(per) => spare.par_chunks_mut(per * n).enumerate().for_each(|(i, part)| unsafe {
             gemm_raw(
                 part.as_mut_ptr().cast(),

@@ -2,16 +2,11 @@
 //! the fused CPU operations write each loop once as an `#[inline(always)]`
 //! function and wrap it with [`simd_fn`].
 
-/// Whether the CPU has AVX2 and FMA (checked once, then cached by std).
+/// Whether the CPU has AVX2 and FMA (checked once, then cached by std). On
+/// other architectures the loops are compiled plainly only.
+#[cfg(target_arch = "x86_64")]
 pub fn avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled

@@ -50,6 +50,13 @@ impl TrainSet {
         if set.files.is_empty() {
             bail!("{}: the train list holds no utterances", list.display());
         }
+        if set.speakers.len() == 1 {
+            log::warn!(
+                "{}: every utterance is of one speaker ({}); a speaker classifier with one class learns nothing (its loss is 0 from the start)",
+                list.display(),
+                set.speakers[0]
+            );
+        }
         Ok(set)
     }
 }

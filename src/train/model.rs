@@ -69,6 +69,7 @@ impl TrainModel {
         let v = self.valid();
         let shape = v.aam.val().dims();
         let values = v.aam.val().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
-        SpeakerModel { config: cfg.clone(), net: v.net, aam: Some(HostTensor { shape: shape.to_vec(), values }), meta }
+        let aam = Some(HostTensor { shape: shape.to_vec(), values });
+        SpeakerModel::from_net(cfg.clone(), v.net, aam, meta).expect("float32 parameters read back")
     }
 }

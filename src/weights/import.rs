@@ -302,14 +302,10 @@ pub fn import_official(path: &Path, cfg: &ExperimentConfig, device: &Device) -> 
     let model = NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, device);
     let (net, aam) = fill_strict(model, mapped.tensors, &mapped.official, mapped.unexpected, mapped.problems, path)?;
     let source_sha256 = sha256_file(path)?;
-    Ok(SpeakerModel {
-        config: cfg.clone(),
-        net,
-        aam,
-        meta: ModelMeta {
-            source: Some(path.display().to_string()),
-            source_sha256: Some(source_sha256),
-            ..Default::default()
-        },
-    })
+    let meta = ModelMeta {
+        source: Some(path.display().to_string()),
+        source_sha256: Some(source_sha256),
+        ..Default::default()
+    };
+    SpeakerModel::from_net(cfg.clone(), net, aam, meta)
 }

@@ -4,13 +4,17 @@
 //! filling of a network by parameter names.
 
 pub mod average;
+pub mod checked;
+#[cfg(feature = "cli")]
 pub mod import;
 pub mod model_file;
 
 pub use average::average_model_files;
+pub use checked::{read_checked_safetensors, write_checked_safetensors, CHECKSUM_KEY};
+#[cfg(feature = "cli")]
 pub use import::{import_official, official_to_ours, read_checkpoint};
 pub use model_file::{
-    read_model_file, ModelFile, ModelMeta, SpeakerModel, CHECKSUM_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+    model_key, read_model_file, ModelFile, ModelMeta, SpeakerModel, MODEL_FORMAT, MODEL_FORMAT_VERSION,
 };
 
 use std::collections::BTreeMap;

@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
+use super::checked::{verify_checksum, write_checked_safetensors, CHECKSUM_KEY};
 use super::{fill_strict, net_tensors, parse_safetensors, Collect, HostTensor, AAM_KEY};
 use crate::config::ExperimentConfig;
 use crate::files::{hex, write_atomic};
@@ -35,6 +36,40 @@ pub struct SpeakerModel {
     /// AAM-softmax class matrix, when known (kept for fine-tuning).
     pub aam: Option<HostTensor>,
     pub meta: ModelMeta,
+    /// The model's key ([`model_key`]) for the weights in `net` when the
+    /// model was made; replacing `net` calls for a new `SpeakerModel`.
+    pub key: String,
+}
+
+/// The model's key: SHA-256 over what determines its embeddings, the front
+/// end's and the network's config and every tensor of the network (names,
+/// shapes and float32 values, in name order), each field length-prefixed.
+/// Training-only settings, the AAM class matrix and the file's metadata
+/// (threshold, calibration, provenance) leave it unchanged. It keys the
+/// embedding cache and the speaker registry, and is computed from host
+/// data, so that no device is read for it (a synchronous read is not
+/// possible on WebGPU).
+pub fn model_key<'a>(
+    config: &ExperimentConfig,
+    tensors: impl IntoIterator<Item = (&'a String, &'a HostTensor)>,
+) -> String {
+    fn field(h: &mut Sha256, bytes: &[u8]) {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let mut h = Sha256::new();
+    let frontend = ron::ser::to_string(&config.frontend).expect("config serialises");
+    let model = ron::ser::to_string(&config.model).expect("config serialises");
+    field(&mut h, frontend.as_bytes());
+    field(&mut h, model.as_bytes());
+    let mut sorted: Vec<(&String, &HostTensor)> = tensors.into_iter().filter(|(n, _)| n.as_str() != AAM_KEY).collect();
+    sorted.sort_by_key(|(n, _)| n.as_str());
+    for (name, t) in sorted {
+        field(&mut h, name.as_bytes());
+        field(&mut h, &t.shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect::<Vec<u8>>());
+        field(&mut h, &t.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    }
+    hex(&h.finalize())
 }
 
 /// Format tag of our model files.
@@ -43,63 +78,20 @@ pub const MODEL_FORMAT: &str = "nexttdnn-model";
 pub const MODEL_FORMAT_VERSION: &str = "2";
 /// The earlier layout, still read (without a checksum to verify).
 const MODEL_FORMAT_VERSION_UNCHECKED: &str = "1";
-/// Metadata key of the SHA-256 over the metadata and tensors.
-pub const CHECKSUM_KEY: &str = "payload_sha256";
-
-/// SHA-256 over a model file's content: every metadata entry but the
-/// checksum itself, then every tensor's name, dtype, shape and bytes, in
-/// name order, each field length-prefixed. A flipped byte in the tensor
-/// data or an edited config in the header changes it.
-fn payload_digest<'a>(
-    meta: &BTreeMap<String, String>,
-    tensors: impl Iterator<Item = (&'a str, &'a str, &'a [usize], &'a [u8])>,
-) -> String {
-    fn field(h: &mut Sha256, bytes: &[u8]) {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    }
-    let mut h = Sha256::new();
-    for (k, v) in meta.iter().filter(|(k, _)| k.as_str() != CHECKSUM_KEY) {
-        field(&mut h, k.as_bytes());
-        field(&mut h, v.as_bytes());
-    }
-    let mut tensors: Vec<_> = tensors.collect();
-    tensors.sort_by_key(|t| t.0);
-    for (name, dtype, shape, data) in tensors {
-        field(&mut h, name.as_bytes());
-        field(&mut h, dtype.as_bytes());
-        let dims: Vec<u8> = shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect();
-        field(&mut h, &dims);
-        field(&mut h, data);
-    }
-    hex(&h.finalize())
-}
 
 /// Checks a model file's checksum against its content (format 2), or warns
 /// that a format-1 file carries none.
 fn verify_model_bytes(path: &Path, bytes: &[u8], meta: &BTreeMap<String, String>) -> Result<()> {
-    use safetensors::SafeTensors;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: corrupt or not a safetensors file: {e}", path.display()))?;
-    let Some(stored) = meta.get(CHECKSUM_KEY) else {
-        if meta.get("format_version").map(String::as_str) == Some(MODEL_FORMAT_VERSION_UNCHECKED) {
-            log::warn!("{}: a format-1 model file, which carries no checksum; re-save it to add one", path.display());
-            return Ok(());
-        }
-        bail!("{}: the model file carries no checksum ({CHECKSUM_KEY})", path.display());
-    };
-    let dtypes: Vec<(String, String, Vec<usize>, &[u8])> =
-        st.tensors().into_iter().map(|(n, v)| (n, format!("{:?}", v.dtype()), v.shape().to_vec(), v.data())).collect();
-    let actual = payload_digest(meta, dtypes.iter().map(|(n, d, s, b)| (n.as_str(), d.as_str(), s.as_slice(), *b)));
-    // A fuzzer cannot forge SHA-256: under fuzzing the readers behind the
-    // check are reached anyway.
-    if &actual != stored && !cfg!(fuzzing) {
-        bail!(
-            "{}: the model file is corrupt: its content does not match its checksum ({CHECKSUM_KEY} {stored}, content {actual}); restore it from a backup or export it again",
-            path.display()
-        );
+    if !meta.contains_key(CHECKSUM_KEY)
+        && meta.get("format_version").map(String::as_str) == Some(MODEL_FORMAT_VERSION_UNCHECKED)
+    {
+        log::warn!("{}: a format-1 model file, which carries no checksum; re-save it to add one", path.display());
+        return Ok(());
     }
-    Ok(())
+    verify_checksum(path, bytes, meta).map_err(|e| match e.to_string().contains("corrupt") {
+        true => anyhow::anyhow!("{e}; restore it from a backup or export it again"),
+        false => e,
+    })
 }
 
 impl SpeakerModel {
@@ -117,7 +109,7 @@ impl SpeakerModel {
         if let Some(a) = &self.aam {
             named.push((AAM_KEY.into(), a.shape.clone(), a.values.iter().flat_map(|x| x.to_le_bytes()).collect()));
         }
-        let mut meta = std::collections::HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), MODEL_FORMAT.to_string());
         meta.insert("format_version".to_string(), MODEL_FORMAT_VERSION.to_string());
         meta.insert("crate_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
@@ -134,43 +126,22 @@ impl SpeakerModel {
         if let Some(t) = self.meta.threshold {
             meta.insert("threshold".into(), format!("{t:?}"));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = named
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("valid view"),
-                )
-            })
-            .collect();
-        let sorted: BTreeMap<String, String> = meta.clone().into_iter().collect();
-        let digest = payload_digest(&sorted, named.iter().map(|(n, s, b)| (n.as_str(), "F32", s.as_slice(), &b[..])));
-        meta.insert(CHECKSUM_KEY.into(), digest);
-        let bytes =
-            safetensors::serialize(views, Some(meta)).map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+        let bytes = write_checked_safetensors(meta, named)?;
         write_atomic(path, &bytes)
     }
 
-    /// SHA-256 over the config and every tensor of the network (names,
-    /// shapes and float32 values), but not the file's metadata: the key of
-    /// the model's embedding cache, which a stored threshold leaves intact.
+    /// The model's key ([`model_key`]): the key of its embedding cache and
+    /// of speaker registries, which a stored threshold or calibration, or a
+    /// training-only setting, leaves intact.
     pub fn content_hash(&self) -> Result<String> {
-        let mut h = Sha256::new();
-        let cfg = self.config.to_ron();
-        h.update((cfg.len() as u64).to_le_bytes());
-        h.update(cfg.as_bytes());
-        for (name, t) in net_tensors(&self.net)? {
-            h.update((name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update((t.shape.len() as u64).to_le_bytes());
-            for d in &t.shape {
-                h.update((*d as u64).to_le_bytes());
-            }
-            for v in &t.values {
-                h.update(v.to_le_bytes());
-            }
-        }
-        Ok(hex(&h.finalize()))
+        Ok(self.key.clone())
+    }
+
+    /// A model of a network held in memory (trained, imported or fresh);
+    /// its key is computed from the network's tensors, read to the host.
+    pub fn from_net(config: ExperimentConfig, net: NextTdnn, aam: Option<HostTensor>, meta: ModelMeta) -> Result<Self> {
+        let key = model_key(&config, &net_tensors(&net)?);
+        Ok(Self { config, net, aam, meta, key })
     }
 
     /// Reads a model file written by [`SpeakerModel::save`].
@@ -178,13 +149,27 @@ impl SpeakerModel {
         Self::from_file(ModelFile::read(path)?, path, device)
     }
 
+    /// A model from the bytes of a model file (fetched in a browser, or
+    /// embedded in a program), with every check [`SpeakerModel::load`] makes.
+    /// Errors name the model as `model bytes`.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
+        Self::from_named_bytes("model bytes", bytes, device)
+    }
+
+    /// [`SpeakerModel::from_bytes`], naming the model `name` in errors.
+    pub fn from_named_bytes(name: &str, bytes: &[u8], device: &Device) -> Result<Self> {
+        let path = Path::new(name);
+        Self::from_file(read_model_file(path, bytes)?, path, device)
+    }
+
     /// The model of a checked model file's content (`path` is named in errors).
     pub fn from_file(file: ModelFile, path: &Path, device: &Device) -> Result<Self> {
         let ModelFile { mut tensors, config, meta } = file;
         let aam = tensors.remove(AAM_KEY);
+        let key = model_key(&config, &tensors);
         let model = NextTdnn::new(&config.model, config.frontend.n_mels, config.train.seed, device);
         let (net, _) = fill_strict(model, tensors, &BTreeMap::new(), vec![], vec![], path)?;
-        Ok(Self { config, net, aam, meta })
+        Ok(Self { config, net, aam, meta, key })
     }
 }
 
@@ -205,6 +190,46 @@ impl ModelFile {
         let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         read_model_file(path, &bytes)
     }
+}
+
+/// Most float values a model file's network may hold: 2^30 (4 GiB of
+/// float32), 150 times the largest official NeXt-TDNN.
+const MAX_VALUES: u64 = 1 << 30;
+
+/// Checks what a checksum cannot (anyone can recompute one): that the
+/// config's network is of a bounded size and holds exactly as many values
+/// as the file stores, before a network is allocated (names and shapes are
+/// then checked one by one as it is filled), that the AAM matrix matches the
+/// embedding size, and that every value is a finite number.
+fn check_contents(path: &Path, config: &ExperimentConfig, tensors: &BTreeMap<String, HostTensor>) -> Result<()> {
+    let wanted =
+        crate::model::value_count(&config.model, config.frontend.n_mels).filter(|&n| n <= MAX_VALUES).with_context(
+            || format!("{}: the embedded config describes a network of over {MAX_VALUES} values", path.display()),
+        )?;
+    let stored: u64 = tensors.iter().filter(|(k, _)| k.as_str() != AAM_KEY).map(|(_, t)| t.values.len() as u64).sum();
+    if stored != wanted {
+        bail!(
+            "{}: the embedded config ({}) describes a network of {wanted} values, but the file holds {stored}",
+            path.display(),
+            config.name
+        );
+    }
+    if let Some(a) = tensors.get(AAM_KEY) {
+        let e = config.model.embedding_dim;
+        if a.shape.len() != 2 || a.shape[1] != e {
+            bail!("{}: tensor {AAM_KEY} has shape {:?}, expected [classes, {e}]", path.display(), a.shape);
+        }
+    }
+    for (name, t) in tensors {
+        if let Some(i) = t.values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor {name} holds a value that is not a finite number ({} at index {i}); the model is damaged",
+                path.display(),
+                t.values[i]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Parses and checks the bytes of a model file read from `path` (named in
@@ -230,6 +255,7 @@ pub fn read_model_file(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         meta.get("config").with_context(|| format!("{}: the model file carries no config", path.display()))?;
     let config = ExperimentConfig::parse(cfg_text)
         .with_context(|| format!("{}: the embedded config is invalid", path.display()))?;
+    check_contents(path, &config, &tensors)?;
     let threshold = match meta.get("threshold") {
         Some(t) => Some(
             t.parse::<f64>()

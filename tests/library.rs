@@ -1,0 +1,104 @@
+//! The library's byte and async entry points give what the file-based and
+//! blocking ones give: models and audio from bytes, embeddings read back
+//! without blocking.
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use nexttdnn::audio::{decode_wav, read_wav};
+use nexttdnn::embed::Embedder;
+use nexttdnn::weights::SpeakerModel;
+
+fn bundled_model() -> std::path::PathBuf {
+    root().join("assets").join("model").join("demo.nexttdnn.safetensors")
+}
+
+#[test]
+fn a_model_from_bytes_is_the_model_from_its_file() {
+    let device = Device::flex();
+    let path = bundled_model();
+    let bytes = std::fs::read(&path).unwrap();
+    let a = SpeakerModel::load(&path, &device).unwrap();
+    let b = SpeakerModel::from_bytes(&bytes, &device).unwrap();
+    assert_eq!(a.key, b.key);
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.meta, b.meta);
+    // Same checks: a flipped byte is found, and the error names the bytes.
+    let mut bad = bytes.clone();
+    let at = bad.len() - 100;
+    bad[at] ^= 1;
+    let e = format!("{:#}", SpeakerModel::from_named_bytes("upload.safetensors", &bad, &device).unwrap_err());
+    assert!(e.contains("upload.safetensors") && e.contains("corrupt"), "{e}");
+}
+
+#[test]
+fn the_model_key_ignores_metadata_and_training_settings() {
+    let device = Device::flex();
+    let mut m = SpeakerModel::load(&bundled_model(), &device).unwrap();
+    let key = m.key.clone();
+    let dir = tmpdir("model-key");
+    m.meta.threshold = Some(0.25);
+    m.config.train.max_epochs += 7;
+    m.config.eval.asnorm_top_k += 1;
+    let p = dir.join("m.safetensors");
+    m.save(&p).unwrap();
+    let again = SpeakerModel::load(&p, &device).unwrap();
+    assert_eq!(again.key, key, "metadata or training-only fields changed the key");
+    // What determines embeddings does change it.
+    m.config.frontend.pre_emphasis = 0.9;
+    m.save(&p).unwrap();
+    assert_ne!(SpeakerModel::load(&p, &device).unwrap().key, key);
+}
+
+#[test]
+fn wav_bytes_decode_as_the_file_does() {
+    let path = root().join("assets").join("audio").join("spk1_a.wav");
+    let bytes = std::fs::read(&path).unwrap();
+    let a = read_wav(&path, 16000, 480).unwrap();
+    let b = decode_wav(std::path::Path::new("upload.wav"), &bytes, 16000, 480).unwrap();
+    assert_eq!(a.samples, b.samples);
+    let e = decode_wav(std::path::Path::new("upload.wav"), &bytes[..100], 16000, 480).unwrap_err().to_string();
+    assert!(e.starts_with("upload.wav: "), "{e}");
+}
+
+#[test]
+fn the_async_embedding_equals_the_blocking_one() {
+    let device = Device::flex();
+    let model = SpeakerModel::load(&bundled_model(), &device).unwrap();
+    let embedder = Embedder::new(&model, &device);
+    let audio = root().join("assets").join("audio");
+    let a = embedder.load_audio(&audio.join("spk1_a.wav")).unwrap();
+    let b = embedder.load_audio(&audio.join("spk2_b.wav")).unwrap();
+    let sync_a = embedder.embed_samples(&a).unwrap();
+    let sync_b = embedder.embed_samples(&b).unwrap();
+    let async_a = futures_lite::future::block_on(embedder.embed_samples_async(&a)).unwrap();
+    assert!(max_abs(&async_a, &sync_a) < 1e-5, "{}", max_abs(&async_a, &sync_a));
+    let both = futures_lite::future::block_on(embedder.embed_samples_batch_async(&[&a, &b])).unwrap();
+    assert!(max_abs(&both[0], &sync_a) < 1e-5 && max_abs(&both[1], &sync_b) < 1e-5);
+    // Bad input is named, never a NaN.
+    let e = futures_lite::future::block_on(embedder.embed_samples_async(&a[..100])).unwrap_err().to_string();
+    assert!(e.contains("recording 0") && e.contains("too short"), "{e}");
+}
+
+/// The native embedding the wasm test (`tests/wasm.rs`) compares with, kept
+/// in `tests/fixtures/bundled_spk1_a.json`: it must be what this build
+/// computes. `NEXTTDNN_WRITE_FIXTURES=1` rewrites it after an intended change.
+#[test]
+fn the_wasm_reference_is_the_native_embedding() {
+    let device = Device::flex();
+    let model = SpeakerModel::load(&bundled_model(), &device).unwrap();
+    let embedder = Embedder::new(&model, &device);
+    let wav = embedder.load_audio(&root().join("assets").join("audio").join("spk1_a.wav")).unwrap();
+    let native = futures_lite::future::block_on(embedder.embed_samples_async(&wav)).unwrap();
+    let path = root().join("tests").join("fixtures").join("bundled_spk1_a.json");
+    if std::env::var("NEXTTDNN_WRITE_FIXTURES").is_ok_and(|v| v == "1") {
+        let json =
+            serde_json::json!({ "model_key": model.key, "recording": "assets/audio/spk1_a.wav", "embedding": native });
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    }
+    let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(stored["model_key"], model.key);
+    let stored: Vec<f32> = stored["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert!(max_abs(&stored, &native) < 1e-6, "{}", max_abs(&stored, &native));
+}
