@@ -181,6 +181,14 @@ pub fn resident_mib() -> Option<f64> {
     proc_status_mib("VmRSS:")
 }
 
+/// Memory available to new work (Linux's `MemAvailable`), in bytes.
+pub fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Peak resident memory of this process so far.
 pub fn peak_resident_mib() -> Option<f64> {
     proc_status_mib("VmHWM:")

@@ -22,6 +22,7 @@ use crate::features::cpu::CpuFrontend;
 use crate::features::Frontend;
 use crate::lists::ListedFile;
 use crate::model::{NextTdnn, Precision};
+use crate::ops::{with_route, Route};
 use crate::weights::SpeakerModel;
 
 /// Default `--batch-seconds` on the CPU: enough audio per batch that every
@@ -46,6 +47,45 @@ pub fn default_batch_seconds(device: &Device) -> f64 {
 /// more than `n_fft / 2`, and the unpadded stem needs `stem_kernel` frames.
 pub fn min_samples(cfg: &ExperimentConfig) -> usize {
     cfg.min_samples()
+}
+
+/// Host memory, in bytes, that embedding one file of `samples` samples
+/// takes at its peak on the CPU backend: the model's weights twice, a fixed
+/// part, and per feature frame 4 bytes × (4 × the FFN's hidden width + 600)
+/// for the front end's buffers and the network's activations. Fitted to
+/// measured peaks with margin: the imported C256 model took 324 MB at 2
+/// minutes and 1 056 MB at 10 (3 812 floats per frame; estimated 4 696),
+/// the bundled C64 model 98 and 329 MB (1 200 floats per frame; estimated
+/// 1 624). Memory grows linearly with a file's length: the network's GRN
+/// and attention pooling are global over time, so an exact embedding needs
+/// the whole file at once.
+pub fn peak_bytes(cfg: &ExperimentConfig, samples: usize) -> u64 {
+    let m = &cfg.model;
+    let frames = cfg.frontend.num_frames(samples) as u64;
+    let hidden = (m.channels * m.ffn_expansion) as u64;
+    let weights = crate::model::value_count(m, cfg.frontend.n_mels).unwrap_or(0) * 4;
+    (64 << 20) + 2 * weights + frames * 4 * (4 * hidden + 600)
+}
+
+/// Refuses files whose embedding would take more than `budget` bytes of
+/// memory ([`peak_bytes`]), naming the file (as `at` gives it), its length
+/// and the budget, before any long work starts.
+pub fn check_memory(cfg: &ExperimentConfig, files: &[(ListedFile, String)], budget: u64) -> Result<()> {
+    let rate = cfg.frontend.sample_rate as f64;
+    for (f, at) in files {
+        let need = peak_bytes(cfg, f.samples);
+        if need > budget {
+            anyhow::bail!(
+                "{at}: {:.1} minutes of audio would need about {:.1} GB of memory to embed with {}, over the budget of {:.1} GB; \
+                 raise it with --max-memory, or cut the file (the embedding of a whole file needs all of it at once)",
+                f.samples as f64 / rate / 60.0,
+                need as f64 / 1e9,
+                cfg.name,
+                budget as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Log-mel features of one utterance on the host: `[n_mels, frames]` row-major.
@@ -110,6 +150,8 @@ pub struct Embedder {
     pub net: NextTdnn,
     pub device: Device,
     pub precision: Precision,
+    /// Our operations or Burn's generic ones ([`crate::ops::Route`]).
+    pub route: Route,
 }
 
 impl Embedder {
@@ -125,7 +167,14 @@ impl Embedder {
             net: model.net.clone().with_precision(precision),
             device: device.clone(),
             precision,
+            route: Route::Extension,
         }
+    }
+
+    /// The same model on Burn's generic operations, or back on ours.
+    pub fn with_route(mut self, route: Route) -> Self {
+        self.route = route;
+        self
     }
 
     pub fn min_samples(&self) -> usize {
@@ -156,8 +205,7 @@ impl Embedder {
             samples.len(),
             self.min_samples()
         );
-        let emb = self.net.forward(self.features(samples), false);
-        let v = read_back(emb)?;
+        let v = with_route(self.route, || read_back(self.net.forward(self.features(samples), false)))?;
         ensure_finite(&v, 0).map_err(|e| anyhow::anyhow!("{e}{}", amplitude_hint(samples)))?;
         Ok(v)
     }
@@ -180,7 +228,8 @@ impl Embedder {
     /// alone. An embedding that is not finite is an error naming its index.
     pub fn embed_batch(&self, batch: &[&Features]) -> Result<Vec<Vec<f32>>> {
         let (feats, frames) = self.padded(batch)?;
-        rows_of(read_back(self.net.forward_padded(feats, &frames))?, batch.len())
+        let flat = with_route(self.route, || read_back(self.net.forward_padded(feats, &frames)))?;
+        rows_of(flat, batch.len())
     }
 
     /// [`Embedder::embed_samples`] without blocking the thread: the front end
@@ -211,7 +260,8 @@ impl Embedder {
         }
         let refs: Vec<&Features> = features.iter().collect();
         let (feats, frames) = self.padded(&refs)?;
-        let data = self.net.forward_padded(feats, &frames).into_data_async().await;
+        let embedding = with_route(self.route, || self.net.forward_padded(feats, &frames));
+        let data = embedding.into_data_async().await;
         let flat = data
             .map_err(|e| anyhow::anyhow!("cannot read embeddings: {e:?}"))?
             .convert::<f32>()

@@ -642,3 +642,41 @@ fn a_score_beyond_any_scale_is_named_not_a_singular_system() {
     let e = format!("{:#}", fit_logistic(&features, &labels, 0.01).unwrap_err());
     assert!(e.contains("trial 3") && e.contains("1e308"), "{e}");
 }
+
+#[test]
+fn a_recording_too_long_for_the_memory_budget_is_refused_before_any_work() {
+    let dir = tmpdir("long-recording");
+    let long = dir.join("long.wav");
+    // Three minutes: about 180 MB to embed with the bundled model.
+    let samples: Vec<f32> = speech(3 * 60 * 16000);
+    common::wav::write_f32(&long, &samples);
+    let out = dir.join("emb");
+    let embed = |budget: &str| {
+        let mut c = bin();
+        c.args(["--device", "cpu", "embed", "--max-memory", budget, "--out"]).arg(&out).arg(&long);
+        c
+    };
+    let e = run_err(&mut embed("100M"));
+    assert!(e.contains("long.wav") && e.contains("3.0 minutes") && e.contains("budget of 0.1 GB"), "{e}");
+    assert!(!out.join("embeddings.npy").exists());
+    run_ok(&mut embed("2G"));
+    assert!(out.join("embeddings.npy").exists());
+    let e = run_err(&mut embed("12X"));
+    assert!(e.contains("K, M, G or T"), "{e}");
+}
+
+#[test]
+fn the_memory_estimate_covers_measured_peaks() {
+    // Peaks measured with /usr/bin/time (BENCHMARKS.md): the estimate must
+    // not fall below them, nor exceed them by more than 60 %.
+    let cfg = ExperimentConfig::load(&config("dev_C64_B1_K65_7")).unwrap();
+    for (minutes, measured_mb) in [(2usize, 98.0), (10, 329.0)] {
+        let est = nexttdnn::embed::peak_bytes(&cfg, minutes * 60 * 16000) as f64 / 1e6;
+        assert!(est >= measured_mb && est < 1.6 * measured_mb, "{minutes} min: {est} MB for {measured_mb}");
+    }
+    let cfg = ExperimentConfig::load(&config("NeXt_TDNN_C256_B3_K65_7")).unwrap();
+    for (minutes, measured_mb) in [(2usize, 324.0), (10, 1056.0)] {
+        let est = nexttdnn::embed::peak_bytes(&cfg, minutes * 60 * 16000) as f64 / 1e6;
+        assert!(est >= measured_mb && est < 1.6 * measured_mb, "{minutes} min: {est} MB for {measured_mb}");
+    }
+}

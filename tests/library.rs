@@ -102,3 +102,31 @@ fn the_wasm_reference_is_the_native_embedding() {
     let stored: Vec<f32> = stored["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert!(max_abs(&stored, &native) < 1e-6, "{}", max_abs(&stored, &native));
 }
+
+/// The whole network on the CPU, our fused operations against Burn's
+/// generic ones, in one process (the route is held by each embedder): within
+/// the per-block bound of `tests/fused_blocks.rs`, 1e-5 of the largest value.
+#[test]
+fn the_whole_network_fused_equals_generic() {
+    let device = Device::flex();
+    let audio = root().join("assets").join("audio");
+    for path in [bundled_model(), fixtures().join("tiny_C32_B1_K65_7.pt"), fixtures().join("tiny_light_C32_B1_K65.pt")]
+    {
+        let model = if path.extension().is_some_and(|e| e == "pt") {
+            let variant = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let cfg = nexttdnn::config::ExperimentConfig::load(&config(&variant)).unwrap();
+            nexttdnn::weights::import_official(&path, &cfg, &device).unwrap()
+        } else {
+            SpeakerModel::load(&path, &device).unwrap()
+        };
+        let fused = Embedder::new(&model, &device);
+        let generic = Embedder::new(&model, &device).with_route(nexttdnn::ops::Route::Generic);
+        let wav = fused.load_audio(&audio.join("spk3_b.wav")).unwrap();
+        let a = fused.embed_samples(&wav).unwrap();
+        let b = generic.embed_samples(&wav).unwrap();
+        let scale = b.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+        let err = max_abs(&a, &b);
+        assert!(err < 1e-5 * scale, "{}: fused and generic differ by {err:e} (scale {scale})", path.display());
+        assert!(err > 0.0, "{}: the two routes gave identical bits; is the route ignored?", path.display());
+    }
+}

@@ -15,6 +15,7 @@ use crate::device::{DeviceInfo, SelectedDevice};
 use crate::embed::Embedder;
 use crate::features::Frontend;
 use crate::files::write_atomic;
+use crate::ops::Route;
 use crate::weights::{ModelMeta, SpeakerModel};
 
 /// One timed operation.
@@ -118,7 +119,8 @@ pub struct BenchArgs {
     /// Write the report as JSON.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Depthwise convolution and GELU: `extension` (our kernels on the
+    /// Every custom operation (the depthwise convolution, GELU, the front
+    /// end, and the fused CPU blocks): `extension` (our kernels on the
     /// CubeCL backends, our CPU code on flex) or `generic` (Burn's own
     /// operations), for comparisons.
     #[arg(long, default_value = "extension", value_parser = ["extension", "generic"])]
@@ -131,6 +133,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
+    let route = if args.ops == "generic" { Route::Generic } else { Route::Extension };
+    crate::ops::with_route(route, || measure(args, dev, route))
+}
+
+/// The measurements of `bench`, on the operations `route` picks.
+fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
     let BenchArgs {
         config,
         model,
@@ -148,7 +156,6 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     let (config, model, out) = (config.as_deref(), model.as_deref(), out.as_deref());
     let (frontend_batch, train_batch, op_batch, warmup, repeats, precision) =
         (*frontend_batch, *train_batch, *op_batch, *warmup, *repeats, *precision);
-    crate::ops::set_generic(ops == "generic");
     // A loaded model unless a config asks for fresh weights.
     let (m, weights, model_path) = match config {
         Some(c) => {
@@ -164,7 +171,7 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
     };
     let cfg = m.config.clone();
     let sr = cfg.frontend.sample_rate as f64;
-    let embedder = Embedder::with_precision(&m, &dev.device, precision);
+    let embedder = Embedder::with_precision(&m, &dev.device, precision).with_route(route);
     let mut results = Vec::new();
     // `--seconds 0` skips the embedding measurements.
     for &s in seconds.iter().filter(|&&s| s > 0.0) {

@@ -155,3 +155,34 @@ pub fn non_negative(text: &str) -> Result<f64, String> {
         Err(format!("{v} is negative"))
     }
 }
+
+/// A memory size: bytes, or a number with K, M, G or T (powers of 1024),
+/// e.g. `8G` or `1.5G`.
+pub fn memory_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let p = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: the unit must be K, M, G or T")),
+            };
+            (&t[..i], (1u64 << p) as f64)
+        }
+        _ => (t, 1.0),
+    };
+    let v = non_negative(num)? * scale;
+    if v >= 1.0 && v < u64::MAX as f64 {
+        Ok(v as u64)
+    } else {
+        Err(format!("{text:?} is not a memory size"))
+    }
+}
+
+/// `--max-memory`, else half of the memory available now (Linux's
+/// `MemAvailable`), else 4 GiB where that cannot be read.
+pub fn memory_budget(max: Option<u64>) -> u64 {
+    max.or_else(|| crate::device::available_bytes().map(|b| b / 2)).unwrap_or(4 << 30)
+}

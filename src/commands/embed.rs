@@ -28,6 +28,10 @@ pub struct EmbedArgs {
     /// Backbone precision: f32, f16 or bf16 (front end and head stay f32).
     #[arg(long, default_value = "f32")]
     pub precision: crate::model::Precision,
+    /// Memory budget (e.g. `8G`): a file whose embedding would need more is
+    /// refused before any work. Default: half of the memory available.
+    #[arg(long, value_parser = super::cli::memory_size)]
+    pub max_memory: Option<u64>,
     /// Seconds of audio per padded batch (0: one file at a time; default 20 on the CPU, 400 on a GPU).
     #[arg(long, value_parser = super::cli::non_negative)]
     pub batch_seconds: Option<f64>,
@@ -55,8 +59,10 @@ pub fn run(args: &EmbedArgs, dev: &SelectedDevice) -> Result<()> {
     let loaded = super::load_model(model, dev)?;
     // Check every file before the long work starts, and read its length.
     let rate = loaded.config.frontend.sample_rate;
-    let listed: Vec<ListedFile> =
-        named.iter().map(|(f, at)| check_audio(f.clone(), at, rate)).collect::<Result<_>>()?;
+    let checked: Vec<(ListedFile, String)> =
+        named.iter().map(|(f, at)| Ok((check_audio(f.clone(), at, rate)?, at.clone()))).collect::<Result<_>>()?;
+    crate::embed::check_memory(&loaded.config, &checked, super::cli::memory_budget(args.max_memory))?;
+    let listed: Vec<ListedFile> = checked.into_iter().map(|(f, _)| f).collect();
     let embedder = Embedder::with_precision(&loaded, &dev.device, precision);
     let dim = loaded.config.model.embedding_dim;
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));

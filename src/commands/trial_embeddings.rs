@@ -59,6 +59,10 @@ pub struct EvalInputs {
     /// 20 on the CPU, 400 on a GPU. Batches give the embeddings of files alone.
     #[arg(long, value_parser = super::cli::non_negative)]
     pub batch_seconds: Option<f64>,
+    /// Memory budget (e.g. `8G`): a file whose embedding would need more is
+    /// refused before any work. Default: half of the memory available.
+    #[arg(long, value_parser = super::cli::memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// Standard VoxCeleb1 trial lists, by short name.
@@ -100,6 +104,13 @@ pub fn embed(args: &EvalInputs, dev: &SelectedDevice) -> Result<Embedded> {
     let sr = cfg.frontend.sample_rate;
     let set = TrialSet::load(&trial_path, Some(&wav_root), sr)?;
     let cohort_files = cohort_files(args, sr)?;
+    let every: Vec<(ListedFile, String)> = set
+        .files
+        .iter()
+        .chain(cohort_files.iter().flatten())
+        .map(|f| (f.clone(), f.path.display().to_string()))
+        .collect();
+    crate::embed::check_memory(cfg, &every, super::cli::memory_budget(args.max_memory))?;
     log::info!("{}: {} trials over {} files", trial_path.display(), set.trials.len(), set.files.len());
 
     // Embeddings, cached per model and file; embeddings of another

@@ -9,7 +9,7 @@
 //!   the weight gradient is its own operation, the bias gradient a sum.
 //!
 //! [`depthwise_conv1d`] takes this path on the devices above and Burn's
-//! generic grouped convolution elsewhere; [`super::set_generic`] forces the
+//! generic grouped convolution elsewhere; [`super::with_route`] with `Route::Generic` forces the
 //! generic path for comparisons.
 
 use burn::backend::flex::FlexTensor;

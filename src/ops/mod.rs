@@ -22,21 +22,43 @@ pub mod pooling;
 pub(crate) mod simd;
 pub(crate) mod sums;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, Tensor};
 
-static GENERIC: AtomicBool = AtomicBool::new(false);
+/// Which implementation the operations here take, where they have a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    /// Ours: the CubeCL kernels on the CubeCL backends, and the custom and
+    /// fused CPU operations on flex (float32).
+    #[default]
+    Extension,
+    /// Burn's own operations everywhere (`bench --ops generic`, and the
+    /// comparisons in the tests).
+    Generic,
+}
 
-/// Makes every operation here take Burn's generic path for the rest of the
-/// process (`bench --ops generic`, for side-by-side timings).
-pub fn set_generic(generic: bool) {
-    GENERIC.store(generic, Ordering::Relaxed);
+thread_local! {
+    /// The route of the computation running on this thread ([`with_route`]).
+    static ROUTE: Cell<Route> = const { Cell::new(Route::Extension) };
+}
+
+/// Runs `f` with every operation it calls on this thread taking `route`,
+/// then restores the previous route. The choice is made where a model is
+/// run (the [`crate::embed::Embedder`] holds its route), not for the whole
+/// process: one process can run a network both ways and compare. The
+/// operations decide on the calling thread; work they hand to the rayon
+/// pool has already been routed.
+pub fn with_route<R>(route: Route, f: impl FnOnce() -> R) -> R {
+    let before = ROUTE.with(|r| r.replace(route));
+    let out = f();
+    ROUTE.with(|r| r.set(before));
+    out
 }
 
 pub(crate) fn generic() -> bool {
-    GENERIC.load(Ordering::Relaxed)
+    ROUTE.with(|r| r.get()) == Route::Generic
 }
 
 /// Whether tensors on `device` live in this process's memory (the `flex` CPU
@@ -67,13 +89,13 @@ pub fn supported(device: &Device) -> bool {
 
 /// Whether the fused CPU operations (`ffn`, `msc`, `layer_norm`,
 /// `pointwise`, `pooling`) take `x`: on the CPU backend, in float32, and not
-/// switched off by [`set_generic`].
+/// switched off by [`with_route`].
 pub fn fused(x: &Tensor<3>) -> bool {
     !generic() && is_cpu(&x.device()) && x.dtype() == DType::F32
 }
 
 /// Whether to take the extension path on `device`: supported there, and not
-/// switched off by [`set_generic`].
+/// switched off by [`with_route`].
 pub(crate) fn use_extension(device: &Device) -> bool {
     !generic() && supported(device)
 }
