@@ -21,35 +21,26 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match &cli.command {
-        Command::Devices => return commands::devices::run(),
-        Command::Prepare { what } => return commands::prepare::run(what),
-        Command::Registry { what } => return commands::enroll::registry(what),
-        Command::Compare(args) => {
-            if !commands::compare::run(args)? {
-                anyhow::bail!("devices disagree beyond the tolerance (see the report)");
-            }
-            return Ok(());
-        }
-        Command::Train(args) => return commands::train::run(args, cli.device),
-        _ => {}
-    }
-    let dev = device::select(cli.device)?;
+    // Commands that compute open the device; the others never start a GPU runtime.
+    let dev = || device::select(cli.device);
     match cli.command {
-        Command::Import(args) => commands::import::run(&args, &dev),
-        Command::Embed(args) => commands::embed::run(&args, &dev),
-        Command::Verify(args) => commands::verify::run(&args, &dev),
-        Command::Enroll(args) => commands::enroll::enroll(&args, &dev),
-        Command::Identify(args) => commands::enroll::identify_files(&args, &dev),
-        Command::Bench(args) => commands::bench::run(&args, &dev),
-        Command::Eval(args) => commands::eval::run(&args, &dev),
-        Command::Calibrate(args) => commands::calibrate::run(&args, &dev),
-        Command::Average(args) => commands::average::run(&args, &dev),
-        Command::Export(args) => commands::export::run(&args, &dev),
-        Command::Devices
-        | Command::Compare(_)
-        | Command::Prepare { .. }
-        | Command::Registry { .. }
-        | Command::Train(_) => unreachable!(),
+        Command::Devices => commands::devices::run(),
+        Command::Prepare { what } => commands::prepare::run(&what),
+        Command::Registry { what } => commands::enroll::registry(&what),
+        Command::Compare(args) => match commands::compare::run(&args)? {
+            true => Ok(()),
+            false => anyhow::bail!("devices disagree beyond the tolerance (see the report)"),
+        },
+        Command::Train(args) => commands::train::run(&args, cli.device),
+        Command::Import(args) => commands::import::run(&args, &dev()?),
+        Command::Embed(args) => commands::embed::run(&args, &dev()?),
+        Command::Verify(args) => commands::verify::run(&args, &dev()?),
+        Command::Enroll(args) => commands::enroll::enroll(&args, &dev()?),
+        Command::Identify(args) => commands::enroll::identify_files(&args, &dev()?),
+        Command::Bench(args) => commands::bench::run(&args, &dev()?),
+        Command::Eval(args) => commands::eval::run(&args, &dev()?),
+        Command::Calibrate(args) => commands::calibrate::run(&args, &dev()?),
+        Command::Average(args) => commands::average::run(&args, &dev()?),
+        Command::Export(args) => commands::export::run(&args, &dev()?),
     }
 }
