@@ -245,19 +245,13 @@ impl Embedder {
     /// blocking (see [`Embedder::embed_samples_async`]); row `b` is the
     /// embedding of `recordings[b]` alone. Errors name the recording's index.
     pub async fn embed_samples_batch_async(&self, recordings: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-        let mut features = Vec::with_capacity(recordings.len());
-        for (i, samples) in recordings.iter().enumerate() {
-            let name = format!("recording {i}");
-            match prepare(
-                Path::new(&name),
-                Loaded::Samples(samples.to_vec()),
-                self.frontend.host(),
-                self.min_samples(),
-            )? {
-                Prepared::Features(f) => features.push(f),
-                Prepared::Embedding(_) => unreachable!("samples give features"),
-            }
-        }
+        let features = recordings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                checked_features(Path::new(&format!("recording {i}")), s, self.frontend.host(), self.min_samples())
+            })
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Features> = features.iter().collect();
         let (feats, frames) = self.padded(&refs)?;
         let embedding = with_route(self.route, || self.net.forward_padded(feats, &frames));
@@ -426,25 +420,25 @@ enum Prepared {
 fn prepare(path: &Path, loaded: Loaded, frontend: &CpuFrontend, min: usize) -> Result<Prepared> {
     Ok(match loaded {
         Loaded::Embedding(e) => Prepared::Embedding(e),
-        Loaded::Samples(s) => {
-            anyhow::ensure!(
-                s.len() >= min,
-                "{}: audio too short: {} samples, at least {min} needed",
-                path.display(),
-                s.len()
-            );
-            warn_if_silent(path, &s);
-            let f = host_features(frontend, &s);
-            if let Some(x) = f.values.iter().find(|x| !x.is_finite()) {
-                anyhow::bail!(
-                    "{}: the log-mel features hold a value that is not a finite number ({x}){}",
-                    path.display(),
-                    amplitude_hint(&s)
-                );
-            }
-            Prepared::Features(f)
-        }
+        Loaded::Samples(s) => Prepared::Features(checked_features(path, &s, frontend, min)?),
     })
+}
+
+/// Host features of a recording long enough for the model (`path` names it
+/// in errors), with a warning if it is silent; features that are not finite
+/// are an error.
+fn checked_features(path: &Path, s: &[f32], frontend: &CpuFrontend, min: usize) -> Result<Features> {
+    anyhow::ensure!(s.len() >= min, "{}: audio too short: {} samples, at least {min} needed", path.display(), s.len());
+    warn_if_silent(path, s);
+    let f = host_features(frontend, s);
+    if let Some(x) = f.values.iter().find(|x| !x.is_finite()) {
+        anyhow::bail!(
+            "{}: the log-mel features hold a value that is not a finite number ({x}){}",
+            path.display(),
+            amplitude_hint(s)
+        );
+    }
+    Ok(f)
 }
 
 /// Warns that a recording is (nearly) silent, or its samples unscaled.

@@ -27,17 +27,23 @@ pub fn decode_text(path: &Path, bytes: &[u8]) -> Result<String> {
     }
 }
 
-/// The prefix and suffix of the temporary files [`write_atomic`] leaves
-/// beside `name` while it writes: `.NAME.tmpPID`.
+/// The temporary files [`write_atomic`] leaves beside `name` while it
+/// writes are this prefix and the writer's PID: `.NAME.tmpPID`.
+fn temporary_prefix(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+#[cfg(test)]
 fn temporary_name(name: &str, pid: u32) -> String {
-    format!(".{name}.tmp{pid}")
+    format!("{}{pid}", temporary_prefix(name))
 }
 
 /// A temporary path beside `path`, unique to this process.
 fn temporary_beside(path: &Path) -> Result<(PathBuf, PathBuf)> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    Ok((dir.to_path_buf(), dir.join(temporary_name(&name.to_string_lossy(), std::process::id()))))
+    let tmp = format!("{}{}", temporary_prefix(&name.to_string_lossy()), std::process::id());
+    Ok((dir.to_path_buf(), dir.join(tmp)))
 }
 
 /// Whether process `pid` is gone, where that can be told (Linux's `/proc`);
@@ -46,19 +52,18 @@ fn process_gone(pid: u32) -> bool {
     pid != std::process::id() && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes the temporary files of earlier writes to `path` whose process
-/// was killed before it could clean up (`.NAME.tmpPID` with no process PID).
-fn remove_orphan_temporaries(dir: &Path, name: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let prefix = format!(".{name}.tmp");
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if process_gone(pid) {
-            log::info!("removing {}, left by an interrupted write", e.path().display());
-            std::fs::remove_file(e.path()).ok();
-        }
-    }
+/// The entries of `dir` named `PREFIX` + a PID whose process is gone: what
+/// runs that were killed before they could clean up left behind.
+fn left_by_dead_processes(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()).is_some_and(process_gone)
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Where [`write_atomic`] writes for `path`, and the permissions to give the
@@ -102,7 +107,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let (dir, tmp) = temporary_beside(&target)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if let Some(name) = target.file_name() {
-        remove_orphan_temporaries(&dir, &name.to_string_lossy());
+        for orphan in left_by_dead_processes(&dir, &temporary_prefix(&name.to_string_lossy())) {
+            log::info!("removing {}, left by an interrupted write", orphan.display());
+            std::fs::remove_file(orphan).ok();
+        }
     }
     let written = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -111,7 +119,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
         f.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-        test_pause("write");
         std::fs::rename(&tmp, &target).with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
     })();
     if written.is_err() {
@@ -123,8 +130,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A test-only pause point: with `NEXTTDNN_TEST_PAUSE=POINT:MS`, the process
 /// says `test pause: POINT` on stderr and sleeps MS milliseconds the first
 /// time it reaches `point` (`locked`: just after taking an output lock;
-/// `commit`: between the moves of a staged folder's files; `write`: before
-/// an atomic write's rename). Tests use it to make a race between two runs
+/// `commit`: between the moves of a staged folder's files). Tests use it to make a race between two runs
 /// happen every time instead of now and then.
 pub fn test_pause(point: &str) {
     static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -188,7 +194,6 @@ impl OutputLock {
                     bail!("{} is in use by {holder}; wait for it to finish or choose another output", target.display());
                 }
                 log::warn!("{} is in use by {holder}, waiting", target.display());
-                eprintln!("{} is in use by {holder}, waiting", target.display());
                 file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -288,14 +293,9 @@ impl StagedDir {
 /// Removes staging folders of runs that ended without cleaning up (killed):
 /// those whose process no longer exists.
 fn remove_abandoned(target: &Path) {
-    let Ok(entries) = std::fs::read_dir(target) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(".partial").and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if process_gone(pid) {
-            log::info!("removing {}, left by an interrupted run", e.path().display());
-            std::fs::remove_dir_all(e.path()).ok();
-        }
+    for folder in left_by_dead_processes(target, ".partial") {
+        log::info!("removing {}, left by an interrupted run", folder.display());
+        std::fs::remove_dir_all(folder).ok();
     }
 }
 

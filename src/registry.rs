@@ -127,14 +127,7 @@ impl Registry {
         check_name(name)?;
         ensure!(!enrollments.is_empty(), "enrolling {name:?}: no recordings");
         for e in &enrollments {
-            ensure!(
-                e.embedding.len() == self.dim,
-                "{}: an embedding of {} values, the registry holds {}",
-                e.source,
-                e.embedding.len(),
-                self.dim
-            );
-            ensure!(e.embedding.iter().all(|v| v.is_finite()), "{}: the embedding is not finite", e.source);
+            self.check_embedding(e)?;
         }
         match self.speakers.iter_mut().find(|s| s.name == name) {
             Some(s) if replace => s.enrollments = enrollments,
@@ -144,6 +137,19 @@ impl Registry {
                 self.speakers.sort_by(|a, b| a.name.cmp(&b.name));
             }
         }
+        Ok(())
+    }
+
+    /// An enrollment's embedding has the registry's size and is finite.
+    fn check_embedding(&self, e: &Enrollment) -> Result<()> {
+        ensure!(
+            e.embedding.len() == self.dim,
+            "{}: an embedding of {} values, the registry holds {}",
+            e.source,
+            e.embedding.len(),
+            self.dim
+        );
+        ensure!(e.embedding.iter().all(|v| v.is_finite()), "{}: the embedding is not finite", e.source);
         Ok(())
     }
 
@@ -221,13 +227,7 @@ impl Registry {
             ensure!(names.insert(&s.name), "{origin}: the speaker {:?} appears twice", s.name);
             ensure!(!s.enrollments.is_empty(), "{origin}: the speaker {:?} has no enrollments", s.name);
             for e in &s.enrollments {
-                ensure!(
-                    e.embedding.len() == self.dim && e.embedding.iter().all(|v| v.is_finite()),
-                    "{origin}: an enrollment of {:?} ({}) is not {} finite values",
-                    s.name,
-                    e.source,
-                    self.dim
-                );
+                self.check_embedding(e).with_context(|| format!("{origin}: an enrollment of {:?}", s.name))?;
             }
         }
         Ok(())
@@ -271,8 +271,12 @@ impl Registry {
     /// Reads the bytes of a registry file (`origin` is named in errors):
     /// the checksum, the format, and the embeddings against the speakers.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
-        let (mut tensors, meta) = crate::weights::read_checked_safetensors(origin, bytes)
-            .with_context(|| format!("{}: not a nexttdnn registry", origin.display()))?;
+        let (mut tensors, meta) = crate::weights::read_checked_safetensors(
+            origin,
+            bytes,
+            "restore it from a backup or enroll the speakers again",
+        )
+        .with_context(|| format!("{}: not a nexttdnn registry", origin.display()))?;
         let at = origin.display();
         ensure!(meta.get("format").map(String::as_str) == Some(REGISTRY_FORMAT), "{at}: not a nexttdnn registry");
         let version = meta.get("format_version").and_then(|v| v.parse::<u32>().ok());

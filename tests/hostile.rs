@@ -371,7 +371,7 @@ fn a_format_1_model_file_still_loads() {
     std::fs::write(&p, &old).unwrap();
     let a = SpeakerModel::load(&good, &Device::flex()).unwrap();
     let b = SpeakerModel::load(&p, &Device::flex()).unwrap();
-    assert_eq!(a.content_hash().unwrap(), b.content_hash().unwrap());
+    assert_eq!(a.key, b.key);
     // Without the checksum a version-2 file is refused.
     let mut v2 = old;
     let at = v2.windows(20).position(|w| w == b"\"format_version\":\"1\"").unwrap();

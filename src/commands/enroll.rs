@@ -114,14 +114,11 @@ fn enrollments(args: &EnrollArgs) -> Result<Vec<(String, PathBuf, String)>> {
     if let Some(list) = &args.list {
         let text = crate::files::read_text(list)?;
         let root = args.wav_root.clone().or_else(|| list.parent().map(Path::to_path_buf));
+        // The `speaker path` lines of a train list.
         let mut out = Vec::new();
-        for (n, line) in crate::lists::lines_of(&text) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, path] = fields.as_slice() else {
-                bail!("{}:{n}: malformed line {line:?}: expected `name path`", list.display())
-            };
-            let p = crate::lists::resolve(root.as_deref(), path);
-            out.push((name.to_string(), p.clone(), format!("{}:{n}: {}", list.display(), p.display())));
+        for (n, name, path) in crate::train::data::parse_train_list(list, &text)? {
+            let p = crate::lists::resolve(root.as_deref(), &path);
+            out.push((name, p.clone(), format!("{}:{n}: {}", list.display(), p.display())));
         }
         anyhow::ensure!(!out.is_empty(), "{}: the list holds no recordings", list.display());
         return Ok(out);

@@ -107,7 +107,7 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     summary["model"] = json!({
         "path": e.model_path.as_ref().map(|p| p.display().to_string()),
         "sha256": e.model_path.as_deref().map(sha256_file).transpose()?,
-        "content_sha256": e.model_hash,
+        "content_sha256": e.model.key,
         "config": cfg.name,
         "source": e.model.meta.source,
     });
@@ -210,8 +210,8 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
         rows.push((format!("{} → LLR", c.calibration.scores), llr));
     }
     if let Some((cohort, _)) = &e.cohort {
-        let used = eval_cfg.asnorm_top_k.min(cohort.len());
-        summary["cohort"] = json!({ "list": cohort.len(), "top_k": used, "top_k_config": eval_cfg.asnorm_top_k });
+        summary["cohort"] =
+            json!({ "list": cohort.len(), "top_k": e.asnorm_top_k(), "top_k_config": eval_cfg.asnorm_top_k });
     }
     if let Some(c) = cal {
         summary["calibration"] = json!({ "source": c.source, "file": c.calibration });

@@ -33,7 +33,7 @@ pub fn run(args: &ExportArgs, dev: &SelectedDevice) -> Result<()> {
     let model = SpeakerModel::load(&path, &dev.device)?;
     let mut meta = BTreeMap::new();
     meta.insert("model_sha256".to_string(), sha256_file(&path)?);
-    meta.insert("model_content_sha256".to_string(), model.content_hash()?);
+    meta.insert("model_content_sha256".to_string(), model.key.clone());
     if let Some(t) = model.meta.threshold {
         meta.insert("threshold".to_string(), format!("{t:?}"));
     }

@@ -78,8 +78,6 @@ fn standard_list(name: &str) -> Option<&'static str> {
 /// A trial list's files embedded with a model, and the cohort's.
 pub struct Embedded {
     pub model: SpeakerModel,
-    /// The model's content hash, which keys its embedding cache.
-    pub model_hash: String,
     /// The model file (none for a checkpoint imported on the fly).
     pub model_path: Option<PathBuf>,
     pub trial_path: PathBuf,
@@ -98,7 +96,7 @@ pub struct Embedded {
 
 /// Loads the model and the lists, then embeds every trial and cohort file.
 pub fn embed(args: &EvalInputs, dev: &SelectedDevice) -> Result<Embedded> {
-    let (model, model_hash, model_path) = load_model(args, dev)?;
+    let (model, model_path) = load_model(args, dev)?;
     let cfg = &model.config;
     let (trial_path, wav_root) = trial_source(args)?;
     let sr = cfg.frontend.sample_rate;
@@ -117,7 +115,7 @@ pub fn embed(args: &EvalInputs, dev: &SelectedDevice) -> Result<Embedded> {
     // precision are other embeddings, keyed apart.
     let cache_root = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let variant = (args.precision != crate::model::Precision::F32).then(|| args.precision.name());
-    let cache = EmbeddingCache::new(&cache_root, &model_hash, variant, cfg.model.embedding_dim)?;
+    let cache = EmbeddingCache::new(&cache_root, &model.key, variant, cfg.model.embedding_dim)?;
     let embedder = Embedder::with_precision(&model, &dev.device, args.precision);
     let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
     let t_embed = Instant::now();
@@ -133,7 +131,6 @@ pub fn embed(args: &EvalInputs, dev: &SelectedDevice) -> Result<Embedded> {
     drop(embedder);
     Ok(Embedded {
         model,
-        model_hash,
         model_path,
         trial_path,
         wav_root,
@@ -158,6 +155,12 @@ impl Embedded {
     pub fn asnorm(&self, raw: &[f64]) -> Option<(Vec<NormScores>, f64)> {
         let (cohort, _) = self.cohort.as_ref()?;
         let top_k = self.asnorm_top_k()?;
+        if top_k < self.model.config.eval.asnorm_top_k {
+            log::warn!(
+                "the cohort holds {top_k} files, fewer than eval.asnorm_top_k ({}): AS-norm uses all {top_k}",
+                self.model.config.eval.asnorm_top_k
+            );
+        }
         let norm = AsNorm::new(cohort, top_k);
         let t = Instant::now();
         let stats = norm.stats_all(&self.embs);
@@ -173,18 +176,10 @@ impl Embedded {
     }
 
     /// The cohort scores AS-norm keeps per side: the config's `asnorm_top_k`,
-    /// or the whole cohort where it is smaller (with a warning).
+    /// or the whole cohort where it is smaller; `None` without a cohort.
     pub fn asnorm_top_k(&self) -> Option<usize> {
         let (cohort, _) = self.cohort.as_ref()?;
-        let k = self.model.config.eval.asnorm_top_k;
-        if cohort.len() < k {
-            log::warn!(
-                "the cohort holds {} files, fewer than eval.asnorm_top_k ({k}): AS-norm uses all {}",
-                cohort.len(),
-                cohort.len()
-            );
-        }
-        Some(k.min(cohort.len()))
+        Some(self.model.config.eval.asnorm_top_k.min(cohort.len()))
     }
 
     /// What the quality measures need of each trial's two recordings.
@@ -267,21 +262,17 @@ pub struct EvalStage {
     pipeline: crate::embed::PipelineStats,
 }
 
-/// The model to evaluate, the hash that keys its cache, and its file.
-fn load_model(args: &EvalInputs, dev: &SelectedDevice) -> Result<(SpeakerModel, String, Option<PathBuf>)> {
+/// The model to evaluate, and its file.
+fn load_model(args: &EvalInputs, dev: &SelectedDevice) -> Result<(SpeakerModel, Option<PathBuf>)> {
     match (&args.checkpoint, &args.model) {
         (Some(ckpt), None) => {
             let cfg_path = args.config.as_ref().context("--checkpoint needs --config")?;
             let cfg = ExperimentConfig::load(cfg_path)?;
-            let m = import_official(ckpt, &cfg, &dev.device)?;
-            let hash = m.content_hash()?;
-            Ok((m, hash, None))
+            Ok((import_official(ckpt, &cfg, &dev.device)?, None))
         }
         (None, m) => {
             let p = super::model_or_bundled(m.as_deref())?;
-            let model = SpeakerModel::load(&p, &dev.device)?;
-            let hash = model.content_hash()?;
-            Ok((model, hash, Some(p)))
+            Ok((SpeakerModel::load(&p, &dev.device)?, Some(p)))
         }
         (Some(_), Some(_)) => bail!("give either --model or --checkpoint, not both"),
     }

@@ -2,7 +2,7 @@
 //!
 //! One small file per (model, audio content): a header with the SHA-256 of
 //! the audio bytes, the embedding, and a SHA-256 of both. The model's key
-//! covers its tensors and config (see `SpeakerModel::content_hash`), so
+//! covers its tensors and config (see `weights::model_key`), so
 //! rewriting a model file's metadata keeps its cache; the audio's key is the
 //! hash of its bytes, so any change of content is seen, whatever the file's
 //! size and modification time. A corrupt, partial or foreign entry is

@@ -15,6 +15,13 @@ use crate::files::hex;
 /// Metadata key of the SHA-256 over the metadata and tensors.
 pub const CHECKSUM_KEY: &str = "payload_sha256";
 
+/// One length-prefixed field of a SHA-256 (so that fields cannot run into
+/// each other); also the building block of the model key.
+pub(crate) fn hash_field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
 /// SHA-256 over a checked file's content: every metadata entry but the
 /// checksum itself, then every tensor's name, dtype, shape and bytes, in
 /// name order, each field length-prefixed. A flipped byte in the tensor
@@ -23,10 +30,7 @@ fn payload_digest<'a>(
     meta: &BTreeMap<String, String>,
     tensors: impl Iterator<Item = (&'a str, &'a str, &'a [usize], &'a [u8])>,
 ) -> String {
-    fn field(h: &mut Sha256, bytes: &[u8]) {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    }
+    let field = hash_field;
     let mut h = Sha256::new();
     for (k, v) in meta.iter().filter(|(k, _)| k.as_str() != CHECKSUM_KEY) {
         field(&mut h, k.as_bytes());
@@ -91,8 +95,8 @@ pub fn write_checked_safetensors(
 }
 
 /// Checks the checksum of a file's bytes (read from `path`, named in
-/// errors) against its content.
-pub fn verify_checksum(path: &Path, bytes: &[u8], meta: &BTreeMap<String, String>) -> Result<()> {
+/// errors) against its content; a mismatch's message ends with `remedy`.
+pub fn verify_checksum(path: &Path, bytes: &[u8], meta: &BTreeMap<String, String>, remedy: &str) -> Result<()> {
     use safetensors::SafeTensors;
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow::anyhow!("{}: corrupt or not a safetensors file: {e}", path.display()))?;
@@ -106,19 +110,21 @@ pub fn verify_checksum(path: &Path, bytes: &[u8], meta: &BTreeMap<String, String
     // check are reached anyway.
     if &actual != stored && !cfg!(fuzzing) {
         bail!(
-            "{}: the file is corrupt: its content does not match its checksum ({CHECKSUM_KEY} {stored}, content {actual})",
+            "{}: the file is corrupt: its content does not match its checksum ({CHECKSUM_KEY} {stored}, content {actual}); {remedy}",
             path.display()
         );
     }
     Ok(())
 }
 
-/// The tensors and metadata of a checked file, its checksum verified.
+/// The tensors and metadata of a checked file, its checksum verified
+/// ([`verify_checksum`], with `remedy`).
 pub fn read_checked_safetensors(
     path: &Path,
     bytes: &[u8],
+    remedy: &str,
 ) -> Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>)> {
     let (tensors, meta) = parse_safetensors(path, bytes)?;
-    verify_checksum(path, bytes, &meta)?;
+    verify_checksum(path, bytes, &meta, remedy)?;
     Ok((tensors, meta))
 }

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
-use super::checked::{verify_checksum, write_checked_safetensors, CHECKSUM_KEY};
+use super::checked::{hash_field, verify_checksum, write_checked_safetensors, CHECKSUM_KEY};
 use super::{fill_strict, net_tensors, parse_safetensors, Collect, HostTensor, AAM_KEY};
 use crate::config::ExperimentConfig;
 use crate::files::{hex, write_atomic};
@@ -53,10 +53,7 @@ pub fn model_key<'a>(
     config: &ExperimentConfig,
     tensors: impl IntoIterator<Item = (&'a String, &'a HostTensor)>,
 ) -> String {
-    fn field(h: &mut Sha256, bytes: &[u8]) {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    }
+    let field = hash_field;
     let mut h = Sha256::new();
     let frontend = ron::ser::to_string(&config.frontend).expect("config serialises");
     let model = ron::ser::to_string(&config.model).expect("config serialises");
@@ -88,10 +85,7 @@ fn verify_model_bytes(path: &Path, bytes: &[u8], meta: &BTreeMap<String, String>
         log::warn!("{}: a format-1 model file, which carries no checksum; re-save it to add one", path.display());
         return Ok(());
     }
-    verify_checksum(path, bytes, meta).map_err(|e| match e.to_string().contains("corrupt") {
-        true => anyhow::anyhow!("{e}; restore it from a backup or export it again"),
-        false => e,
-    })
+    verify_checksum(path, bytes, meta, "restore it from a backup or export it again")
 }
 
 impl SpeakerModel {
@@ -128,13 +122,6 @@ impl SpeakerModel {
         }
         let bytes = write_checked_safetensors(meta, named)?;
         write_atomic(path, &bytes)
-    }
-
-    /// The model's key ([`model_key`]): the key of its embedding cache and
-    /// of speaker registries, which a stored threshold or calibration, or a
-    /// training-only setting, leaves intact.
-    pub fn content_hash(&self) -> Result<String> {
-        Ok(self.key.clone())
     }
 
     /// A model of a network held in memory (trained, imported or fresh);
