@@ -67,6 +67,35 @@ pub fn peak_bytes(cfg: &ExperimentConfig, samples: usize) -> u64 {
     (64 << 20) + 2 * weights + frames * 4 * (4 * hidden + 600)
 }
 
+/// The widest activation of the network, in values per feature frame: the
+/// FFN's hidden layer, the multi-scale block's branches side by side, or
+/// the MFA's concatenated stages. On a GPU each is one buffer of
+/// `frames × widest × 4` bytes.
+pub fn widest_activation(cfg: &ExperimentConfig) -> usize {
+    let m = &cfg.model;
+    (m.channels * m.ffn_expansion).max(m.channels * m.kernels.len()).max(cfg.model.mfa_channels())
+}
+
+/// The most samples one recording may have so that no activation buffer
+/// exceeds `buffer_bytes` (WebGPU's `maxStorageBufferBindingSize`, 128 MiB
+/// by default) and the whole embedding stays within `memory_bytes` of host
+/// memory ([`peak_bytes`]).
+pub fn max_samples(cfg: &ExperimentConfig, buffer_bytes: u64, memory_bytes: u64) -> usize {
+    let frames = buffer_bytes / (4 * widest_activation(cfg) as u64);
+    let by_buffer = frames.saturating_sub(1) * cfg.frontend.hop_length as u64;
+    // peak_bytes is increasing in the length: search the largest that fits.
+    let (mut lo, mut hi) = (0u64, by_buffer);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if peak_bytes(cfg, mid as usize) <= memory_bytes {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo as usize
+}
+
 /// Refuses files whose embedding would take more than `budget` bytes of
 /// memory ([`peak_bytes`]), naming the file (as `at` gives it), its length
 /// and the budget, before any long work starts.
@@ -495,7 +524,26 @@ fn ensure_finite(v: &[f32], row: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_batches;
+    use super::{max_samples, peak_bytes, plan_batches, widest_activation};
+    use crate::config::ExperimentConfig;
+
+    /// The longest recording fits both limits, and one hop more does not.
+    #[test]
+    fn the_longest_recording_fits_the_buffer_and_the_memory() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let cfg = ExperimentConfig::load(&root.join("NeXt_TDNN_C256_B3_K65_7.ron")).unwrap();
+        assert_eq!(widest_activation(&cfg), 1024);
+        let hop = cfg.frontend.hop_length;
+        let buffer_bytes = |n: usize| cfg.frontend.num_frames(n) as u64 * 4 * 1024;
+        // WebGPU's default binding limit: about five minutes of C256.
+        let n = max_samples(&cfg, 128 << 20, u64::MAX);
+        assert!(buffer_bytes(n) <= 128 << 20 && buffer_bytes(n + hop) > 128 << 20, "{n}");
+        assert!((300.0..360.0).contains(&(n as f64 / 16_000.0)), "{n}");
+        // A memory budget below that length decides.
+        let m = max_samples(&cfg, 128 << 20, 500 << 20);
+        assert!(m < n && peak_bytes(&cfg, m) <= 500 << 20 && peak_bytes(&cfg, m + 1) > 500 << 20, "{m}");
+        assert_eq!(max_samples(&cfg, 128 << 20, 1), 0);
+    }
 
     #[test]
     fn batches_respect_the_budget_and_cover_every_file_once() {

@@ -370,6 +370,39 @@ pub enum Decider {
 }
 
 impl Decider {
+    /// The decision rule for `model`: `threshold` when given (a raw
+    /// cosine), else the model's stored calibration at the prior
+    /// `p_target` (default: the config's first), else its stored
+    /// threshold. A stored calibration of normalised scores or with quality
+    /// measures cannot decide on one raw cosine; the stored threshold is
+    /// used instead, with a warning.
+    pub fn for_model(
+        model: &crate::weights::SpeakerModel,
+        threshold: Option<f64>,
+        p_target: Option<f64>,
+    ) -> Result<Decider> {
+        if let Some(t) = threshold {
+            return Ok(Decider::Raw(t));
+        }
+        if let Some(text) = &model.meta.calibration {
+            let cal = crate::eval::calibration::Calibration::from_json(text, "the model's stored calibration")?;
+            if cal.scores == "raw" && cal.qmfs().is_empty() {
+                let e = &model.config.eval;
+                let p = p_target.unwrap_or(e.p_targets[0]);
+                let threshold = crate::eval::calibration::bayes_threshold(p, e.c_miss, e.c_fa);
+                return Ok(Decider::Calibrated { calibration: cal, threshold });
+            }
+            log::warn!(
+                "the model's calibration uses {} scores or quality measures; deciding on the raw cosine",
+                cal.scores
+            );
+        }
+        match model.meta.threshold {
+            Some(t) => Ok(Decider::Raw(t)),
+            None => bail!("the model carries no calibration or threshold: give a threshold"),
+        }
+    }
+
     /// The LLR of a score, with a calibration.
     pub fn llr(&self, score: f64) -> Option<f64> {
         match self {
@@ -422,6 +455,36 @@ mod tests {
         r.enroll("bob", vec![e("b1", &[0.0, 1.0, 0.0]), e("b2", &[0.1, 0.9, 0.0])], false).unwrap();
         r.enroll("alice", vec![e("a1", &[1.0, 0.0, 0.0])], false).unwrap();
         r
+    }
+
+    /// `--threshold` first, then a stored calibration of raw scores, then
+    /// the stored threshold; nothing to decide with is an error.
+    #[test]
+    fn the_decision_rule_follows_the_model() {
+        let device = burn::tensor::Device::flex();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/model/demo.nexttdnn.safetensors");
+        let mut model = crate::weights::SpeakerModel::load(&path, &device).unwrap();
+        model.meta.threshold = Some(0.4);
+        assert!(matches!(Decider::for_model(&model, Some(0.7), None).unwrap(), Decider::Raw(t) if t == 0.7));
+        assert!(matches!(Decider::for_model(&model, None, None).unwrap(), Decider::Raw(t) if t == 0.4));
+        let cal = crate::eval::calibration::Calibration::fit(
+            &[vec![0.9], vec![0.8], vec![0.2], vec![0.1], vec![0.6], vec![0.4], vec![0.3], vec![0.7]],
+            &[true, true, false, false, true, false, true, false],
+            &[],
+            0.5,
+        )
+        .unwrap();
+        model.meta.calibration = Some(cal.to_json());
+        let d = Decider::for_model(&model, None, Some(0.5)).unwrap();
+        let e = &model.config.eval;
+        let t = crate::eval::calibration::bayes_threshold(0.5, e.c_miss, e.c_fa);
+        assert!(matches!(d, Decider::Calibrated { threshold, .. } if threshold == t), "{d:?}");
+        assert!(d.accepts(0.95) && !d.accepts(0.05) && d.llr(0.5).is_some());
+        model.meta = Default::default();
+        assert!(Decider::for_model(&model, None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("no calibration or threshold"));
     }
 
     #[test]

@@ -155,3 +155,13 @@ fn gelu_matches_erf_composite() {
         }
     }
 }
+
+/// The start-up check the browser page runs before it uses WebGPU passes on
+/// every device our kernels run on here.
+#[test]
+fn the_start_up_kernel_check_passes() {
+    for (name, device) in test_devices() {
+        futures_lite::future::block_on(nexttdnn::ops::check::check_kernels(&device))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+}

@@ -81,28 +81,6 @@ fn the_async_embedding_equals_the_blocking_one() {
     assert!(e.contains("recording 0") && e.contains("too short"), "{e}");
 }
 
-/// The native embedding the wasm test (`tests/wasm.rs`) compares with, kept
-/// in `tests/fixtures/bundled_spk1_a.json`: it must be what this build
-/// computes. `NEXTTDNN_WRITE_FIXTURES=1` rewrites it after an intended change.
-#[test]
-fn the_wasm_reference_is_the_native_embedding() {
-    let device = Device::flex();
-    let model = SpeakerModel::load(&bundled_model(), &device).unwrap();
-    let embedder = Embedder::new(&model, &device);
-    let wav = embedder.load_audio(&root().join("assets").join("audio").join("spk1_a.wav")).unwrap();
-    let native = futures_lite::future::block_on(embedder.embed_samples_async(&wav)).unwrap();
-    let path = root().join("tests").join("fixtures").join("bundled_spk1_a.json");
-    if std::env::var("NEXTTDNN_WRITE_FIXTURES").is_ok_and(|v| v == "1") {
-        let json =
-            serde_json::json!({ "model_key": model.key, "recording": "assets/audio/spk1_a.wav", "embedding": native });
-        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    }
-    let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(stored["model_key"], model.key);
-    let stored: Vec<f32> = stored["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    assert!(max_abs(&stored, &native) < 1e-6, "{}", max_abs(&stored, &native));
-}
-
 /// The whole network on the CPU, our fused operations against Burn's
 /// generic ones, in one process (the route is held by each embedder): within
 /// the per-block bound of `tests/fused_blocks.rs`, 1e-5 of the largest value.

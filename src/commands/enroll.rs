@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::eval::calibration_for;
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::calibration::bayes_threshold;
 use crate::files::{write_atomic, OutputLock, WhenBusy};
 use crate::lists::{check_audio, ListedFile};
 use crate::registry::{identify, Decider, Enrollment, Registry, Scoring};
@@ -171,36 +169,11 @@ fn embed_checked(model: &SpeakerModel, dev: &SelectedDevice, files: &[(PathBuf, 
     embedder.embed_listed(&listed, default_batch_seconds(&dev.device), &|_| {})
 }
 
-/// The decision rule of `identify`: `--threshold`, else the model's
-/// calibration at the prior, else its stored threshold.
-fn decider(args: &IdentifyArgs, model: &SpeakerModel, model_path: &Path) -> Result<Decider> {
-    if let Some(t) = args.threshold {
-        return Ok(Decider::Raw(t));
-    }
-    if let Some(c) = calibration_for(None, model, Some(model_path))? {
-        let cal = c.calibration;
-        if cal.scores == "raw" && cal.qmfs().is_empty() {
-            let e = &model.config.eval;
-            let p = args.p_target.unwrap_or(e.p_targets[0]);
-            return Ok(Decider::Calibrated { calibration: cal, threshold: bayes_threshold(p, e.c_miss, e.c_fa) });
-        }
-        log::warn!(
-            "the model's calibration uses {} scores or quality measures; identify decides on the raw cosine",
-            cal.scores
-        );
-    }
-    match model.meta.threshold {
-        Some(t) => Ok(Decider::Raw(t)),
-        None => bail!("the model carries no calibration or threshold: pass --threshold"),
-    }
-}
-
 pub fn identify_files(args: &IdentifyArgs, dev: &SelectedDevice) -> Result<()> {
     let registry = existing(&args.registry)?;
-    let model_path = super::model_or_bundled(args.model.as_deref())?;
     let model = super::load_model(args.model.as_deref(), dev)?;
     registry.check_model(&model.key, &args.registry.display().to_string())?;
-    let decider = decider(args, &model, &model_path)?;
+    let decider = Decider::for_model(&model, args.threshold, args.p_target)?;
     let index = registry.index(if args.max { Scoring::Max } else { Scoring::Mean });
     let files: Vec<(PathBuf, String)> = args.wavs.iter().map(|w| (w.clone(), w.display().to_string())).collect();
     let embs = embed_checked(&model, dev, &files)?;

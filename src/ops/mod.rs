@@ -8,6 +8,7 @@
 //!   backend would run dozens of single-threaded element-wise passes. Other
 //!   backends keep the blocks written with Burn's operations in `model/`.
 
+pub mod check;
 pub mod depthwise;
 pub mod ffn;
 pub(crate) mod flat;
