@@ -129,8 +129,7 @@ async function loadModel(source, name) {
 // WebGPU on a hardware adapter; the CPU on a fallback adapter (a software
 // rasteriser such as SwiftShader), without one, or if the kernel check
 // refuses the device. `?backend=webgpu|cpu` forces one.
-async function chooseBackend() {
-  const adapter = await call("adapter");
+async function chooseBackend(adapter) {
   const forced = params.get("backend");
   const want = forced ?? (adapter.available && !adapter.fallback ? "webgpu" : "cpu");
   let why = forced ? "chosen in the address" : adapter.available ? (adapter.fallback ? "the WebGPU adapter is a software fallback" : "a WebGPU adapter") : adapter.reason;
@@ -144,10 +143,23 @@ async function chooseBackend() {
   return { adapter, why };
 }
 
+// The steps to a ready page, timed from the page's start: the module
+// (download and compile; the worker answers once it is instantiated), the
+// model (download and build) and the backend (with WebGPU, its set-up and
+// the kernel check).
 async function start() {
-  await loadModel(params.get("model") ?? BUNDLED_MODEL);
-  const chosen = await chooseBackend();
-  return { model, backend, ...chosen };
+  const timings = {};
+  const timed = async (name, f) => {
+    const t0 = performance.now();
+    const r = await f();
+    timings[name] = performance.now() - t0;
+    return r;
+  };
+  const adapter = await timed("moduleMs", () => call("adapter"));
+  await timed("modelMs", () => loadModel(params.get("model") ?? BUNDLED_MODEL));
+  const chosen = await timed("backendMs", () => chooseBackend(adapter));
+  timings.readyMs = performance.now();
+  return { model, backend, timings, ...chosen };
 }
 
 const ready = start();
