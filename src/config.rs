@@ -31,7 +31,7 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
 }
 
-/// The log-mel front end (spec §2.2).
+/// The log-mel front end (see docs/MODEL.md, 'Front end').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
@@ -51,13 +51,14 @@ pub struct FrontendConfig {
 /// Which block the three stages are built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BlockKind {
-    /// TS-ConvNeXt: multi-scale depthwise convolutions + ConvNeXt-V2 FFN (spec §3.2).
+    /// TS-ConvNeXt: multi-scale depthwise convolutions + ConvNeXt-V2 FFN
+    /// (see docs/MODEL.md, 'TS-ConvNeXt block').
     TsConvNeXt,
-    /// TS-ConvNeXt-l: one depthwise convolution + FFN (spec §3.3).
+    /// TS-ConvNeXt-l: one depthwise convolution + FFN (see docs/MODEL.md, 'Light block').
     Light,
 }
 
-/// The network (spec §3).
+/// The network (see docs/MODEL.md, 'Overview' and 'Configurations').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -159,7 +160,7 @@ pub struct SpecAugmentConfig {
     pub time_mask_param: usize,
 }
 
-/// Online waveform augmentation (spec §2.4).
+/// Online waveform augmentation (see docs/MODEL.md, 'Augmentation').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentConfig {
@@ -172,7 +173,8 @@ pub struct AugmentConfig {
     pub energy_floor: f64,
 }
 
-/// Training recipe (spec §2.3-2.5, §4, §5).
+/// Training recipe (see docs/MODEL.md, 'SpecAugment', 'Training data',
+/// 'Augmentation', 'AAM-softmax loss', 'Optimiser' and 'Learning-rate schedules').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -195,7 +197,7 @@ pub struct TrainConfig {
     pub keep_best: usize,
 }
 
-/// Evaluation settings (spec §6).
+/// Evaluation settings (see docs/MODEL.md, 'Scoring', 'AS-norm' and 'Metrics').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {

@@ -1,4 +1,4 @@
-//! The log-mel front end, on the device (spec §2.2).
+//! The log-mel front end, on the device (see docs/MODEL.md, 'Front end').
 //!
 //! waveform `[B, L]` → pre-emphasis (reflect pad 1) → centred STFT (reflect
 //! pad n_fft/2, periodic Hamming window zero-padded to n_fft) → power → HTK mel
@@ -124,7 +124,7 @@ fn hz_to_mel(f: f64) -> f64 {
 /// `n_mels + 2` points equally spaced on the mel scale between mel(f_min) and
 /// mel(f_max), converted back to Hz; triangles of peak 1 over the linearly
 /// spaced FFT bins. Computed in float64: the reference builds its buffer in
-/// float32, and the two differ by under 1e-5 (spec pitfall 27).
+/// float32, and the two differ by under 1e-5 (see docs/MODEL.md, 'Front end').
 pub fn mel_filterbank(cfg: &FrontendConfig) -> Vec<f32> {
     let n_freqs = cfg.n_fft / 2 + 1;
     let n_pts = cfg.n_mels + 2;

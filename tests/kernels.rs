@@ -1,7 +1,8 @@
-//! The depthwise-convolution extension (our CubeCL kernels on wgpu, Burn's
-//! ops on the CPU, our autodiff backward on both): the forward against the
-//! sum written out on the host, the gradients against Burn's generic grouped
-//! `conv1d`, on fresh random inputs every run (the seed is printed).
+//! The depthwise-convolution extension (our CubeCL kernels on wgpu, our row
+//! kernel of `src/ops/depthwise.rs` on the CPU, our autodiff backward on
+//! both): the forward against the sum written out on the host, the gradients
+//! against Burn's generic grouped `conv1d`, on fresh random inputs every run
+//! (the seed is printed).
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Structure checks: parameter counts of every paper variant (spec §3.9), and
+//! Structure checks: parameter counts of every paper variant (see
+//! docs/MODEL.md, 'Configurations'), and
 //! the key table against the official checkpoint layout.
 
 mod common;

@@ -18,7 +18,8 @@ use nexttdnn::train::optim::{adamw, clip_global};
 use nexttdnn::train::step::train_forward;
 use nexttdnn::weights::{import_official, official_to_ours, HostTensor};
 
-/// Parameters that cannot change any train-mode output (spec pitfall 24):
+/// Parameters that cannot change any train-mode output (see docs/MODEL.md,
+/// 'Embedding layer'):
 /// their gradients are float noise and AdamW moves them by ±lr.
 const NO_EFFECT: [&str; 5] =
     ["aggregate.conv_2.bias", "aggregate.conv_1.bias", "model.MFA.1.bias", "aggregate.bn2.bias", "aggregate.fc.bias"];

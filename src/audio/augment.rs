@@ -1,6 +1,7 @@
-//! Online waveform augmentation (spec §2.4): reverberation with simulated
-//! room impulse responses, and additive MUSAN music, babble, noise and
-//! "television" (babble + music), each with equal probability as clean.
+//! Online waveform augmentation (see docs/MODEL.md, 'Augmentation'):
+//! reverberation with simulated room impulse responses, and additive MUSAN
+//! music, babble, noise and "television" (babble + music), each with equal
+//! probability as clean.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

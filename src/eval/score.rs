@@ -1,4 +1,5 @@
-//! Cosine scoring and adaptive score normalisation (spec §6.3).
+//! Cosine scoring and adaptive score normalisation (see docs/MODEL.md,
+//! 'Scoring' and 'AS-norm').
 
 /// L2-normalises a vector (norm clamped away from zero).
 pub fn normalized(v: &[f32]) -> Vec<f64> {

@@ -1,4 +1,5 @@
-//! TS-ConvNeXt and TS-ConvNeXt-l blocks (spec §3.2, §3.3).
+//! TS-ConvNeXt and TS-ConvNeXt-l blocks (see docs/MODEL.md, 'TS-ConvNeXt block'
+//! and 'Light block').
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

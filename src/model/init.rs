@@ -1,4 +1,4 @@
-//! Host-side, seeded parameter initialisation (spec §3.7).
+//! Host-side, seeded parameter initialisation (see docs/MODEL.md, 'Initialisation').
 //!
 //! Drawing on the host makes a fresh model identical on every backend, which
 //! the cross-device comparison relies on.

@@ -1,5 +1,6 @@
 //! Layers shared by the blocks and the head, written to match the reference
-//! implementation's numerics (spec §3.5, §3.6, pitfalls 7-9).
+//! implementation's numerics (see docs/MODEL.md, 'Normalisation layers' and
+//! 'Pooling head').
 //!
 //! Parameters keep PyTorch's layouts except [`Linear`], which stores its weight
 //! as `[in, out]` like Burn (the importer transposes).

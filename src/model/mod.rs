@@ -1,4 +1,4 @@
-//! The NeXt-TDNN network (spec §3).
+//! The NeXt-TDNN network (see docs/MODEL.md, 'Overview').
 
 pub mod block;
 pub mod init;

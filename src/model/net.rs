@@ -1,5 +1,5 @@
 //! The NeXt-TDNN network: stem, stages, multi-layer feature aggregation (MFA)
-//! and the pooling head (spec §3.1).
+//! and the pooling head (see docs/MODEL.md, 'Overview').
 
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor};
@@ -39,7 +39,8 @@ pub struct Trace {
 }
 
 impl NextTdnn {
-    /// A freshly initialised network (spec §3.7), seeded for reproducibility.
+    /// A freshly initialised network (see docs/MODEL.md, 'Initialisation'),
+    /// seeded for reproducibility.
     pub fn new(cfg: &ModelConfig, n_mels: usize, seed: u64, device: &Device) -> Self {
         let mut init = Init::new(seed, TRUNC_NORMAL_STD);
         let c = cfg.channels;

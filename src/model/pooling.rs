@@ -1,4 +1,5 @@
-//! Channel-wise attentive statistics pooling and the embedding head (spec §3.4).
+//! Channel-wise attentive statistics pooling and the embedding head (see
+//! docs/MODEL.md, 'Pooling head' and 'Embedding layer').
 
 use burn::module::Module;
 use burn::tensor::activation::{softmax, tanh};

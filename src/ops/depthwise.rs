@@ -2,8 +2,12 @@
 //! padding) as a Burn backend extension.
 //!
 //! * CubeCL backends: the shared-memory kernels in `shaders/depthwise.rs`.
-//! * Flex (CPU): Burn's `conv1d` forward (it has a depthwise fast path) and a
-//!   weight gradient of our own (`cpu` below).
+//! * Flex (CPU), float32: a forward and a weight gradient of our own (`cpu`
+//!   below). The forward zero-pads each (batch, channel) row once and keeps
+//!   tiles of 64 outputs in registers across the taps (AVX-512 or AVX2 with
+//!   FMA where the CPU has them), rows in parallel; the weight gradient is
+//!   `K` dot products per row, parallel over channels. Other precisions take
+//!   Burn's grouped `conv1d` and its generic weight backward.
 //! * Autodiff: a backward written with the same two operations: the input
 //!   gradient is the forward with the taps reversed and padding `K-1-pad`,
 //!   the weight gradient is its own operation, the bias gradient a sum.

@@ -1,4 +1,4 @@
-//! Additive angular margin softmax (spec §4).
+//! Additive angular margin softmax (see docs/MODEL.md, 'AAM-softmax loss').
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};

@@ -18,7 +18,7 @@ pub struct TrainModel {
 }
 
 impl TrainModel {
-    /// A fresh model (spec §3.7); the class matrix is Xavier-normal.
+    /// A fresh model (see docs/MODEL.md, 'Initialisation'); the class matrix is Xavier-normal.
     pub fn new(cfg: &ExperimentConfig, device: &Device) -> Self {
         let net = NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, device);
         let (n, e) = (cfg.train.loss.n_classes, cfg.model.embedding_dim);

@@ -15,7 +15,9 @@
 //     recordings (the shown score equals `nexttdnn verify` to 1e-4), enroll
 //     two speakers, identify a third recording, reload and find the
 //     speakers kept; the registry exported by the page identifies in the
-//     CLI with the same score. A screenshot goes to OUT/page.png.
+//     CLI with the same score; a registry from the CLI imports into the
+//     page, and one of another model is refused. A screenshot goes to
+//     OUT/page.png.
 //     Two seconds from Chromium's fake microphone are identified.
 //  3. Bad input: not a WAV, too short, silent, and a WAV at 8 kHz
 //     (resampled, with a notice).
@@ -315,6 +317,26 @@ async function endToEnd(browser, url) {
     cli.decision === web.decision && Math.abs(cli.ranked[0].score - web.ranked[0].score) <= 1e-4,
     `the page's registry identifies spk2_c in the CLI as in the page (${cli.decision} ${cli.ranked[0].score} / ${web.decision} ${web.ranked[0].score})`,
   );
+
+  // And back: a registry enrolled and exported by the CLI imports into the
+  // page; one of another model is refused.
+  const cliReg = path.join(out, "cli-registry.nexttdnn.safetensors");
+  const cliJson = path.join(out, "cli-registry.json");
+  fs.rmSync(cliReg, { force: true });
+  native("enroll", "--registry", cliReg, "Speaker three", path.join(root, "assets/audio/spk3_a.wav"), path.join(root, "assets/audio/spk3_b.wav"));
+  native("registry", "export", cliReg, cliJson);
+  const text = fs.readFileSync(cliJson, "utf8");
+  const imported = await page.evaluate(async (t) => {
+    await window.nexttdnn.importRegistry(t, "cli-registry.json");
+    return window.nexttdnn.identify(await (await fetch("audio/spk3_c.wav")).arrayBuffer());
+  }, text);
+  check(imported.decision === "Speaker three", `a registry from the CLI imports into the page and identifies spk3_c (${imported.decision})`);
+  const foreign = text.replace(/"model_key":\s*"([0-9a-f])/, (m, c) => m.slice(0, -1) + (c === "0" ? "1" : "0"));
+  const refused = await page.evaluate(
+    (t) => window.nexttdnn.importRegistry(t, "foreign.json").then(() => "accepted", (e) => e.message),
+    foreign,
+  );
+  check(foreign !== text && /another model/.test(refused), `a registry of another model is refused: ${refused}`);
   await badInput(page);
   await page.close();
 }

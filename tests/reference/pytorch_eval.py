@@ -2,7 +2,7 @@
 """PyTorch evaluation of an official NeXt-TDNN checkpoint, for comparing
 `nexttdnn eval` with PyTorch on the same checkpoint and trials.
 
-The network is written here from the specification with the official
+The network is written here from docs/MODEL.md with the official
 parameter names, so the released `.pt` files load with `strict=True`; the
 front end uses the checkpoint's own window and filterbank buffers. Before
 evaluating, `--check-fixtures DIR` compares its embeddings with the reference
