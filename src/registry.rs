@@ -384,8 +384,8 @@ impl Decider {
         if let Some(t) = threshold {
             return Ok(Decider::Raw(t));
         }
-        if let Some(text) = &model.meta.calibration {
-            let cal = crate::eval::calibration::Calibration::from_json(text, "the model's stored calibration")?;
+        if let Some(stored) = crate::eval::calibration::calibration_for(None, model, None)? {
+            let cal = stored.calibration;
             if cal.scores == "raw" && cal.qmfs().is_empty() {
                 let e = &model.config.eval;
                 let p = p_target.unwrap_or(e.p_targets[0]);

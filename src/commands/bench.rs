@@ -4,12 +4,13 @@
 //! min and max). The process's peak resident memory is reported too.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
+use super::timing::time;
+pub use super::timing::Measurement;
 use crate::config::ExperimentConfig;
 use crate::device::{DeviceInfo, SelectedDevice};
 use crate::embed::Embedder;
@@ -17,19 +18,6 @@ use crate::features::Frontend;
 use crate::files::write_atomic;
 use crate::ops::Route;
 use crate::weights::{ModelMeta, SpeakerModel};
-
-/// One timed operation.
-#[derive(Debug, Clone, Serialize)]
-pub struct Measurement {
-    pub name: String,
-    pub median_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-    pub repeats: usize,
-    /// Memory traffic over the median time, for single-operation measurements:
-    /// the bytes the operation must read and write at least, in GB/s.
-    pub gb_per_s: Option<f64>,
-}
 
 /// The whole report, as written to JSON.
 #[derive(Debug, Serialize)]
@@ -47,30 +35,6 @@ pub struct Report {
     pub precision: String,
     pub measurements: Vec<Measurement>,
     pub peak_rss_mib: Option<f64>,
-}
-
-pub(super) fn time<F: FnMut()>(name: String, warmup: usize, repeats: usize, mut f: F) -> Measurement {
-    for _ in 0..warmup {
-        f();
-    }
-    let mut ms: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let m = Measurement {
-        name,
-        median_ms: ms[ms.len() / 2],
-        min_ms: ms[0],
-        max_ms: ms[ms.len() - 1],
-        repeats,
-        gb_per_s: None,
-    };
-    log::info!("{}: median {:.2} ms (min {:.2}, max {:.2})", m.name, m.median_ms, m.min_ms, m.max_ms);
-    m
 }
 
 /// Deterministic speech-like test signal (a few harmonics plus noise).
@@ -139,25 +103,45 @@ pub fn run(args: &BenchArgs, dev: &SelectedDevice) -> Result<()> {
 
 /// The measurements of `bench`, on the operations `route` picks.
 fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
-    let BenchArgs {
-        config,
-        model,
-        seconds,
-        frontend_batch,
-        train_batch,
-        op_batch,
-        warmup,
-        repeats,
-        out,
-        ops,
-        precision,
-        training,
-    } = args;
-    let (config, model, out) = (config.as_deref(), model.as_deref(), out.as_deref());
-    let (frontend_batch, train_batch, op_batch, warmup, repeats, precision) =
-        (*frontend_batch, *train_batch, *op_batch, *warmup, *repeats, *precision);
-    // A loaded model unless a config asks for fresh weights.
-    let (m, weights, model_path) = match config {
+    let (warmup, repeats) = (args.warmup, args.repeats);
+    let (m, weights, model_path) = bench_model(args, dev)?;
+    let cfg = m.config.clone();
+    let embedder = Embedder::with_precision(&m, &dev.device, args.precision).with_route(route);
+    let mut results = embedding(&embedder, &args.seconds, warmup, repeats, dev);
+    if args.frontend_batch > 0 {
+        results.push(front_end(&cfg, args.frontend_batch, warmup, repeats, dev));
+    }
+    if args.train_batch > 0 {
+        results.push(training_step(&cfg, args.train_batch, warmup, repeats, dev));
+    }
+    if args.op_batch > 0 {
+        results.extend(depthwise_ops(&cfg, args.op_batch, warmup, repeats, &dev.device));
+        results.extend(gelu_ops(&cfg, args.op_batch, warmup, repeats, &dev.device));
+    }
+    results.extend(super::bench_train::run(&args.training, &cfg, warmup, dev)?);
+    let report = Report {
+        config: cfg.name.clone(),
+        weights,
+        model_sha256: model_path.as_deref().map(crate::files::sha256_file).transpose()?,
+        device: dev.info.clone(),
+        crate_version: env!("CARGO_PKG_VERSION"),
+        ops: args.ops.to_string(),
+        precision: args.precision.to_string(),
+        measurements: results,
+        peak_rss_mib: crate::device::peak_resident_mib(),
+    };
+    print_report(&report);
+    if let Some(o) = &args.out {
+        write_atomic(o, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("wrote {}", o.display());
+    }
+    Ok(())
+}
+
+/// The model measured: loaded (by default the bundled one) unless a config
+/// asks for fresh weights; with how its weights were obtained and its file.
+fn bench_model(args: &BenchArgs, dev: &SelectedDevice) -> Result<(SpeakerModel, String, Option<PathBuf>)> {
+    Ok(match &args.config {
         Some(c) => {
             let cfg = ExperimentConfig::load(c)?;
             let net = crate::model::NextTdnn::new(&cfg.model, cfg.frontend.n_mels, cfg.train.seed, &dev.device);
@@ -165,15 +149,22 @@ fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
             (m, "fresh (no model file)".to_string(), None)
         }
         None => {
-            let p = super::model_or_bundled(model)?;
+            let p = super::model_or_bundled(args.model.as_deref())?;
             (SpeakerModel::load(&p, &dev.device)?, format!("loaded from {}", p.display()), Some(p))
         }
-    };
-    let cfg = m.config.clone();
-    let sr = cfg.frontend.sample_rate as f64;
-    let embedder = Embedder::with_precision(&m, &dev.device, precision).with_route(route);
+    })
+}
+
+/// One waveform-to-embedding measurement per length (`--seconds 0` skips them).
+fn embedding(
+    embedder: &Embedder,
+    seconds: &[f64],
+    warmup: usize,
+    repeats: usize,
+    dev: &SelectedDevice,
+) -> Vec<Measurement> {
+    let sr = embedder.config.frontend.sample_rate as f64;
     let mut results = Vec::new();
-    // `--seconds 0` skips the embedding measurements.
     for &s in seconds.iter().filter(|&&s| s > 0.0) {
         let wav = signal((s * sr) as usize, 7);
         results.push(time(format!("embed {s} s (batch 1, waveform to embedding)"), warmup, repeats, || {
@@ -181,69 +172,68 @@ fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
             dev.device.sync().expect("device sync");
         }));
     }
-    if frontend_batch > 0 {
-        let len = cfg.train.crop_samples;
-        let fe = Frontend::new(&cfg.frontend, &dev.device);
-        let data: Vec<f32> = (0..frontend_batch).flat_map(|b| signal(len, b as u64)).collect();
-        results.push(time(format!("front end, batch {frontend_batch} x {len} samples"), warmup, repeats, || {
-            let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [frontend_batch, len]), &dev.device);
-            let _ = fe.forward(x).into_data();
-            dev.device.sync().expect("device sync");
-        }));
-    }
-    if train_batch > 0 {
-        let device = dev.device.clone().autodiff();
-        let len = cfg.train.crop_samples;
-        let mut optim = crate::train::optim::adamw(&cfg.train.optimizer);
-        let frontend = Frontend::new(&cfg.frontend, &device);
-        let aam = crate::train::loss::AamSoftmax::new(&cfg.train.loss);
-        let data: Vec<f32> = (0..train_batch).flat_map(|b| signal(len, 100 + b as u64)).collect();
-        let labels: Vec<usize> = (0..train_batch).map(|i| i % cfg.train.loss.n_classes).collect();
-        let name = format!(
-            "training step, batch {train_batch} x {len} samples ({} classes): forward, backward, AdamW",
-            cfg.train.loss.n_classes
+    results
+}
+
+/// The front end on a batch of training crops.
+fn front_end(cfg: &ExperimentConfig, batch: usize, warmup: usize, repeats: usize, dev: &SelectedDevice) -> Measurement {
+    let len = cfg.train.crop_samples;
+    let fe = Frontend::new(&cfg.frontend, &dev.device);
+    let data: Vec<f32> = (0..batch).flat_map(|b| signal(len, b as u64)).collect();
+    time(format!("front end, batch {batch} x {len} samples"), warmup, repeats, || {
+        let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [batch, len]), &dev.device);
+        let _ = fe.forward(x).into_data();
+        dev.device.sync().expect("device sync");
+    })
+}
+
+/// One training step of the real trainer (`train::step::accumulated_step`):
+/// forward, backward and AdamW on a batch of training crops.
+fn training_step(
+    cfg: &ExperimentConfig,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+    dev: &SelectedDevice,
+) -> Measurement {
+    let device = dev.device.clone().autodiff();
+    let len = cfg.train.crop_samples;
+    let mut optim = crate::train::optim::adamw(&cfg.train.optimizer);
+    let frontend = Frontend::new(&cfg.frontend, &device);
+    let aam = crate::train::loss::AamSoftmax::new(&cfg.train.loss);
+    let data: Vec<f32> = (0..batch).flat_map(|b| signal(len, 100 + b as u64)).collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % cfg.train.loss.n_classes).collect();
+    let name = format!(
+        "training step, batch {batch} x {len} samples ({} classes): forward, backward, AdamW",
+        cfg.train.loss.n_classes
+    );
+    let mut holder = Some(crate::train::model::TrainModel::new(cfg, &device));
+    time(name, warmup.min(1), repeats, || {
+        let m = holder.take().expect("model");
+        let micro = vec![crate::train::step::MicroBatch {
+            wav: Tensor::<2>::from_data(TensorData::new(data.clone(), [batch, len]), &device),
+            labels: crate::train::loss::labels_tensor(&labels, &device),
+        }];
+        let (m, _) = crate::train::step::accumulated_step(
+            m,
+            &mut optim,
+            &frontend,
+            &aam,
+            micro,
+            None,
+            1,
+            1e-4,
+            cfg.train.optimizer.grad_clip_norm,
+            &crate::train::collective::Single,
         );
-        let mut holder = Some(crate::train::model::TrainModel::new(&cfg, &device));
-        results.push(time(name, warmup.min(1), repeats, || {
-            let m = holder.take().expect("model");
-            let micro = vec![crate::train::step::MicroBatch {
-                wav: Tensor::<2>::from_data(TensorData::new(data.clone(), [train_batch, len]), &device),
-                labels: crate::train::loss::labels_tensor(&labels, &device),
-            }];
-            let (m, _) = crate::train::step::accumulated_step(
-                m,
-                &mut optim,
-                &frontend,
-                &aam,
-                micro,
-                None,
-                1,
-                1e-4,
-                cfg.train.optimizer.grad_clip_norm,
-                &crate::train::collective::Single,
-            );
-            // Wait for the device before the clock stops.
-            let _ = m.aam.val().slice([0..1, 0..1]).into_data();
-            device.sync().expect("device sync");
-            holder = Some(m);
-        }));
-    }
-    if op_batch > 0 {
-        results.extend(depthwise_ops(&cfg, op_batch, warmup, repeats, &dev.device));
-        results.extend(gelu_ops(&cfg, op_batch, warmup, repeats, &dev.device));
-    }
-    results.extend(super::bench_train::run(training, &cfg, warmup, dev)?);
-    let report = Report {
-        config: cfg.name.clone(),
-        weights,
-        model_sha256: model_path.as_deref().map(crate::files::sha256_file).transpose()?,
-        device: dev.info.clone(),
-        crate_version: env!("CARGO_PKG_VERSION"),
-        ops: ops.to_string(),
-        precision: precision.to_string(),
-        measurements: results,
-        peak_rss_mib: crate::device::peak_resident_mib(),
-    };
+        // Wait for the device before the clock stops.
+        let _ = m.aam.val().slice([0..1, 0..1]).into_data();
+        device.sync().expect("device sync");
+        holder = Some(m);
+    })
+}
+
+fn print_report(report: &Report) {
     println!(
         "config {}  weights {}  device {} ({}, {})  ops {}  precision {}",
         report.config,
@@ -263,11 +253,6 @@ fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
     if let Some(p) = report.peak_rss_mib {
         println!("peak resident memory: {p:.0} MiB");
     }
-    if let Some(o) = out {
-        write_atomic(o, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        println!("wrote {}", o.display());
-    }
-    Ok(())
 }
 
 /// The depthwise convolutions of the config alone, at the shape a training

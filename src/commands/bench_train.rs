@@ -11,7 +11,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
-use super::bench::{time, Measurement};
+use super::timing::{time, Measurement};
 use crate::audio::augment::{AudioCache, Augmenter, NoiseBank};
 use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;

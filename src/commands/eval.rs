@@ -2,7 +2,7 @@
 //! optional AS-norm and calibration, EER, minDCF, Cllr and actual DCF,
 //! scores, summary and plots.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -11,13 +11,12 @@ use serde_json::json;
 use super::trial_embeddings::{self, Embedded, EvalInputs};
 use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
-use crate::eval::calibration::{Calibration, Qmf};
+use crate::eval::calibration::{calibration_for, Calibration, Qmf, SourcedCalibration};
 use crate::eval::metrics::Roc;
 use crate::eval::plot;
 use crate::eval::trials::ScoreSummary;
 use crate::files::{sha256_file, write_atomic, OutputLock, StagedDir, WhenBusy};
 use crate::lists::Trial;
-use crate::weights::SpeakerModel;
 
 pub use super::trial_embeddings::default_cache_dir;
 
@@ -62,29 +61,6 @@ struct Outcome {
     summary: serde_json::Value,
     rows: Vec<(String, ScoreSummary)>,
     threshold: f64,
-}
-
-/// A calibration and where it came from (a file, or the model file).
-pub struct SourcedCalibration {
-    pub calibration: Calibration,
-    pub source: String,
-}
-
-/// `--calibration FILE`, else the model's stored calibration, else none.
-pub fn calibration_for(
-    file: Option<&Path>,
-    model: &SpeakerModel,
-    model_path: Option<&Path>,
-) -> Result<Option<SourcedCalibration>> {
-    if let Some(f) = file {
-        return Ok(Some(SourcedCalibration { calibration: Calibration::load(f)?, source: f.display().to_string() }));
-    }
-    let Some(text) = &model.meta.calibration else { return Ok(None) };
-    let source = match model_path {
-        Some(p) => format!("stored in {}", p.display()),
-        None => "stored in the model".into(),
-    };
-    Ok(Some(SourcedCalibration { calibration: Calibration::from_json(text, &source)?, source }))
 }
 
 pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {

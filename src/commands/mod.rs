@@ -14,6 +14,7 @@ pub mod eval;
 pub mod export;
 pub mod import;
 pub mod prepare;
+pub mod timing;
 pub mod train;
 pub mod trial_embeddings;
 pub mod verify;

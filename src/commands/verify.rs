@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::eval::{calibration_for, SourcedCalibration};
 use crate::device::SelectedDevice;
 use crate::embed::Embedder;
-use crate::eval::calibration::{bayes_threshold, Side};
+use crate::eval::calibration::{bayes_threshold, calibration_for, Side, SourcedCalibration};
 use crate::eval::score::cosine;
 use crate::weights::SpeakerModel;
 

@@ -449,6 +449,29 @@ pub fn act_dcf(llrs: &[f64], labels: &[bool], p_target: f64, c_miss: f64, c_fa: 
     c / (c_miss * p_target).min(c_fa * (1.0 - p_target))
 }
 
+/// A calibration and where it came from (a file, or the model file).
+pub struct SourcedCalibration {
+    pub calibration: Calibration,
+    pub source: String,
+}
+
+/// `--calibration FILE`, else the model's stored calibration, else none.
+pub fn calibration_for(
+    file: Option<&Path>,
+    model: &crate::weights::SpeakerModel,
+    model_path: Option<&Path>,
+) -> Result<Option<SourcedCalibration>> {
+    if let Some(f) = file {
+        return Ok(Some(SourcedCalibration { calibration: Calibration::load(f)?, source: f.display().to_string() }));
+    }
+    let Some(text) = &model.meta.calibration else { return Ok(None) };
+    let source = match model_path {
+        Some(p) => format!("stored in {}", p.display()),
+        None => "stored in the model".into(),
+    };
+    Ok(Some(SourcedCalibration { calibration: Calibration::from_json(text, &source)?, source }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,8 @@ pub struct CohortStats {
 /// Adaptive score normalisation against a cohort of embeddings.
 ///
 /// The cohort scores of many embeddings at once are one float32 matrix
-/// product (embeddings × cohortᵀ, in blocks of rows, with the `gemm` crate's
-/// multi-threaded kernels); each row's top-k is found by selection, not a
+/// product (embeddings × cohortᵀ, in blocks of rows, through
+/// `ops::host_gemm`, the fused CPU operations' product); each row's top-k is found by selection, not a
 /// sort, and its mean and standard deviation are accumulated in float64.
 pub struct AsNorm {
     /// L2-normalised cohort, `[M, D]` row-major.
@@ -102,37 +102,12 @@ impl AsNorm {
         out
     }
 
-    /// `lhs [rows, D] × cohortᵀ → [rows, M]`, row-major.
+    /// `lhs [rows, D] × cohortᵀ → [rows, M]`, row-major, with the fused
+    /// CPU operations' product routine.
     fn cohort_scores(&self, lhs: &[f32], rows: usize) -> Vec<f32> {
+        use crate::ops::host_gemm::{product, View};
         let (m, d) = (self.cohort_len(), self.dim);
-        let mut dst = vec![0.0f32; rows * m];
-        // SAFETY: every pointer covers its matrix with the strides given:
-        // dst [rows, m] row-major, lhs [rows, d] row-major, rhs = cohortᵀ
-        // read from the row-major [m, d] cohort (column stride d).
-        unsafe {
-            gemm::gemm(
-                rows,
-                m,
-                d,
-                dst.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                d as isize,
-                self.cohort.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                crate::ops::host_gemm::pool(),
-            );
-        }
-        dst
+        product(View::rows(lhs, rows, d), View::rows(&self.cohort, m, d).t())
     }
 
     /// Normalises a raw score given the two sides' cohort statistics.
