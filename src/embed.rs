@@ -82,9 +82,10 @@ pub fn widest_activation(cfg: &ExperimentConfig) -> usize {
 /// memory ([`peak_bytes`]).
 pub fn max_samples(cfg: &ExperimentConfig, buffer_bytes: u64, memory_bytes: u64) -> usize {
     let frames = buffer_bytes / (4 * widest_activation(cfg) as u64);
-    let by_buffer = frames.saturating_sub(1) * cfg.frontend.hop_length as u64;
-    // peak_bytes is increasing in the length: search the largest that fits.
-    let (mut lo, mut hi) = (0u64, by_buffer);
+    let by_buffer = frames.saturating_sub(1).saturating_mul(cfg.frontend.hop_length as u64);
+    // peak_bytes is increasing in the length: search the largest that fits,
+    // among lengths a usize holds (32 bits on wasm32).
+    let (mut lo, mut hi) = (0u64, by_buffer.min(usize::MAX as u64));
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
         if peak_bytes(cfg, mid as usize) <= memory_bytes {
@@ -543,6 +544,9 @@ mod tests {
         let m = max_samples(&cfg, 128 << 20, 500 << 20);
         assert!(m < n && peak_bytes(&cfg, m) <= 500 << 20 && peak_bytes(&cfg, m + 1) > 500 << 20, "{m}");
         assert_eq!(max_samples(&cfg, 128 << 20, 1), 0);
+        // Without a buffer limit the memory budget alone decides.
+        let k = max_samples(&cfg, u64::MAX, 500 << 20);
+        assert!(peak_bytes(&cfg, k) <= 500 << 20 && peak_bytes(&cfg, k + 1) > 500 << 20, "{k}");
     }
 
     #[test]

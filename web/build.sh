@@ -55,10 +55,24 @@ cp "$root/assets/model/demo.nexttdnn.safetensors" "$stage/models/"
 cp "$root"/assets/audio/spk[123]_[abc].wav "$stage/audio/"
 chmod -R a+rX "$stage"
 
+# One build at a time replaces OUT (a lock folder, since mkdir is atomic
+# everywhere; a lock whose process is gone is taken over).
+lock="$(dirname "$out")/.$(basename "$out").lock"
+until mkdir "$lock" 2>/dev/null; do
+    holder=$(cat "$lock/pid" 2>/dev/null || true)
+    if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then
+        rm -rf "$lock"
+        continue
+    fi
+    echo "$out is being replaced by process ${holder:-?}, waiting"
+    sleep 1
+done
+echo $$ >"$lock/pid"
+trap 'rm -rf "$stage" "$lock"' EXIT
 rm -rf "$out.old"
-[ -e "$out" ] && mv "$out" "$out.old"
+if [ -e "$out" ]; then mv "$out" "$out.old"; fi
 mv "$stage" "$out"
-rm -rf "$out.old"
+rm -rf "$out.old" "$lock"
 trap - EXIT
 size=$(stat -c %s "$out/pkg/nexttdnn_web_bg.wasm")
 gz=$(gzip -9 -c "$out/pkg/nexttdnn_web_bg.wasm" | wc -c)

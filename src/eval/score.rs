@@ -23,8 +23,9 @@ pub struct CohortStats {
 ///
 /// The cohort scores of many embeddings at once are one float32 matrix
 /// product (embeddings × cohortᵀ, in blocks of rows, through
-/// `ops::host_gemm`, the fused CPU operations' product); each row's top-k is found by selection, not a
-/// sort, and its mean and standard deviation are accumulated in float64.
+/// `ops::host_gemm`, the fused CPU operations' product); each row's top-k
+/// is found by selection, not a sort, and its mean and standard deviation
+/// are accumulated in float64.
 pub struct AsNorm {
     /// L2-normalised cohort, `[M, D]` row-major.
     cohort: Vec<f32>,

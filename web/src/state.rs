@@ -118,7 +118,8 @@ impl State {
     /// The longest recording the current backend embeds whole.
     pub fn max_samples(&self) -> usize {
         let buffer = match self.backend {
-            Backend::Cpu => u64::MAX / 2,
+            // No buffer limit on the CPU: the memory budget decides.
+            Backend::Cpu => u64::MAX,
             Backend::WebGpu => gpu::buffer_limit().unwrap_or(128 << 20),
         };
         max_samples(&self.model.config, buffer, MEMORY_BUDGET)
