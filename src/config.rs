@@ -156,6 +156,10 @@ pub struct LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpecAugmentConfig {
+    /// Whether training masks the features (`train --no-spec-augment` writes
+    /// false into the run's config).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     pub freq_mask_param: usize,
     pub time_mask_param: usize,
 }
@@ -164,6 +168,11 @@ pub struct SpecAugmentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentConfig {
+    /// Whether training adds noise and reverberation. A run started without
+    /// `--musan`/`--rir` has false written into its config, and a run whose
+    /// config says true resumes only with them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     pub music_snr_db: (f64, f64),
     pub babble_snr_db: (f64, f64),
     /// Number of babble speakers, inclusive range.
@@ -207,6 +216,10 @@ pub struct EvalConfig {
     pub c_fa: f64,
     /// Cohort scores kept per side in adaptive score normalisation.
     pub asnorm_top_k: usize,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> usize {
@@ -356,14 +369,31 @@ impl ExperimentConfig {
             check_number(name, v, 0.0, false)?;
         }
         check_number("train.loss.margin", t.loss.margin, 0.0, true)?;
-        check_number("train.optimizer.weight_decay", t.optimizer.weight_decay, 0.0, true)?;
-        for (name, v) in [("train.optimizer.beta1", t.optimizer.beta1), ("train.optimizer.beta2", t.optimizer.beta2)] {
+        if let Some(m) = &t.loss.margin_schedule {
+            m.validate()?;
+        }
+        t.optimizer.validate()?;
+        t.scheduler.validate()?;
+        t.augment.validate()
+    }
+}
+
+impl OptimizerConfig {
+    fn validate(&self) -> Result<()> {
+        check_number("train.optimizer.weight_decay", self.weight_decay, 0.0, true)?;
+        for (name, v) in [("train.optimizer.beta1", self.beta1), ("train.optimizer.beta2", self.beta2)] {
             anyhow::ensure!((0.0..1.0).contains(&v), "{name} must be in [0, 1), found {v}");
         }
-        if let Some(c) = t.optimizer.grad_clip_norm {
+        if let Some(c) = self.grad_clip_norm {
             check_number("train.optimizer.grad_clip_norm", c, 0.0, false)?;
         }
-        match &t.scheduler {
+        Ok(())
+    }
+}
+
+impl SchedulerConfig {
+    fn validate(&self) -> Result<()> {
+        match self {
             SchedulerConfig::StepLr { step_size, gamma } => {
                 anyhow::ensure!(*step_size > 0, "train.scheduler.step_size must be positive");
                 check_number("train.scheduler.gamma", *gamma, 0.0, false)?;
@@ -389,27 +419,35 @@ impl ExperimentConfig {
                 check_number("train.scheduler.warmup_epochs", *warmup_epochs, 0.0, true)?;
             }
         }
-        if let Some(m) = &t.loss.margin_schedule {
-            check_number("train.loss.margin_schedule.initial_margin", m.initial_margin, 0.0, true)?;
-            check_number("train.loss.margin_schedule.final_margin", m.final_margin, 0.0, true)?;
-            anyhow::ensure!(
-                m.increase_start_epoch >= 1 && m.increase_start_epoch <= m.fix_start_epoch,
-                "train.loss.margin_schedule: need 1 <= increase_start_epoch <= fix_start_epoch, found {} and {}",
-                m.increase_start_epoch,
-                m.fix_start_epoch
-            );
-        }
-        let a = &t.augment;
-        check_range("train.augment.music_snr_db", a.music_snr_db)?;
-        check_range("train.augment.babble_snr_db", a.babble_snr_db)?;
-        check_range("train.augment.noise_snr_db", a.noise_snr_db)?;
-        let (b0, b1) = a.babble_speakers;
+        Ok(())
+    }
+}
+
+impl MarginSchedule {
+    fn validate(&self) -> Result<()> {
+        check_number("train.loss.margin_schedule.initial_margin", self.initial_margin, 0.0, true)?;
+        check_number("train.loss.margin_schedule.final_margin", self.final_margin, 0.0, true)?;
+        anyhow::ensure!(
+            self.increase_start_epoch >= 1 && self.increase_start_epoch <= self.fix_start_epoch,
+            "train.loss.margin_schedule: need 1 <= increase_start_epoch <= fix_start_epoch, found {} and {}",
+            self.increase_start_epoch,
+            self.fix_start_epoch
+        );
+        Ok(())
+    }
+}
+
+impl AugmentConfig {
+    fn validate(&self) -> Result<()> {
+        check_range("train.augment.music_snr_db", self.music_snr_db)?;
+        check_range("train.augment.babble_snr_db", self.babble_snr_db)?;
+        check_range("train.augment.noise_snr_db", self.noise_snr_db)?;
+        let (b0, b1) = self.babble_speakers;
         anyhow::ensure!(
             b0 >= 1 && b0 <= b1,
             "train.augment.babble_speakers must be 1 <= low <= high, found ({b0}, {b1})"
         );
-        check_number("train.augment.energy_floor", a.energy_floor, 0.0, true)?;
-        Ok(())
+        check_number("train.augment.energy_floor", self.energy_floor, 0.0, true)
     }
 }
 

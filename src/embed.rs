@@ -18,10 +18,10 @@ use rayon::prelude::*;
 
 use crate::audio::{read_wav, AudioError};
 use crate::config::ExperimentConfig;
-use crate::features::cpu::CpuFrontend;
 use crate::features::Frontend;
 use crate::lists::ListedFile;
 use crate::model::{NextTdnn, Precision};
+use crate::ops::frontend::cpu::CpuFrontend;
 use crate::ops::{with_route, Route};
 use crate::weights::SpeakerModel;
 

@@ -15,18 +15,22 @@ fn run(c: &mut Command) -> (bool, String) {
 }
 
 fn train(c: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    train_with(c, out, extra, true)
+}
+
+/// `train` on the corpus in `c`, with noise and RIRs when `noise` is set.
+fn train_with(c: &Path, out: &Path, extra: &[&str], noise: bool) -> (bool, String) {
     let mut cmd = bin();
     cmd.args(["--device", "cpu", "train", "--config"])
         .arg(config("tiny_C32_B1_K65_7"))
         .arg("--train-list")
         .arg(c.join("train_list.txt"))
         .arg("--wav-root")
-        .arg(c.join("wav"))
-        .arg("--musan")
-        .arg(c.join("musan"))
-        .arg("--rir")
-        .arg(c.join("rir"))
-        .arg("--val-trials")
+        .arg(c.join("wav"));
+    if noise {
+        cmd.arg("--musan").arg(c.join("musan")).arg("--rir").arg(c.join("rir"));
+    }
+    cmd.arg("--val-trials")
         .arg(c.join("trials.txt"))
         .arg("--val-root")
         .arg(c.join("wav"))
@@ -66,6 +70,7 @@ fn training_outputs_and_exact_resume() {
     let model =
         nexttdnn::weights::SpeakerModel::load(&full.join("model.safetensors"), &burn::tensor::Device::flex()).unwrap();
     assert_eq!(model.config.train.loss.n_classes, 4);
+    assert!(model.config.train.augment.enabled && model.config.train.spec_augment.enabled);
 
     // Interrupted after 4 steps (mid-epoch), then resumed: the same curve.
     let parts = dir.join("parts");
@@ -78,6 +83,10 @@ fn training_outputs_and_exact_resume() {
     // A resume keeps the run what it is, and takes no step past --stop-after-steps.
     let (ok, log) = train(&c, &parts, &["--resume", "--batch-size", "8"]);
     assert!(!ok && log.contains("--batch-size"), "{log}");
+    let (ok, log) = train(&c, &parts, &["--resume", "--no-spec-augment"]);
+    assert!(!ok && log.contains("--no-spec-augment cannot change it"), "{log}");
+    let (ok, log) = train_with(&c, &parts, &["--resume"], false);
+    assert!(!ok && log.contains("resume it with --musan and --rir"), "{log}");
     let (ok, log) = train(&c, &parts, &["--resume", "--epochs", "0"]);
     assert!(!ok && log.contains("--epochs must be at least 1"), "{log}");
     let (ok, log) = train(&c, &parts, &["--resume", "--stop-after-steps", "4"]);
@@ -91,6 +100,23 @@ fn training_outputs_and_exact_resume() {
     assert_eq!(a, b, "resumed run differs from the uninterrupted one");
     let strip = |s: String| s.lines().map(|l| l.split(',').take(6).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
     assert_eq!(strip(metrics), strip(std::fs::read_to_string(parts.join("metrics.csv")).unwrap()));
+}
+
+#[test]
+fn augmentation_switches_saved_in_the_run_config() {
+    let dir = tmpdir("switches");
+    let c = corpus(&dir);
+    let out = dir.join("run");
+    let (ok, log) = train_with(&c, &out, &["--no-spec-augment", "--stop-after-steps", "1"], false);
+    assert!(ok, "{log}");
+    assert!(log.contains("training without waveform augmentation"), "{log}");
+    let saved = nexttdnn::config::ExperimentConfig::load(&out.join("config.ron")).unwrap();
+    assert!(!saved.train.augment.enabled && !saved.train.spec_augment.enabled, "{}", saved.to_ron());
+    let (ok, log) = train_with(&c, &out, &["--resume", "--stop-after-steps", "2"], true);
+    assert!(!ok && log.contains("resume it without --musan and --rir"), "{log}");
+    let (ok, log) = train_with(&c, &out, &["--resume", "--stop-after-steps", "2"], false);
+    assert!(ok, "{log}");
+    assert_eq!(std::fs::read_to_string(out.join("steps.csv")).unwrap().lines().count(), 3);
 }
 
 #[test]

@@ -304,6 +304,7 @@ mod tests {
         let noise: Vec<f32> = (0..16000).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
         crate::audio::wav::write_wav_i16(&noise_file, &noise, 16000).unwrap();
         let cfg = AugmentConfig {
+            enabled: true,
             music_snr_db: (5.0, 15.0),
             babble_snr_db: (13.0, 20.0),
             babble_speakers: (3, 7),

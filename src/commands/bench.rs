@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// Utterance lengths in seconds.
     #[arg(long, value_delimiter = ',', default_value = "4,8", value_parser = super::cli::non_negative)]
     pub seconds: Vec<f64>,
+    /// Batch sizes of the embedding measurements: equal-length recordings
+    /// embedded in one batch (front end on the host, then one padded batch).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub eval_batch: Vec<usize>,
     /// Batch size of the front-end measurement (training crops); 0 skips it.
     #[arg(long, default_value_t = 32)]
     pub frontend_batch: usize,
@@ -107,7 +111,7 @@ fn measure(args: &BenchArgs, dev: &SelectedDevice, route: Route) -> Result<()> {
     let (m, weights, model_path) = bench_model(args, dev)?;
     let cfg = m.config.clone();
     let embedder = Embedder::with_precision(&m, &dev.device, args.precision).with_route(route);
-    let mut results = embedding(&embedder, &args.seconds, warmup, repeats, dev);
+    let mut results = embedding(&embedder, &args.seconds, &args.eval_batch, warmup, repeats, dev);
     if args.frontend_batch > 0 {
         results.push(front_end(&cfg, args.frontend_batch, warmup, repeats, dev));
     }
@@ -155,10 +159,13 @@ fn bench_model(args: &BenchArgs, dev: &SelectedDevice) -> Result<(SpeakerModel, 
     })
 }
 
-/// One waveform-to-embedding measurement per length (`--seconds 0` skips them).
+/// One waveform-to-embedding measurement per length and batch size
+/// (`--seconds 0` skips them). Batch 1 takes the single-recording path;
+/// larger batches the padded-batch path of `eval`, front end included.
 fn embedding(
     embedder: &Embedder,
     seconds: &[f64],
+    batches: &[usize],
     warmup: usize,
     repeats: usize,
     dev: &SelectedDevice,
@@ -166,11 +173,18 @@ fn embedding(
     let sr = embedder.config.frontend.sample_rate as f64;
     let mut results = Vec::new();
     for &s in seconds.iter().filter(|&&s| s > 0.0) {
-        let wav = signal((s * sr) as usize, 7);
-        results.push(time(format!("embed {s} s (batch 1, waveform to embedding)"), warmup, repeats, || {
-            embedder.embed_samples(&wav).expect("embedding");
-            dev.device.sync().expect("device sync");
-        }));
+        for &b in batches.iter().filter(|&&b| b > 0) {
+            let wavs: Vec<Vec<f32>> = (0..b).map(|i| signal((s * sr) as usize, 7 + i as u64)).collect();
+            results.push(time(format!("embed {s} s (batch {b}, waveform to embedding)"), warmup, repeats, || {
+                if b == 1 {
+                    embedder.embed_samples(&wavs[0]).expect("embedding");
+                } else {
+                    let feats: Vec<_> = wavs.iter().map(|w| embedder.host_features(w)).collect();
+                    embedder.embed_batch(&feats.iter().collect::<Vec<_>>()).expect("embedding");
+                }
+                dev.device.sync().expect("device sync");
+            }));
+        }
     }
     results
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::eval::trial_features;
 use super::trial_embeddings::{self, EvalInputs};
 use crate::device::SelectedDevice;
 use crate::eval::calibration::{cllr, min_cllr, Calibration, Qmf, SCORE_SETS};
@@ -85,7 +84,7 @@ pub fn run(args: &CalibrateArgs, dev: &SelectedDevice) -> Result<()> {
                     normed.iter().map(|n| n.s).collect()
                 }
             };
-            let features = trial_features(&e, &qmfs, &scores);
+            let features = e.features(&qmfs, &scores);
             let source = format!("{} ({} scores)", e.trial_path.display(), args.score_set);
             let labels = e.set.labels.clone();
             (FitData { features, labels, source }, e.model, e.model_path)

@@ -12,9 +12,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::device::{select, DeviceInfo, DeviceSpec};
+use crate::device::{select, DeviceInfo, DeviceSpec, SelectedDevice};
 use crate::embed::{default_batch_seconds, Embedder};
-use crate::eval::trials::TrialSet;
+use crate::eval::trials::{ScoreSummary, TrialSet};
 use crate::files::{sha256_file, write_atomic};
 use crate::weights::SpeakerModel;
 
@@ -47,9 +47,28 @@ pub struct CompareArgs {
     pub batch_seconds: Option<f64>,
 }
 
-/// The first device's embeddings, scores, EER, minDCF at the first
-/// P_target, and EER threshold.
-type Reference = (Vec<Vec<f32>>, Vec<f64>, f64, f64, f64);
+/// The first device's results, which the others are compared with.
+struct Reference {
+    embs: Vec<Vec<f32>>,
+    scores: Vec<f64>,
+    eer: f64,
+    /// At the config's first P_target.
+    min_dcf: f64,
+    eer_threshold: f64,
+}
+
+/// One device's embeddings, scores and costs, before the comparison.
+struct Measured {
+    device: DeviceInfo,
+    embs: Vec<Vec<f32>>,
+    scores: Vec<f64>,
+    summary: ScoreSummary,
+    p_target: f64,
+    files: usize,
+    seconds: f64,
+    peak_rss_mib: Option<f64>,
+    device_reserved_mib: Option<f64>,
+}
 
 /// Results of one device.
 #[derive(Debug, Clone, Serialize)]
@@ -106,66 +125,16 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
 
     let mut reference: Option<Reference> = None;
     let mut results = Vec::new();
-    let mut config_name = String::new();
-    let mut counts = (0, 0);
+    let (mut config_name, mut counts) = (String::new(), (0, 0));
     for spec in &args.devices {
         let dev = select(Some(*spec))?;
         let model = SpeakerModel::load(&model_path, &dev.device)?;
-        config_name = model.config.name.clone();
         let set = TrialSet::load(&trial_path, Some(&root), model.config.frontend.sample_rate)?;
+        config_name = model.config.name.clone();
         counts = (set.trials.len(), set.files.len());
-        let files = &set.files;
-        // The config's first P_target is the one compared.
-        let p_target = model.config.eval.p_targets[0];
-        let embedder = Embedder::new(&model, &dev.device);
-        let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
-        // One batch first, untimed: kernel compilation and autotuning.
-        embedder.embed_listed(&files[..files.len().min(8)], batch_seconds, &|_| {})?;
-        let t = Instant::now();
-        let pb = super::progress(files.len() as u64, &format!("embedding on {spec}"));
-        let embs = embedder.embed_listed(files, batch_seconds, &|n| pb.inc(n))?;
-        pb.finish_and_clear();
-        let secs = t.elapsed().as_secs_f64();
-        let scores = set.cosine_scores(&embs);
-        let (summary, _) = set.summarize(&scores, &model.config.eval)?;
-        let dcf = summary.min_dcf_at(p_target);
-        let (ref_embs, ref_scores, ref_eer, ref_dcf, ref_threshold) =
-            reference.get_or_insert_with(|| (embs.clone(), scores.clone(), summary.eer, dcf, summary.eer_threshold));
-        let (mut max_abs, mut sum_abs, mut n, mut max_ref) = (0.0f64, 0.0f64, 0usize, 0.0f64);
-        for (a, b) in embs.iter().zip(ref_embs.iter()) {
-            for (x, y) in a.iter().zip(b) {
-                let d = (*x as f64 - *y as f64).abs();
-                max_abs = max_abs.max(d);
-                sum_abs += d;
-                n += 1;
-                max_ref = max_ref.max((*y as f64).abs());
-            }
-        }
-        let flips = scores
-            .iter()
-            .zip(ref_scores.iter())
-            .filter(|(s, r)| (**s >= *ref_threshold) != (**r >= *ref_threshold))
-            .count();
-        let rel = max_abs / max_ref.max(1e-12);
-        let eer_diff = summary.eer - *ref_eer;
-        results.push(DeviceResult {
-            device: dev.info.clone(),
-            eer: summary.eer,
-            eer_threshold: summary.eer_threshold,
-            min_dcf: summary.min_dcf.clone(),
-            eer_diff,
-            p_target,
-            min_dcf_diff: dcf - *ref_dcf,
-            emb_max_abs_dev: max_abs,
-            emb_mean_abs_dev: sum_abs / n.max(1) as f64,
-            emb_max_rel_dev: rel,
-            decision_flips: flips as f64 / set.trials.len() as f64,
-            files_per_second: files.len() as f64 / secs,
-            seconds: secs,
-            peak_rss_mib: crate::device::peak_resident_mib(),
-            device_reserved_mib: dev.device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
-            within_tolerance: rel <= args.emb_tol && eer_diff.abs() <= args.eer_tol,
-        });
+        let measured = measure(args, &dev, &model, &set)?;
+        let reference = reference.get_or_insert_with(|| measured.as_reference());
+        results.push(compared(measured, reference, args));
     }
     let passed = results.iter().all(|r| r.within_tolerance);
     let report = CompareReport {
@@ -186,6 +155,81 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     write_atomic(&args.out.join("compare.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("\nwrote {}", args.out.join("compare.json").display());
     Ok(passed)
+}
+
+/// Embeds every file of the list on one device (after one untimed batch
+/// for kernel compilation and autotuning) and scores the trials.
+fn measure(args: &CompareArgs, dev: &SelectedDevice, model: &SpeakerModel, set: &TrialSet) -> Result<Measured> {
+    let files = &set.files;
+    let embedder = Embedder::new(model, &dev.device);
+    let batch_seconds = args.batch_seconds.unwrap_or_else(|| default_batch_seconds(&dev.device));
+    embedder.embed_listed(&files[..files.len().min(8)], batch_seconds, &|_| {})?;
+    let t = Instant::now();
+    let pb = super::progress(files.len() as u64, &format!("embedding on {}", dev.info.spec));
+    let embs = embedder.embed_listed(files, batch_seconds, &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    let seconds = t.elapsed().as_secs_f64();
+    let scores = set.cosine_scores(&embs);
+    let (summary, _) = set.summarize(&scores, &model.config.eval)?;
+    Ok(Measured {
+        device: dev.info.clone(),
+        embs,
+        scores,
+        summary,
+        // The config's first P_target is the one compared.
+        p_target: model.config.eval.p_targets[0],
+        files: files.len(),
+        seconds,
+        peak_rss_mib: crate::device::peak_resident_mib(),
+        device_reserved_mib: dev.device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1 << 20) as f64),
+    })
+}
+
+impl Measured {
+    fn as_reference(&self) -> Reference {
+        Reference {
+            embs: self.embs.clone(),
+            scores: self.scores.clone(),
+            eer: self.summary.eer,
+            min_dcf: self.summary.min_dcf_at(self.p_target),
+            eer_threshold: self.summary.eer_threshold,
+        }
+    }
+}
+
+/// One device against the reference: the metric differences, the embedding
+/// deviations and the decisions that flip at the reference's EER threshold.
+fn compared(m: Measured, r: &Reference, args: &CompareArgs) -> DeviceResult {
+    let (mut max_abs, mut sum_abs, mut n, mut max_ref) = (0.0f64, 0.0f64, 0usize, 0.0f64);
+    for (x, y) in m.embs.iter().flatten().zip(r.embs.iter().flatten()) {
+        let d = (*x as f64 - *y as f64).abs();
+        max_abs = max_abs.max(d);
+        sum_abs += d;
+        n += 1;
+        max_ref = max_ref.max((*y as f64).abs());
+    }
+    let t = r.eer_threshold;
+    let flips = m.scores.iter().zip(&r.scores).filter(|(s, q)| (**s >= t) != (**q >= t)).count();
+    let rel = max_abs / max_ref.max(1e-12);
+    let eer_diff = m.summary.eer - r.eer;
+    DeviceResult {
+        device: m.device,
+        eer: m.summary.eer,
+        eer_threshold: m.summary.eer_threshold,
+        min_dcf_diff: m.summary.min_dcf_at(m.p_target) - r.min_dcf,
+        min_dcf: m.summary.min_dcf,
+        eer_diff,
+        p_target: m.p_target,
+        emb_max_abs_dev: max_abs,
+        emb_mean_abs_dev: sum_abs / n.max(1) as f64,
+        emb_max_rel_dev: rel,
+        decision_flips: flips as f64 / m.scores.len().max(1) as f64,
+        files_per_second: m.files as f64 / m.seconds,
+        seconds: m.seconds,
+        peak_rss_mib: m.peak_rss_mib,
+        device_reserved_mib: m.device_reserved_mib,
+        within_tolerance: rel <= args.emb_tol && eer_diff.abs() <= args.eer_tol,
+    }
 }
 
 fn print_markdown(r: &CompareReport) {

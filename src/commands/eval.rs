@@ -11,7 +11,7 @@ use serde_json::json;
 use super::trial_embeddings::{self, Embedded, EvalInputs};
 use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
-use crate::eval::calibration::{calibration_for, Calibration, Qmf, SourcedCalibration};
+use crate::eval::calibration::{calibration_for, SourcedCalibration};
 use crate::eval::metrics::Roc;
 use crate::eval::plot;
 use crate::eval::trials::ScoreSummary;
@@ -171,7 +171,7 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
                 None => bail!("the calibration ({}) maps s-norm scores: give --cohort", c.source),
             },
         };
-        let llrs = calibrated(e, &c.calibration, scores);
+        let llrs = c.calibration.llrs(&e.features(&c.calibration.qmfs(), scores));
         llr_row = Some(set.add_calibrated(sum, &llrs, eval_cfg)?);
         write_scores(out, "scores_llr.txt", &set.trials, &llrs)?;
     }
@@ -200,21 +200,6 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
     timing["metrics_seconds"] = json!(metrics_secs);
     summary["timing"] = timing;
     Ok(Outcome { summary, rows, threshold: raw_sum.eer_threshold })
-}
-
-/// `[score, qmf…]` of every trial.
-pub fn trial_features(e: &Embedded, qmfs: &[Qmf], scores: &[f64]) -> Vec<Vec<f64>> {
-    let sides = e.sides();
-    scores
-        .iter()
-        .zip(&sides)
-        .map(|(&s, &two)| std::iter::once(s).chain(qmfs.iter().map(|q| q.of(two))).collect())
-        .collect()
-}
-
-/// The LLR of every trial under `cal`, from its score and quality measures.
-pub fn calibrated(e: &Embedded, cal: &Calibration, scores: &[f64]) -> Vec<f64> {
-    cal.llrs(&trial_features(e, &cal.qmfs(), scores))
 }
 
 /// The results table, in Markdown; calibration columns when a score set

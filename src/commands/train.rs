@@ -2,7 +2,7 @@
 //! process or, with the `distributed` feature under an MPI launcher, as one
 //! rank of a data-parallel job.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -23,13 +23,14 @@ pub struct TrainArgs {
     /// Root of the train list's paths.
     #[arg(long)]
     pub wav_root: PathBuf,
-    /// MUSAN root (split or flat layout); with --rir enables waveform augmentation.
+    /// MUSAN root (split or flat layout); with --rir enables waveform
+    /// augmentation (written into the run's config as train.augment.enabled).
     #[arg(long, requires = "rir")]
     pub musan: Option<PathBuf>,
     /// Root of the room impulse responses.
     #[arg(long, requires = "musan")]
     pub rir: Option<PathBuf>,
-    /// Turn SpecAugment off.
+    /// Turn SpecAugment off (written into the run's config).
     #[arg(long)]
     pub no_spec_augment: bool,
     /// Validation trial list (EER after each epoch).
@@ -115,13 +116,13 @@ impl TrainArgs {
         if let Some(n) = self.n_classes {
             cfg.train.loss.n_classes = n;
         }
+        self.write_augmentation(&mut cfg, resuming.then_some(saved.as_path()), is_root)?;
         cfg.validate()?;
         Ok(RunSpec {
             cfg,
             train_list: self.train_list.clone(),
             wav_root: self.wav_root.clone(),
             augment: self.musan.clone().zip(self.rir.clone()),
-            spec_augment: !self.no_spec_augment,
             val_trials: self.val_trials.clone(),
             val_root: self.val_root.clone(),
             out: self.out.clone(),
@@ -133,6 +134,41 @@ impl TrainArgs {
             log_every: self.log_every,
             keep_last: self.keep_last,
         })
+    }
+}
+
+impl TrainArgs {
+    /// Writes the augmentation flags into the run's config, so that the saved
+    /// config says how the model was trained. On resume the saved config
+    /// decides, and a flag that contradicts it is refused.
+    fn write_augmentation(&self, cfg: &mut ExperimentConfig, saved: Option<&Path>, is_root: bool) -> Result<()> {
+        let waveform = self.musan.is_some();
+        let Some(saved) = saved else {
+            if !waveform && cfg.train.augment.enabled && is_root {
+                log::warn!("training without waveform augmentation (no --musan/--rir); the run's config records it");
+            }
+            cfg.train.augment.enabled = waveform;
+            cfg.train.spec_augment.enabled &= !self.no_spec_augment;
+            return Ok(());
+        };
+        match (cfg.train.augment.enabled, waveform) {
+            (true, false) => bail!(
+                "{}: this run trains with waveform augmentation (train.augment.enabled): resume it with --musan and --rir",
+                saved.display()
+            ),
+            (false, true) => bail!(
+                "{}: this run trains without waveform augmentation (train.augment.enabled is false): resume it without --musan and --rir",
+                saved.display()
+            ),
+            _ => {}
+        }
+        if self.no_spec_augment && cfg.train.spec_augment.enabled {
+            bail!(
+                "{}: this run trains with SpecAugment (train.spec_augment.enabled): --no-spec-augment cannot change it on resume",
+                saved.display()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -14,8 +14,8 @@ use crate::config::ExperimentConfig;
 use crate::device::SelectedDevice;
 use crate::embed::{default_batch_seconds, Embedder, Loaded};
 use crate::eval::cache::{audio_key, AudioKey, EmbeddingCache};
-use crate::eval::calibration::Side;
-use crate::eval::score::{AsNorm, NormScores};
+use crate::eval::calibration::Qmf;
+use crate::eval::score::NormScores;
 use crate::eval::trials::TrialSet;
 use crate::lists::{preflight, read_cohort, ListedFile};
 use crate::weights::{import_official, SpeakerModel};
@@ -151,27 +151,20 @@ impl Embedded {
     }
 
     /// AS-normalised scores of every trial (z, t and s), with the seconds
-    /// the cohort statistics took; `None` without a cohort.
+    /// they took; `None` without a cohort.
     pub fn asnorm(&self, raw: &[f64]) -> Option<(Vec<NormScores>, f64)> {
         let (cohort, _) = self.cohort.as_ref()?;
-        let top_k = self.asnorm_top_k()?;
-        if top_k < self.model.config.eval.asnorm_top_k {
+        let top_k = self.model.config.eval.asnorm_top_k;
+        if cohort.len() < top_k {
             log::warn!(
-                "the cohort holds {top_k} files, fewer than eval.asnorm_top_k ({}): AS-norm uses all {top_k}",
-                self.model.config.eval.asnorm_top_k
+                "the cohort holds {} files, fewer than eval.asnorm_top_k ({top_k}): AS-norm uses all of them",
+                cohort.len()
             );
         }
-        let norm = AsNorm::new(cohort, top_k);
         let t = Instant::now();
-        let stats = norm.stats_all(&self.embs);
+        let normed = self.set.asnorm_scores(&self.embs, cohort, top_k, raw);
         let secs = t.elapsed().as_secs_f64();
-        log::info!(
-            "AS-norm statistics of {} files against {} cohort files: {secs:.2} s",
-            self.embs.len(),
-            cohort.len()
-        );
-        let normed =
-            self.set.pairs().iter().zip(raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect();
+        log::info!("AS-norm of {} files against {} cohort files: {secs:.2} s", self.embs.len(), cohort.len());
         Some((normed, secs))
     }
 
@@ -182,12 +175,9 @@ impl Embedded {
         Some(self.model.config.eval.asnorm_top_k.min(cohort.len()))
     }
 
-    /// What the quality measures need of each trial's two recordings.
-    pub fn sides(&self) -> Vec<[Side; 2]> {
-        let rate = self.model.config.frontend.sample_rate;
-        let per_file: Vec<Side> =
-            self.set.files.iter().zip(&self.embs).map(|(f, e)| Side::new(f.samples, rate, e)).collect();
-        self.set.pairs().iter().map(|&(a, b)| [per_file[a], per_file[b]]).collect()
+    /// `[score, quality measures…]` of every trial (see [`TrialSet::features`]).
+    pub fn features(&self, qmfs: &[Qmf], scores: &[f64]) -> Vec<Vec<f64>> {
+        self.set.features(&self.embs, self.model.config.frontend.sample_rate, qmfs, scores)
     }
 }
 

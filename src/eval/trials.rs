@@ -9,8 +9,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::calibration;
+use super::calibration::{Qmf, Side};
 use super::metrics::{MetricError, Roc};
-use super::score::cosine;
+use super::score::{cosine, AsNorm, NormScores};
 use crate::config::EvalConfig;
 use crate::lists::{preflight, read_trials, trial_files, ListedFile, Trial};
 
@@ -103,6 +104,27 @@ impl TrialSet {
     /// Cosine score of every trial, from the embeddings of [`TrialSet::files`].
     pub fn cosine_scores(&self, embs: &[Vec<f32>]) -> Vec<f64> {
         self.pairs.iter().map(|&(a, b)| cosine(&embs[a], &embs[b])).collect()
+    }
+
+    /// `[score, quality measures…]` of every trial: its score, then each
+    /// measure of its two recordings (their lengths at `sample_rate`, and
+    /// their embeddings, those of [`TrialSet::files`]).
+    pub fn features(&self, embs: &[Vec<f32>], sample_rate: u32, qmfs: &[Qmf], scores: &[f64]) -> Vec<Vec<f64>> {
+        let sides: Vec<Side> = self.files.iter().zip(embs).map(|(f, e)| Side::new(f.samples, sample_rate, e)).collect();
+        self.pairs
+            .iter()
+            .zip(scores)
+            .map(|(&(a, b), &s)| std::iter::once(s).chain(qmfs.iter().map(|q| q.of([sides[a], sides[b]]))).collect())
+            .collect()
+    }
+
+    /// AS-normalised scores of every trial (z, t and s) against a cohort,
+    /// from the raw scores and the embeddings of [`TrialSet::files`]. Each
+    /// side keeps its `top_k` best cohort scores, or the whole cohort where
+    /// that is smaller.
+    pub fn asnorm_scores(&self, embs: &[Vec<f32>], cohort: &[Vec<f32>], top_k: usize, raw: &[f64]) -> Vec<NormScores> {
+        let stats = AsNorm::new(cohort, top_k.min(cohort.len())).stats_all(embs);
+        self.pairs.iter().zip(raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect()
     }
 
     /// EER and minDCF of one score set at the config's priors and costs; a

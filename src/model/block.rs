@@ -34,17 +34,22 @@ impl Msc {
             Some(m) => m.valid_frames(),
             None => Tensor::ones([b, t], &x.device()),
         };
-        let branch = |conv: &Conv1d| {
+        let taps = |conv: &Conv1d| {
             let [ch, _, k] = conv.weight.dims();
-            (conv.weight.val().reshape([ch, k]), conv.bias.val(), conv.padding)
+            conv.weight.val().reshape([ch, k]).into_dispatch()
         };
-        crate::ops::msc::msc(
-            x,
-            valid,
-            (self.projection.weight.val().reshape([c, c]), self.projection.bias.val()),
-            [branch(&self.branches[0]), branch(&self.branches[1])],
-            (self.pointwise.weight.val(), self.pointwise.bias.val()),
-        )
+        let [one, two] = [&self.branches[0], &self.branches[1]];
+        let w = crate::ops::msc::MscParams {
+            projection_w: self.projection.weight.val().reshape([c, c]).into_dispatch(),
+            projection_b: self.projection.bias.val().into_dispatch(),
+            branch1_w: taps(one),
+            branch1_b: one.bias.val().into_dispatch(),
+            branch2_w: taps(two),
+            branch2_b: two.bias.val().into_dispatch(),
+            pointwise_w: self.pointwise.weight.val().into_dispatch(),
+            pointwise_b: self.pointwise.bias.val().into_dispatch(),
+        };
+        crate::ops::msc::msc(x, valid, w, [one.padding, two.padding])
     }
 
     /// [`Msc::forward`] written with Burn's tensor operations: the path of
@@ -108,17 +113,17 @@ impl Ffn {
             Some(m) => m.valid_frames(),
             None => Tensor::ones([b, t], &x.device()),
         };
-        crate::ops::ffn::ffn(
-            x,
-            valid,
-            [self.norm.weight.val(), self.norm.bias.val()],
-            self.expand.weight.val(),
-            self.expand.bias.val(),
-            [self.grn.gamma.val(), self.grn.beta.val()],
-            self.project.weight.val(),
-            self.project.bias.val(),
-            [self.norm.eps, self.grn.eps],
-        )
+        let w = crate::ops::ffn::FfnParams {
+            norm_w: self.norm.weight.val().into_dispatch(),
+            norm_b: self.norm.bias.val().into_dispatch(),
+            expand_w: self.expand.weight.val().into_dispatch(),
+            expand_b: self.expand.bias.val().into_dispatch(),
+            gamma: self.grn.gamma.val().into_dispatch(),
+            beta: self.grn.beta.val().into_dispatch(),
+            project_w: self.project.weight.val().into_dispatch(),
+            project_b: self.project.bias.val().into_dispatch(),
+        };
+        crate::ops::ffn::ffn(x, valid, w, [self.norm.eps, self.grn.eps])
     }
 }
 

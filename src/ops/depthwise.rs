@@ -135,7 +135,7 @@ pub(crate) mod cpu {
     /// `out[t] = bias + Σ_k w[k]·xp[t + k]` for the whole tiles of `out`
     /// (`xp` holds `out.len() + K - 1` samples).
     #[inline(always)]
-    fn row_tiles(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32], fused: bool) {
+    fn row_tiles<const FMA: bool>(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) {
         for (ti, o) in out.chunks_exact_mut(TILE).enumerate() {
             let t0 = ti * TILE;
             let mut acc = [bias; TILE];
@@ -143,44 +143,16 @@ pub(crate) mod cpu {
                 let xs = &xp[t0 + k..t0 + k + TILE];
                 for i in 0..TILE {
                     // `mul_add` is one instruction only where FMA is enabled.
-                    acc[i] = if fused { wk.mul_add(xs[i], acc[i]) } else { acc[i] + wk * xs[i] };
+                    acc[i] = if FMA { wk.mul_add(xs[i], acc[i]) } else { acc[i] + wk * xs[i] };
                 }
             }
             o.copy_from_slice(&acc);
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    mod simd {
-        #[target_feature(enable = "avx512f,fma")]
-        pub unsafe fn row_avx512(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) {
-            super::row_tiles(xp, w, bias, out, true)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn row_avx2(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) {
-            super::row_tiles(xp, w, bias, out, true)
-        }
-    }
-
-    #[derive(Clone, Copy)]
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    enum Isa {
-        Avx512,
-        Avx2,
-        Plain,
-    }
-
-    fn isa() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Plain
+    crate::ops::simd::simd_fn! {
+        /// [`row_tiles`] for the widest vectors this CPU has.
+        fn row(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) => avx512 fma row_tiles
     }
 
     /// `out[b, c, t] = bias[c] + Σ_k w[c, k]·x[b, c, t - pad + k]` (taps
@@ -228,16 +200,8 @@ pub(crate) mod cpu {
             self.tile.resize(padded_out, 0.0);
             let n = t_in.min(self.xp.len() - pad);
             self.xp[pad..pad + n].copy_from_slice(&x[..n]);
-            let (xp, tile) = (&self.xp[..], &mut self.tile[..]);
-            match isa() {
-                // SAFETY: the CPU has the features (checked in `isa`).
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { simd::row_avx512(xp, taps, bias, tile) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { simd::row_avx2(xp, taps, bias, tile) },
-                _ => row_tiles(xp, taps, bias, tile, false),
-            }
-            out.copy_from_slice(&tile[..t_out]);
+            row(&self.xp, taps, bias, &mut self.tile);
+            out.copy_from_slice(&self.tile[..t_out]);
         }
     }
 

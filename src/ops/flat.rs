@@ -52,3 +52,55 @@ pub fn register_flat<B: Backend>(
     }
     debug_assert_eq!(start, all.shape().num_elements(), "the flat gradients' length");
 }
+
+/// Declares a fused operation's parameters once, as a struct with one field
+/// per parameter, generic over what each field holds: a tensor, an optional
+/// tensor, a host slice, a gradient buffer or a size. The field order is the
+/// order of every flat layout (the autodiff parents, the gradients, the
+/// host buffers), so that order is written here and nowhere else.
+macro_rules! op_params {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T> {
+            $($(#[$fm])* pub $field: T,)+
+        }
+
+        #[allow(dead_code)]
+        impl<T> $name<T> {
+            /// Each field through `f`, in order.
+            pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> $name<U> {
+                $name { $($field: f(self.$field),)+ }
+            }
+
+            /// References to the fields.
+            pub fn as_ref(&self) -> $name<&T> {
+                $name { $($field: &self.$field,)+ }
+            }
+
+            /// The fields in order.
+            pub fn into_vec(self) -> Vec<T> {
+                vec![$(self.$field,)+]
+            }
+
+            /// The fields from the first values of `values`, in order.
+            pub fn from_values(mut values: impl Iterator<Item = T>) -> Self {
+                $name { $($field: values.next().expect(concat!("a value for ", stringify!($field))),)+ }
+            }
+        }
+    };
+}
+
+pub(crate) use op_params;
+
+/// Consecutive parts of `buf` of the given sizes (their sum is `buf`'s length).
+pub fn split_sizes(mut buf: &mut [f32], sizes: impl IntoIterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut parts = vec![];
+    for n in sizes {
+        let (part, rest) = buf.split_at_mut(n);
+        parts.push(part);
+        buf = rest;
+    }
+    debug_assert!(buf.is_empty(), "the parts' sizes cover the buffer");
+    parts
+}

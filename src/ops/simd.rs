@@ -1,6 +1,30 @@
-//! Loops compiled twice, plainly and for AVX2 with FMA, chosen at run time:
-//! the fused CPU operations write each loop once as an `#[inline(always)]`
-//! function and wrap it with [`simd_fn`].
+//! The one place where the CPU's vector instructions are chosen. Loops are
+//! compiled plainly and for AVX2 with FMA (and, where asked, AVX-512), and
+//! picked at run time: the fused CPU operations write each loop once as an
+//! `#[inline(always)]` function and wrap it with [`simd_fn`].
+
+/// The widest instruction set the loops are compiled for that this CPU has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub enum Isa {
+    /// AVX-512F with AVX2 and FMA: 16-wide vectors.
+    Avx512,
+    /// AVX2 with FMA: 8-wide vectors.
+    Avx2,
+    /// The target's baseline.
+    Plain,
+}
+
+/// This CPU's [`Isa`] (the feature checks are cached by std).
+pub fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2_fma() {
+            return if std::arch::is_x86_feature_detected!("avx512f") { Isa::Avx512 } else { Isa::Avx2 };
+        }
+    }
+    Isa::Plain
+}
 
 /// Whether the CPU has AVX2 and FMA (checked once, then cached by std). On
 /// other architectures the loops are compiled plainly only.
@@ -15,7 +39,35 @@ pub fn avx2_fma() -> bool {
 /// `=> fma $body`, the body takes `<const FMA: bool>`, true in the AVX2
 /// build (for `f32::mul_add`, one instruction there and a library call
 /// elsewhere).
+/// With `=> avx512 fma $body`, a third build for AVX-512F is chosen where
+/// the CPU has it (for loops whose arrays fill 16-wide registers).
 macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => avx512 fma $body:ident) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                $(#[$m])*
+                unsafe fn widest($($a: $t),*) {
+                    $body::<true>($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                $(#[$m])*
+                unsafe fn fast($($a: $t),*) {
+                    $body::<true>($($a),*)
+                }
+                match $crate::ops::simd::isa() {
+                    // SAFETY: the CPU has the features (checked by `isa`).
+                    $crate::ops::simd::Isa::Avx512 => return unsafe { widest($($a),*) },
+                    // SAFETY: as above.
+                    $crate::ops::simd::Isa::Avx2 => return unsafe { fast($($a),*) },
+                    $crate::ops::simd::Isa::Plain => {}
+                }
+            }
+            $body::<false>($($a),*)
+        }
+    };
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
         $(#[$m])*
         fn $name($($a: $t),*) {

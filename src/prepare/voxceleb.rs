@@ -60,104 +60,98 @@ fn speaker_of(rel: &Path) -> Option<String> {
     Some(spk)
 }
 
+/// A file that cannot be used: the path to name, and why.
+type Bad = (PathBuf, String);
+
 fn process(file: &Path, args: &VoxArgs, has_m4a: bool) -> Outcome {
+    match classify(file, args, has_m4a) {
+        Ok(good) => good,
+        Err((path, reason)) => Outcome::Bad { path, reason },
+    }
+}
+
+/// One file of the tree: a WAV is checked (and linked where the tree also
+/// holds `.m4a` files), an `.m4a` converted, or its earlier conversion reused.
+fn classify(file: &Path, args: &VoxArgs, has_m4a: bool) -> Result<Outcome, Bad> {
+    let bad = |reason: &str| (file.to_path_buf(), reason.to_string());
     let rel = file.strip_prefix(&args.root).unwrap_or(file).to_path_buf();
-    let Some(speaker) = speaker_of(&rel) else {
-        return Outcome::Bad { path: file.into(), reason: "not under <speaker>/<video>/".into() };
-    };
+    let speaker = speaker_of(&rel).ok_or_else(|| bad("not under <speaker>/<video>/"))?;
     if rel.to_string_lossy().chars().any(char::is_whitespace) {
-        return Outcome::Bad {
-            path: file.into(),
-            reason: "the path holds whitespace, which separates the fields of a train list: rename it".into(),
-        };
+        return Err(bad("the path holds whitespace, which separates the fields of a train list: rename it"));
     }
     let min = (args.min_seconds * args.sample_rate as f64) as usize;
-    let is_m4a = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("m4a"));
     let rel_wav = rel.with_extension("wav");
-    let rel_str = rel_wav.to_string_lossy().replace('\\', "/");
-    if !is_m4a {
-        return match read_wav(file, args.sample_rate, min.max(1)) {
-            Ok(w) => {
-                if let Some(problem) = Level::of(&w.samples).problem() {
-                    return Outcome::Bad { path: file.into(), reason: problem };
-                }
-                if has_m4a {
-                    // One list root: link the WAV into the converted tree.
-                    let dst = args.out.join("wav").join(&rel_wav);
-                    if !dst.exists() {
-                        if let Err(e) = link(file, &dst) {
-                            return Outcome::Bad {
-                                path: file.into(),
-                                reason: format!("cannot link into {}: {e}", dst.display()),
-                            };
-                        }
-                    }
-                }
-                Outcome::Good { speaker, rel: rel_str, samples: w.samples.len(), converted: false, sha256: None }
-            }
-            Err(e) => Outcome::Bad { path: file.into(), reason: e.to_string() },
-        };
-    }
     let dst = args.out.join("wav").join(&rel_wav);
-    if dst.exists() && !args.force {
-        // Written by an earlier run (complete: writes are atomic); check it reads.
-        return match read_wav(&dst, args.sample_rate, min.max(1)) {
-            Ok(w) => Outcome::Good {
-                speaker,
-                rel: rel_str,
-                samples: w.samples.len(),
-                converted: false,
-                sha256: sha256_file(&dst).ok(),
-            },
-            Err(e) => {
-                Outcome::Bad { path: dst, reason: format!("earlier output unreadable ({e}); rerun with --force") }
-            }
-        };
-    }
-    let w = match decode_m4a(file) {
-        Ok(w) => w,
-        Err(e) => return Outcome::Bad { path: file.into(), reason: e.to_string() },
+    let is_m4a = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("m4a"));
+    let (samples, converted, sha256) = if !is_m4a {
+        (check_wav(file, &dst, args, has_m4a, min)?, false, None)
+    } else if dst.exists() && !args.force {
+        let (samples, sha) = reuse_converted(&dst, args, min)?;
+        (samples, false, sha)
+    } else {
+        let (samples, sha) = convert(file, &dst, args, min)?;
+        (samples, true, sha)
     };
+    let rel = rel_wav.to_string_lossy().replace('\\', "/");
+    Ok(Outcome::Good { speaker, rel, samples, converted, sha256 })
+}
+
+/// A WAV of the tree: checked, and linked into the converted tree when the
+/// tree also holds `.m4a` files (so that the list has one root).
+fn check_wav(file: &Path, dst: &Path, args: &VoxArgs, has_m4a: bool, min: usize) -> Result<usize, Bad> {
+    let bad = |reason: String| (file.to_path_buf(), reason);
+    let w = read_wav(file, args.sample_rate, min.max(1)).map_err(|e| bad(e.to_string()))?;
+    if let Some(problem) = Level::of(&w.samples).problem() {
+        return Err(bad(problem));
+    }
+    if has_m4a && !dst.exists() {
+        link(file, dst).map_err(|e| bad(format!("cannot link into {}: {e}", dst.display())))?;
+    }
+    Ok(w.samples.len())
+}
+
+/// A WAV written by an earlier run (complete, since writes are atomic),
+/// checked that it reads: its length and checksum.
+fn reuse_converted(dst: &Path, args: &VoxArgs, min: usize) -> Result<(usize, Option<String>), Bad> {
+    let w = read_wav(dst, args.sample_rate, min.max(1))
+        .map_err(|e| (dst.to_path_buf(), format!("earlier output unreadable ({e}); rerun with --force")))?;
+    Ok((w.samples.len(), sha256_file(dst).ok()))
+}
+
+/// Decodes and checks an `.m4a` and writes it as a WAV: its length and the
+/// WAV's checksum.
+fn convert(file: &Path, dst: &Path, args: &VoxArgs, min: usize) -> Result<(usize, Option<String>), Bad> {
+    let bad = |reason: String| (file.to_path_buf(), reason);
+    let w = decode_m4a(file).map_err(|e| bad(e.to_string()))?;
     if w.sample_rate != args.sample_rate {
-        return Outcome::Bad {
-            path: file.into(),
-            reason: format!("sample rate {} Hz, expected {}", w.sample_rate, args.sample_rate),
-        };
+        return Err(bad(format!("sample rate {} Hz, expected {}", w.sample_rate, args.sample_rate)));
     }
     if let Some(problem) = Level::of(&w.samples).problem() {
-        return Outcome::Bad { path: file.into(), reason: problem };
+        return Err(bad(problem));
     }
     if w.samples.len() < min {
-        return Outcome::Bad {
-            path: file.into(),
-            reason: format!("too short: {} samples, at least {min} needed", w.samples.len()),
-        };
+        return Err(bad(format!("too short: {} samples, at least {min} needed", w.samples.len())));
     }
+    let sha = write_verified(dst, &w.samples, w.sample_rate)?;
+    Ok((w.samples.len(), sha))
+}
+
+/// Writes a WAV under a temporary name and reads it back before it takes its
+/// final name: the file's checksum.
+fn write_verified(dst: &Path, samples: &[f32], sample_rate: u32) -> Result<Option<String>, Bad> {
+    let bad = |reason: String| (dst.to_path_buf(), reason);
     if let Some(parent) = dst.parent() {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            return Outcome::Bad { path: dst, reason: e.to_string() };
-        }
+        std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
     }
     let tmp = dst.with_extension("wav.partial");
-    if let Err(e) = write_wav_i16(&tmp, &w.samples, w.sample_rate) {
-        return Outcome::Bad { path: dst, reason: format!("cannot write: {e}") };
-    }
-    // Verify what was written before it takes its final name.
-    match read_wav(&tmp, args.sample_rate, 1) {
-        Ok(back) if back.samples.len() == w.samples.len() => {}
-        Ok(back) => {
-            return Outcome::Bad {
-                path: dst,
-                reason: format!("wrote {} samples, decoded {}", back.samples.len(), w.samples.len()),
-            }
-        }
-        Err(e) => return Outcome::Bad { path: dst, reason: format!("written file unreadable: {e}") },
+    write_wav_i16(&tmp, samples, sample_rate).map_err(|e| bad(format!("cannot write: {e}")))?;
+    let back = read_wav(&tmp, sample_rate, 1).map_err(|e| bad(format!("written file unreadable: {e}")))?;
+    if back.samples.len() != samples.len() {
+        return Err(bad(format!("wrote {} samples, read back {}", samples.len(), back.samples.len())));
     }
     let sha = sha256_file(&tmp).ok();
-    if let Err(e) = std::fs::rename(&tmp, &dst) {
-        return Outcome::Bad { path: dst, reason: e.to_string() };
-    }
-    Outcome::Good { speaker, rel: rel_str, samples: w.samples.len(), converted: true, sha256: sha }
+    std::fs::rename(&tmp, dst).map_err(|e| bad(e.to_string()))?;
+    Ok(sha)
 }
 
 fn link(src: &Path, dst: &Path) -> std::io::Result<()> {

@@ -45,9 +45,9 @@ pub struct RunSpec {
     pub cfg: ExperimentConfig,
     pub train_list: PathBuf,
     pub wav_root: PathBuf,
-    /// MUSAN-like noise root and RIR root; `None` trains without waveform augmentation.
+    /// MUSAN-like noise root and RIR root: given exactly when the config's
+    /// `train.augment.enabled` is true.
     pub augment: Option<(PathBuf, PathBuf)>,
-    pub spec_augment: bool,
     pub val_trials: Option<PathBuf>,
     pub val_root: Option<PathBuf>,
     pub out: PathBuf,
@@ -73,8 +73,11 @@ pub fn epoch_file_name(epoch: usize) -> String {
 struct Validation(TrialSet);
 
 impl Validation {
-    fn load(list: &Path, root: &Path, sample_rate: u32) -> Result<Self> {
-        Ok(Self(TrialSet::load(list, Some(root), sample_rate)?))
+    /// The run's validation list (`--val-trials`), if it has one.
+    fn of_spec(spec: &RunSpec) -> Result<Option<Self>> {
+        let Some(list) = &spec.val_trials else { return Ok(None) };
+        let root = spec.val_root.clone().or_else(|| list.parent().map(Path::to_path_buf)).unwrap_or_default();
+        Ok(Some(Self(TrialSet::load(list, Some(&root), spec.cfg.frontend.sample_rate)?)))
     }
 
     fn eer(&self, model: &SpeakerModel, device: &Device) -> Result<f64> {
@@ -133,6 +136,15 @@ enum EpochEnd {
 }
 
 /// A training run after setup.
+///
+/// The loss and accuracy sums live in three places. `sums` holds the log
+/// interval in progress on the device: this rank's micro-batches only.
+/// `flush_interval` reads it back every `log_every` steps, sums it over the
+/// ranks and adds it to `state.epoch_sums`, which is then the same on every
+/// rank. A checkpoint stores the interval's partial sums, summed over the
+/// ranks, in `state.interval`, and only rank 0 writes it: so on resume rank 0
+/// continues from them, every other rank starts its interval at zero with the
+/// same step count, and the next flush's sum over the ranks is whole again.
 struct Run<'a> {
     spec: &'a RunSpec,
     comm: &'a dyn Collective,
@@ -203,22 +215,43 @@ fn check_spec(spec: &RunSpec, set: &TrainSet, comm: &dyn Collective) -> Result<u
     Ok(total)
 }
 
-fn augmenter(spec: &RunSpec, root: bool) -> Result<Option<Arc<Augmenter>>> {
+fn augmenter(spec: &RunSpec) -> Result<Option<Arc<Augmenter>>> {
     let cfg = &spec.cfg;
-    Ok(match &spec.augment {
-        Some((musan, rir)) => Some(Arc::new(Augmenter {
+    Ok(match (&spec.augment, cfg.train.augment.enabled) {
+        (Some((musan, rir)), true) => Some(Arc::new(Augmenter {
             bank: NoiseBank::scan(musan, rir)?,
             cfg: cfg.train.augment.clone(),
             sample_rate: cfg.frontend.sample_rate,
             cache: AudioCache::for_training(cfg.frontend.sample_rate),
         })),
-        None => {
-            if root {
-                log::warn!("training without waveform augmentation (no --musan/--rir)");
-            }
-            None
-        }
+        (None, false) => None,
+        (Some(_), false) => bail!("noise and RIR folders were given, but the config's train.augment.enabled is false"),
+        (None, true) => bail!("the config's train.augment.enabled is true, but no noise and RIR folders were given"),
     })
+}
+
+/// What this rank's loader reads: its micro-batches of each step.
+fn loader_spec(
+    spec: &RunSpec,
+    set: Arc<TrainSet>,
+    augmenter: Option<Arc<Augmenter>>,
+    total: usize,
+    comm: &dyn Collective,
+) -> LoaderSpec {
+    let cfg = &spec.cfg;
+    let tc = &cfg.train;
+    LoaderSpec {
+        set,
+        augmenter,
+        batch: tc.batch_size,
+        micro: micro_batches(comm.rank(), comm.size(), tc.accumulate),
+        total,
+        crop: tc.crop_samples,
+        seed: tc.seed,
+        sample_rate: cfg.frontend.sample_rate,
+        workers: spec.workers,
+        prefetch: 2 * spec.workers.max(1),
+    }
 }
 
 fn fresh_state(cfg: &ExperimentConfig) -> TrainState {
@@ -296,34 +329,16 @@ impl<'a> Run<'a> {
         let set = Arc::new(TrainSet::load(&spec.train_list, &spec.wav_root)?);
         let total = check_spec(spec, &set, comm)?;
         let steps = steps_per_epoch(set.files.len(), tc.batch_size);
-        let validation = match (&spec.val_trials, root) {
-            (Some(t), true) => {
-                let vroot = spec.val_root.clone().or_else(|| t.parent().map(Path::to_path_buf)).unwrap_or_default();
-                Some(Validation::load(t, &vroot, cfg.frontend.sample_rate)?)
-            }
-            _ => None,
-        };
-        let augmenter = augmenter(spec, root)?;
+        let validation = if root { Validation::of_spec(spec)? } else { None };
+        let loader = loader_spec(spec, set.clone(), augmenter(spec)?, total, comm);
 
         let device = plain.clone().autodiff();
         let ckpt_root = spec.out.join("checkpoints");
         let (model, optim, state) = restore(spec, plain, &device, &ckpt_root, comm)?;
         let logs = if root { Some(open_logs(spec, &state)?) } else { None };
-        // The interval's partial sums of all ranks continue on rank 0.
+        // The interval's partial sums of all ranks continue on rank 0 (see `Run`).
         let start =
             if root { state.interval } else { IntervalSums { steps: state.interval.steps, ..Default::default() } };
-        let loader = LoaderSpec {
-            set: set.clone(),
-            augmenter,
-            batch: tc.batch_size,
-            micro: micro_batches(comm.rank(), comm.size(), tc.accumulate),
-            total,
-            crop: tc.crop_samples,
-            seed: tc.seed,
-            sample_rate: cfg.frontend.sample_rate,
-            workers: spec.workers,
-            prefetch: 2 * spec.workers.max(1),
-        };
         if root {
             log::info!(
                 "{}: {} utterances, {} speakers, {} steps of {} per epoch ({} ranks × {} micro-batches of {}), {} epochs; set up in {:.1} s",
@@ -395,7 +410,7 @@ impl<'a> Run<'a> {
                 }
             })
             .collect();
-        let mask = self.spec.spec_augment.then(|| {
+        let mask = tc.spec_augment.enabled.then(|| {
             let mut rng = StdRng::seed_from_u64(mix(&[tc.seed, self.state.epoch as u64, batch.step as u64, 3]));
             let frames = cfg.frontend.num_frames(tc.crop_samples);
             spec_augment_mask(&tc.spec_augment, cfg.frontend.n_mels, frames, &mut rng, &self.device)
@@ -405,69 +420,26 @@ impl<'a> Run<'a> {
 
     /// Steps through the rest of the epoch.
     fn epoch(&mut self, mut model: TrainModel, reporter: &dyn Reporter) -> Result<(TrainModel, EpochEnd)> {
-        let spec = self.spec;
-        let tc = &spec.cfg.train;
-        let epoch = self.state.epoch;
         if self.stop_reached() {
             self.stop_message();
             return Ok((model, EpochEnd::Stopped));
         }
-        let mut loader = Loader::start(&self.loader, epoch, self.state.step_in_epoch);
-        let pb: Box<dyn Progress> = if self.comm.is_root() {
-            reporter
-                .bar((self.steps - self.state.step_in_epoch) as u64, &format!("epoch {}/{}", epoch + 1, tc.max_epochs))
-        } else {
-            Box::new(crate::progress::Silent)
-        };
+        let mut loader = Loader::start(&self.loader, self.state.epoch, self.state.step_in_epoch);
+        let pb = self.epoch_bar(reporter);
         let (t_epoch, mut step_secs, mut n) = (Instant::now(), 0.0, 0usize);
         for batch in loader.by_ref() {
-            let batch = batch?;
             let t = Instant::now();
             let lr = self.lr();
-            self.aam.margin = margin_at(&tc.loss, self.state.global_step, self.steps);
-            let step = batch.step;
-            let (micro, mask) = self.upload(batch);
-            let (m, sums) = accumulated_step(
-                model,
-                &mut self.optim,
-                &self.frontend,
-                &self.aam,
-                micro,
-                mask,
-                self.total,
-                lr,
-                tc.optimizer.grad_clip_norm,
-                self.comm,
-            );
-            model = m;
-            let t_book = Instant::now();
-            self.sums.add(sums);
-            self.state.interval.steps += 1;
-            self.state.global_step += 1;
-            self.state.step_in_epoch = step + 1;
+            model = self.step(model, batch?, lr);
             n += 1;
-            if self.state.global_step.is_multiple_of(self.spec.log_every) {
-                self.flush_interval(lr)?;
-                pb.message(format!(
-                    "epoch {}/{} {} {:.1} crops/s",
-                    epoch + 1,
-                    tc.max_epochs,
-                    self.shown,
-                    (n * tc.batch_size) as f64 / t_epoch.elapsed().as_secs_f64()
-                ));
-            }
-            if self.comm.size() > 1 && self.state.global_step.is_multiple_of(HASH_CHECK_EVERY) {
-                self.check_ranks_agree(&model)?;
-            }
-            pb.inc(1);
+            let t_book = Instant::now();
+            let crops_per_second = (n * self.spec.cfg.train.batch_size) as f64 / t_epoch.elapsed().as_secs_f64();
+            self.after_step(&model, lr, pb.as_ref(), crops_per_second)?;
             self.bookkeeping.0 += t_book.elapsed().as_secs_f64();
             self.bookkeeping.1 += 1;
             step_secs += t.elapsed().as_secs_f64();
-            let every = self.spec.checkpoint_every;
             let stop = self.stop_reached();
-            if stop
-                || (every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_epoch < self.steps)
-            {
+            if stop || self.checkpoint_due() {
                 model = self.checkpoint(model)?;
             }
             if stop {
@@ -485,6 +457,64 @@ impl<'a> Run<'a> {
             loader_wait_secs: loader.wait_secs,
         };
         Ok((model, EpochEnd::Complete(times)))
+    }
+
+    /// The epoch's progress bar: rank 0 shows it, the other ranks none.
+    fn epoch_bar(&self, reporter: &dyn Reporter) -> Box<dyn Progress> {
+        if !self.comm.is_root() {
+            return Box::new(crate::progress::Silent);
+        }
+        let left = (self.steps - self.state.step_in_epoch) as u64;
+        reporter.bar(left, &format!("epoch {}/{}", self.state.epoch + 1, self.spec.cfg.train.max_epochs))
+    }
+
+    /// One optimiser step on this rank's micro-batches; the loss sums stay on
+    /// the device.
+    fn step(&mut self, model: TrainModel, batch: Batch, lr: f64) -> TrainModel {
+        let tc = &self.spec.cfg.train;
+        self.aam.margin = margin_at(&tc.loss, self.state.global_step, self.steps);
+        let step = batch.step;
+        let (micro, mask) = self.upload(batch);
+        let (model, sums) = accumulated_step(
+            model,
+            &mut self.optim,
+            &self.frontend,
+            &self.aam,
+            micro,
+            mask,
+            self.total,
+            lr,
+            tc.optimizer.grad_clip_norm,
+            self.comm,
+        );
+        self.sums.add(sums);
+        self.state.interval.steps += 1;
+        self.state.global_step += 1;
+        self.state.step_in_epoch = step + 1;
+        model
+    }
+
+    /// After a step: the interval's read-back and log row when due, the check
+    /// that the ranks hold the same parameters, and the progress bar.
+    fn after_step(&mut self, model: &TrainModel, lr: f64, pb: &dyn Progress, crops_per_second: f64) -> Result<()> {
+        if self.state.global_step.is_multiple_of(self.spec.log_every) {
+            self.flush_interval(lr)?;
+            let max_epochs = self.spec.cfg.train.max_epochs;
+            let epoch = self.state.epoch + 1;
+            pb.message(format!("epoch {epoch}/{max_epochs} {} {crops_per_second:.1} crops/s", self.shown));
+        }
+        if self.comm.size() > 1 && self.state.global_step.is_multiple_of(HASH_CHECK_EVERY) {
+            self.check_ranks_agree(model)?;
+        }
+        pb.inc(1);
+        Ok(())
+    }
+
+    /// A checkpoint inside the epoch is due every `--checkpoint-every` steps,
+    /// except at its last step, which the end of the epoch checkpoints.
+    fn checkpoint_due(&self) -> bool {
+        let every = self.spec.checkpoint_every;
+        every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_epoch < self.steps
     }
 
     fn stop_message(&self) {

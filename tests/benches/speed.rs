@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             config: Some(path),
             model: None,
             seconds: vec![4.0, 8.0],
+            eval_batch: vec![1],
             frontend_batch: 32,
             train_batch: 0,
             op_batch: 32,

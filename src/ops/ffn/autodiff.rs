@@ -11,21 +11,17 @@ use burn::backend::{Autodiff, Backend, TensorMetadata};
 use burn::tensor::Shape;
 
 use super::super::flat::{part, register_flat};
-use super::{FfnOps, FfnTrainOps};
+use super::{FfnOps, FfnParams, FfnTrainOps};
 
 /// What the backward needs: the forward's inputs (no gradient flows to
-/// `valid`) and its flat output with the saved tensors.
+/// `valid`, and the biases are not read) and its flat output with the saved
+/// tensors.
 #[derive(Debug, Clone)]
 struct State<T> {
     x: T,
     valid: T,
     packed: T,
-    norm_w: T,
-    norm_b: T,
-    w1: T,
-    gamma: T,
-    beta: T,
-    w2: T,
+    w: FfnParams<Option<T>>,
     eps: [f64; 2],
 }
 
@@ -39,22 +35,9 @@ impl<B: Backend + FfnTrainOps> Backward<B, 9> for FfnBackward {
         let dout = grads.consume::<B>(&ops.node);
         let s = ops.state;
         let x_shape = s.x.shape();
-        let [c, h] = s.w1.shape().dims::<2>();
-        let all = B::ffn_backward(
-            s.x, s.valid, s.packed, s.norm_w, s.norm_b, s.w1, s.gamma, s.beta, s.w2, dout, s.eps[0], s.eps[1],
-        );
-        // The order of `cpu::Grads`.
-        let shapes = [
-            x_shape.clone(),
-            Shape::new([c]),
-            Shape::new([c]),
-            Shape::new([c, h]),
-            Shape::new([h]),
-            Shape::new([h]),
-            Shape::new([h]),
-            Shape::new([h, c]),
-            Shape::new([c]),
-        ];
+        let [c, h] = s.w.expand_w.as_ref().expect("the expanding layer's weight").shape().dims::<2>();
+        let all = B::ffn_backward(s.x, s.valid, s.packed, s.w, dout, s.eps);
+        let shapes = std::iter::once(x_shape).chain(FfnParams::shapes(c, h).into_vec().into_iter().map(Shape::from));
         register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
@@ -67,73 +50,47 @@ impl<B: Backend + FfnOps + FfnTrainOps, C: CheckpointStrategy> FfnOps for Autodi
         valid: T<B, C>,
         norm_w: T<B, C>,
         norm_b: T<B, C>,
-        w1: T<B, C>,
-        b1: T<B, C>,
+        expand_w: T<B, C>,
+        expand_b: T<B, C>,
         gamma: T<B, C>,
         beta: T<B, C>,
-        w2: T<B, C>,
-        b2: T<B, C>,
+        project_w: T<B, C>,
+        project_b: T<B, C>,
         ln_eps: f64,
         grn_eps: f64,
     ) -> T<B, C> {
-        let parents = [
-            x.node(),
-            norm_w.node(),
-            norm_b.node(),
-            w1.node(),
-            b1.node(),
-            gamma.node(),
-            beta.node(),
-            w2.node(),
-            b2.node(),
-        ];
+        let w = FfnParams { norm_w, norm_b, expand_w, expand_b, gamma, beta, project_w, project_b };
+        let eps = [ln_eps, grn_eps];
+        let parents: Vec<_> =
+            std::iter::once(x.node()).chain(w.as_ref().into_vec().into_iter().map(|t| t.node())).collect();
+        let parents: [_; 9] = parents.try_into().expect("x and the eight parameters");
         match FfnBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let p = |t: &T<B, C>| t.primitive().clone();
-                let packed = B::ffn_train(
-                    p(&x),
-                    p(&valid),
-                    p(&norm_w),
-                    p(&norm_b),
-                    p(&w1),
-                    p(&b1),
-                    p(&gamma),
-                    p(&beta),
-                    p(&w2),
-                    p(&b2),
-                    ln_eps,
-                    grn_eps,
-                );
-                let shape = x.primitive().shape();
-                let out = part::<B>(&packed, 0, shape);
-                let state = State {
-                    x: p(&x),
-                    valid: p(&valid),
-                    packed,
-                    norm_w: p(&norm_w),
-                    norm_b: p(&norm_b),
-                    w1: p(&w1),
-                    gamma: p(&gamma),
-                    beta: p(&beta),
-                    w2: p(&w2),
-                    eps: [ln_eps, grn_eps],
-                };
+                let wp = w.as_ref().map(p);
+                let packed = B::ffn_train(p(&x), p(&valid), wp.clone(), eps);
+                let out = part::<B>(&packed, 0, x.primitive().shape());
+                let w = FfnParams { expand_b: None, project_b: None, ..wp.map(Some) };
+                let state = State { x: p(&x), valid: p(&valid), packed, w, eps };
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::ffn(
-                x.into_primitive(),
-                valid.into_primitive(),
-                norm_w.into_primitive(),
-                norm_b.into_primitive(),
-                w1.into_primitive(),
-                b1.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                w2.into_primitive(),
-                b2.into_primitive(),
-                ln_eps,
-                grn_eps,
-            )),
+            OpsKind::UnTracked(prep) => {
+                let w = w.map(|t| t.into_primitive());
+                prep.finish(B::ffn(
+                    x.into_primitive(),
+                    valid.into_primitive(),
+                    w.norm_w,
+                    w.norm_b,
+                    w.expand_w,
+                    w.expand_b,
+                    w.gamma,
+                    w.beta,
+                    w.project_w,
+                    w.project_b,
+                    ln_eps,
+                    grn_eps,
+                ))
+            }
         }
     }
 }

@@ -12,11 +12,13 @@
 
 use rayon::prelude::*;
 
+use super::super::flat::split_sizes;
 use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{matmul, product, transposed, zeros, View};
 use super::super::layer_norm::cpu::frame_stats;
 use super::super::simd::simd_fn;
 use super::super::sums::column_sums;
+use super::FfnParams;
 
 /// Frames per parallel task.
 const FRAMES: usize = 64;
@@ -36,18 +38,9 @@ impl Dims {
     }
 }
 
-/// The block's parameters, as host slices.
+/// The block's parameters as host slices, with the two epsilons.
 pub struct Params<'a> {
-    pub norm_w: &'a [f32],
-    pub norm_b: &'a [f32],
-    /// `[C, H]`, input-major as Burn's `Linear`.
-    pub w1: &'a [f32],
-    pub b1: &'a [f32],
-    pub gamma: &'a [f32],
-    pub beta: &'a [f32],
-    /// `[H, C]`.
-    pub w2: &'a [f32],
-    pub b2: &'a [f32],
+    pub w: FfnParams<&'a [f32]>,
     pub ln_eps: f32,
     pub grn_eps: f32,
 }
@@ -142,7 +135,7 @@ fn write_normalised(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &
         let width = BLOCK.min(c - c0);
         for (k, tr) in tile.iter_mut().enumerate().take(width) {
             let ch = c0 + k;
-            let (w, bias) = (p.norm_w[ch], p.norm_b[ch]);
+            let (w, bias) = (p.w.norm_w[ch], p.w.norm_b[ch]);
             let row = &xb[ch * t + t0..ch * t + t0 + n];
             for i in 0..n {
                 tr[i] = (row[i] - mu[i]) * rs[i] * w + bias;
@@ -269,7 +262,7 @@ fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
     let h = d.h;
     out.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, o)| {
         let nb = &n[(row / d.t) * h..(row / d.t + 1) * h];
-        grn_apply_simd(o, &a[row * h..(row + 1) * h], nb, p.gamma, p.beta);
+        grn_apply_simd(o, &a[row * h..(row + 1) * h], nb, p.w.gamma, p.w.beta);
     });
 }
 
@@ -346,15 +339,15 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mu
     let mut xn = zeros(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
-    let mut a = product(View::rows(&xn, rows, c), View::rows(p.w1, c, h));
-    let sq = bias_gelu_squares(&mut a, valid, p.b1, d);
+    let mut a = product(View::rows(&xn, rows, c), View::rows(p.w.expand_w, c, h));
+    let sq = bias_gelu_squares(&mut a, valid, p.w.expand_b, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
     grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
     a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
-        grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.gamma, p.beta);
+        grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.w.gamma, p.w.beta);
     });
-    matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w2, h, c), false);
-    residual(x, &xn, p.b2, d, out);
+    matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w.project_w, h, c), false);
+    residual(x, &xn, p.w.project_b, d, out);
 }
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 for
@@ -363,45 +356,36 @@ pub fn forward(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32], s
     let (rows, c, h) = (d.rows(), d.c, d.h);
     let mut xn = zeros(rows * c);
     layer_norm(x, p, d, &mut xn, s.mean, s.rstd);
-    matmul(s.h, View::rows(&xn, rows, c), View::rows(p.w1, c, h), false);
-    bias_gelu(s.h, s.a, p.b1, h);
+    matmul(s.h, View::rows(&xn, rows, c), View::rows(p.w.expand_w, c, h), false);
+    bias_gelu(s.h, s.a, p.w.expand_b, h);
     grn_stats(s.a, valid, d, p.grn_eps, s.g, s.n);
     let mut r = zeros(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     // xn's buffer is free again: it takes the second product.
-    matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w2, h, c), false);
-    residual(x, &xn, p.b2, d, out);
+    matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w.project_w, h, c), false);
+    residual(x, &xn, p.w.project_b, d, out);
 }
 
 /// Gradients of every input of the forward.
 pub struct Grads<'a> {
     pub x: &'a mut [f32],
-    pub norm_w: &'a mut [f32],
-    pub norm_b: &'a mut [f32],
-    pub w1: &'a mut [f32],
-    pub b1: &'a mut [f32],
-    pub gamma: &'a mut [f32],
-    pub beta: &'a mut [f32],
-    pub w2: &'a mut [f32],
-    pub b2: &'a mut [f32],
+    pub w: FfnParams<&'a mut [f32]>,
+}
+
+/// Each parameter's size, in the order of [`FfnParams`].
+fn param_sizes(d: Dims) -> impl Iterator<Item = usize> {
+    FfnParams::shapes(d.c, d.h).into_vec().into_iter().map(|s| s.iter().product())
 }
 
 /// Number of floats [`Grads`] takes.
 pub fn grads_len(d: Dims) -> usize {
-    d.b * d.c * d.t + 2 * d.c + d.c * d.h + 3 * d.h + d.h * d.c + d.c
+    d.b * d.c * d.t + param_sizes(d).sum::<usize>()
 }
 
 /// Splits a buffer of [`grads_len`] floats into the gradients.
 pub fn split_grads(buf: &mut [f32], d: Dims) -> Grads<'_> {
     let (x, rest) = buf.split_at_mut(d.b * d.c * d.t);
-    let (norm_w, rest) = rest.split_at_mut(d.c);
-    let (norm_b, rest) = rest.split_at_mut(d.c);
-    let (w1, rest) = rest.split_at_mut(d.c * d.h);
-    let (b1, rest) = rest.split_at_mut(d.h);
-    let (gamma, rest) = rest.split_at_mut(d.h);
-    let (beta, rest) = rest.split_at_mut(d.h);
-    let (w2, b2) = rest.split_at_mut(d.h * d.c);
-    Grads { x, norm_w, norm_b, w1, b1, gamma, beta, w2, b2 }
+    Grads { x, w: FfnParams::from_values(split_sizes(rest, param_sizes(d)).into_iter()) }
 }
 
 /// `dy [B·T, C]` = `dout [B, C, T]` transposed, and `Σ dout` per channel.
@@ -474,7 +458,7 @@ fn grn_gelu_backward(dr: &mut [f32], valid: &[f32], p: &Params, s: &SavedRef, d:
         let (gb, nb) = (&s.g[bi * h..(bi + 1) * h], &s.n[bi * h..(bi + 1) * h]);
         let denom = gb.iter().sum::<f32>() / h as f32 + p.grn_eps;
         // n = g / denom with denom = mean(g) + eps: ∂n_j/∂g_i = δ_ij/denom − g_j/(H·denom²).
-        let dn: Vec<f32> = (0..h).map(|j| p.gamma[j] * sa[j]).collect();
+        let dn: Vec<f32> = (0..h).map(|j| p.w.gamma[j] * sa[j]).collect();
         let cross = dn.iter().zip(gb).map(|(x, y)| x * y).sum::<f32>() / (h as f32 * denom * denom);
         for j in 0..h {
             dgamma[j] += sa[j] * nb[j];
@@ -493,7 +477,7 @@ fn grn_gelu_backward(dr: &mut [f32], valid: &[f32], p: &Params, s: &SavedRef, d:
                 let bi = row / d.t;
                 let (nb, kb) = (&s.n[bi * h..(bi + 1) * h], &k[bi * h..(bi + 1) * h]);
                 let (ar, hr) = (&a[row * h..(row + 1) * h], &hpre[row * h..(row + 1) * h]);
-                grn_gelu_row_simd(gr, ar, hr, nb, kb, p.gamma, valid[row], &mut acc);
+                grn_gelu_row_simd(gr, ar, hr, nb, kb, p.w.gamma, valid[row], &mut acc);
             }
             acc
         })
@@ -525,7 +509,7 @@ fn layer_norm_backward(
                 &dout[utt],
                 &dxn[bi * t * c..(bi + 1) * t * c],
                 stats,
-                p.norm_w,
+                p.w.norm_w,
                 dxb,
                 &mut acc,
             );
@@ -598,27 +582,27 @@ simd_fn!(
 pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dout: &[f32], gr: Grads) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
     let mut dy = zeros(rows * c);
-    gr.b2.copy_from_slice(&transpose_grad(dout, d, &mut dy));
+    gr.w.project_b.copy_from_slice(&transpose_grad(dout, d, &mut dy));
     // ∂W2 = rᵀ·dy, with r recomputed; then r's buffer takes ∂r = dy·W2ᵀ.
     let mut r = zeros(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
-    matmul(gr.w2, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
-    let w2t = transposed(p.w2, h, c);
+    matmul(gr.w.project_w, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
+    let w2t = transposed(p.w.project_w, h, c);
     matmul(&mut r, View::rows(&dy, rows, c), View::rows(&w2t, c, h), false);
     let [dgamma, dbeta, db1] = grn_gelu_backward(&mut r, valid, p, s, d);
-    gr.gamma.copy_from_slice(&dgamma);
-    gr.beta.copy_from_slice(&dbeta);
-    gr.b1.copy_from_slice(&db1);
+    gr.w.gamma.copy_from_slice(&dgamma);
+    gr.w.beta.copy_from_slice(&dbeta);
+    gr.w.expand_b.copy_from_slice(&db1);
     // ∂W1 = xnᵀ·dh needs xn, recomputed from x and the saved statistics.
     let mut xn = zeros(rows * c);
     renormalise(x, p, s, d, &mut xn);
-    matmul(gr.w1, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
+    matmul(gr.w.expand_w, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
     // dy's buffer takes ∂xn = dh·W1ᵀ.
-    let w1t = transposed(p.w1, c, h);
+    let w1t = transposed(p.w.expand_w, c, h);
     matmul(&mut dy, View::rows(&r, rows, h), View::rows(&w1t, h, c), false);
     let (dw, db) = layer_norm_backward(x, dout, &dy, p, s, d, gr.x);
-    gr.norm_w.copy_from_slice(&dw);
-    gr.norm_b.copy_from_slice(&db);
+    gr.w.norm_w.copy_from_slice(&dw);
+    gr.w.norm_b.copy_from_slice(&db);
 }
 
 /// LayerNorm's output from the saved statistics (as [`layer_norm`] computed it).

@@ -11,20 +11,16 @@ use burn::backend::{Autodiff, Backend, TensorMetadata};
 use burn::tensor::Shape;
 
 use super::super::flat::{part, register_flat};
-use super::{MscOps, MscTrainOps};
+use super::{MscOps, MscParams, MscTrainOps};
 
-/// The forward's inputs the backward reads, and its flat output.
+/// The forward's inputs the backward reads (the projection's and the
+/// linear layer's biases are not), and its flat output.
 #[derive(Debug, Clone)]
 struct State<T> {
     x: T,
     valid: T,
     packed: T,
-    wp: T,
-    w1: T,
-    b1: T,
-    w2: T,
-    b2: T,
-    wpw: T,
+    w: MscParams<Option<T>>,
     pads: [usize; 2],
 }
 
@@ -37,20 +33,11 @@ impl<B: Backend + MscTrainOps> Backward<B, 9> for MscBackward {
     fn backward(self, ops: Ops<Self::State, 9>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dout = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        // The order of `cpu::grads_len`: x, wp, bp, w1, b1, w2, b2, wpw, bpw.
-        let shapes = [
-            s.x.shape(),
-            s.wp.shape(),
-            Shape::new([s.wp.shape()[0]]),
-            s.w1.shape(),
-            s.b1.shape(),
-            s.w2.shape(),
-            s.b2.shape(),
-            s.wpw.shape(),
-            Shape::new([s.wpw.shape()[1]]),
-        ];
-        let all =
-            B::msc_backward(s.x, s.valid, s.packed, s.wp, s.w1, s.b1, s.w2, s.b2, s.wpw, dout, s.pads[0], s.pads[1]);
+        let x_shape = s.x.shape();
+        let kernel = |w: &Option<B::FloatTensorPrimitive>| w.as_ref().expect("branch weights").shape()[1];
+        let shapes = MscParams::shapes(x_shape[1], [kernel(&s.w.branch1_w), kernel(&s.w.branch2_w)]);
+        let shapes = std::iter::once(x_shape).chain(shapes.into_vec().into_iter().map(Shape::from));
+        let all = B::msc_backward(s.x, s.valid, s.packed, s.w, dout, s.pads);
         register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
@@ -61,65 +48,58 @@ impl<B: Backend + MscOps + MscTrainOps, C: CheckpointStrategy> MscOps for Autodi
     fn msc(
         x: T<B, C>,
         valid: T<B, C>,
-        wp: T<B, C>,
-        bp: T<B, C>,
-        w1: T<B, C>,
-        b1: T<B, C>,
-        w2: T<B, C>,
-        b2: T<B, C>,
-        wpw: T<B, C>,
-        bpw: T<B, C>,
+        projection_w: T<B, C>,
+        projection_b: T<B, C>,
+        branch1_w: T<B, C>,
+        branch1_b: T<B, C>,
+        branch2_w: T<B, C>,
+        branch2_b: T<B, C>,
+        pointwise_w: T<B, C>,
+        pointwise_b: T<B, C>,
         pad1: usize,
         pad2: usize,
     ) -> T<B, C> {
-        let parents =
-            [x.node(), wp.node(), bp.node(), w1.node(), b1.node(), w2.node(), b2.node(), wpw.node(), bpw.node()];
+        let w = MscParams {
+            projection_w,
+            projection_b,
+            branch1_w,
+            branch1_b,
+            branch2_w,
+            branch2_b,
+            pointwise_w,
+            pointwise_b,
+        };
+        let pads = [pad1, pad2];
+        let parents: Vec<_> =
+            std::iter::once(x.node()).chain(w.as_ref().into_vec().into_iter().map(|t| t.node())).collect();
+        let parents: [_; 9] = parents.try_into().expect("x and the eight parameters");
         match MscBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let p = |t: &T<B, C>| t.primitive().clone();
-                let packed = B::msc_train(
-                    p(&x),
-                    p(&valid),
-                    p(&wp),
-                    p(&bp),
-                    p(&w1),
-                    p(&b1),
-                    p(&w2),
-                    p(&b2),
-                    p(&wpw),
-                    p(&bpw),
-                    pad1,
-                    pad2,
-                );
+                let wp = w.as_ref().map(p);
+                let packed = B::msc_train(p(&x), p(&valid), wp.clone(), pads);
                 let out = part::<B>(&packed, 0, x.primitive().shape());
-                let state = State {
-                    x: p(&x),
-                    valid: p(&valid),
-                    packed,
-                    wp: p(&wp),
-                    w1: p(&w1),
-                    b1: p(&b1),
-                    w2: p(&w2),
-                    b2: p(&b2),
-                    wpw: p(&wpw),
-                    pads: [pad1, pad2],
-                };
+                let w = MscParams { projection_b: None, pointwise_b: None, ..wp.map(Some) };
+                let state = State { x: p(&x), valid: p(&valid), packed, w, pads };
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::msc(
-                x.into_primitive(),
-                valid.into_primitive(),
-                wp.into_primitive(),
-                bp.into_primitive(),
-                w1.into_primitive(),
-                b1.into_primitive(),
-                w2.into_primitive(),
-                b2.into_primitive(),
-                wpw.into_primitive(),
-                bpw.into_primitive(),
-                pad1,
-                pad2,
-            )),
+            OpsKind::UnTracked(prep) => {
+                let w = w.map(|t| t.into_primitive());
+                prep.finish(B::msc(
+                    x.into_primitive(),
+                    valid.into_primitive(),
+                    w.projection_w,
+                    w.projection_b,
+                    w.branch1_w,
+                    w.branch1_b,
+                    w.branch2_w,
+                    w.branch2_b,
+                    w.pointwise_w,
+                    w.pointwise_b,
+                    pad1,
+                    pad2,
+                ))
+            }
         }
     }
 }

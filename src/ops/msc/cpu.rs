@@ -14,11 +14,13 @@
 use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
+use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk};
 use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
 use super::super::pointwise::backward_host;
 use super::super::simd::simd_fn;
 use super::super::sums::channel_sums;
+use super::MscParams;
 
 /// Sizes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -45,13 +47,13 @@ pub struct Branch<'a> {
 /// The block's parameters, as host slices.
 pub struct Params<'a> {
     /// `[C_out, C_in]` (the 1×1 convolution's weight).
-    pub wp: &'a [f32],
-    pub bp: &'a [f32],
+    pub projection_w: &'a [f32],
+    pub projection_b: &'a [f32],
     /// The branches, on consecutive channel chunks of equal size.
     pub branches: Vec<Branch<'a>>,
     /// `[C_in, C_out]`, input-major as Burn's `Linear`.
-    pub wpw: &'a [f32],
-    pub bpw: &'a [f32],
+    pub pointwise_w: &'a [f32],
+    pub pointwise_b: &'a [f32],
 }
 
 impl Params<'_> {
@@ -98,15 +100,15 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
     let mut own_p = vec![];
     let (p, rest) = if keep {
         let (p, rest) = saved.split_at_mut(n);
-        per_utterance(p, View::rows(pr.wp, c, c), x, d.b, d.t, false);
+        per_utterance(p, View::rows(pr.projection_w, c, c), x, d.b, d.t, false);
         (p, rest)
     } else {
-        own_p = per_utterance_new(View::rows(pr.wp, c, c), x, d.b, d.t);
+        own_p = per_utterance_new(View::rows(pr.projection_w, c, c), x, d.b, d.t);
         (&mut own_p[..], saved)
     };
     p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
         let (bi, ch) = (row / c, row % c);
-        let (bias, v) = (pr.bp[ch], &valid[bi * t..(bi + 1) * t]);
+        let (bias, v) = (pr.projection_b[ch], &valid[bi * t..(bi + 1) * t]);
         pr_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
     });
     let p: &[f32] = p;
@@ -132,19 +134,24 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         });
         rest
     };
-    let wpw_t = transposed(pr.wpw, c, c);
+    let wpw_t = transposed(pr.pointwise_w, c, c);
     per_utterance(out, View::rows(&wpw_t, c, c), a, d.b, d.t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
-        let bias = pr.bpw[row % c];
+        let bias = pr.pointwise_b[row % c];
         o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
     });
 }
 
+/// Each parameter's size, in the order of [`MscParams`].
+fn param_sizes(d: Dims, pr: &Params) -> impl Iterator<Item = usize> {
+    let kernels = [pr.branches[0].kernel, pr.branches[1].kernel];
+    MscParams::shapes(d.c, kernels).into_vec().into_iter().map(|s| s.iter().product())
+}
+
 /// Gradients of every input of the forward, in the order of the autodiff
-/// parents: `x, wp, bp, (w_i, bias_i) per branch, wpw, bpw`.
+/// parents: `x`, then the parameters in the order of [`MscParams`].
 pub fn grads_len(d: Dims, pr: &Params) -> usize {
-    let branches: usize = pr.branches.iter().map(|b| b.w.len() + b.bias.len()).sum();
-    d.b * d.plane() + 2 * d.c * d.c + 2 * d.c + branches
+    d.b * d.plane() + param_sizes(d, pr).sum::<usize>()
 }
 
 /// The backward: every gradient (see [`grads_len`]) from `dout [B, C, T]`,
@@ -154,22 +161,15 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     let (p, rest) = saved.split_at(n);
     let (q, a) = rest.split_at(n);
     let (dx, rest) = grads.split_at_mut(n);
-    let (dwp, rest) = rest.split_at_mut(c * c);
-    let (dbp, mut rest) = rest.split_at_mut(c);
-    let mut dbranches = vec![];
-    for br in &pr.branches {
-        let (w, r) = rest.split_at_mut(br.w.len());
-        let (b, r) = r.split_at_mut(br.bias.len());
-        dbranches.push((w, b));
-        rest = r;
-    }
-    let (dwpw, dbpw) = rest.split_at_mut(c * c);
+    let g = MscParams::from_values(split_sizes(rest, param_sizes(d, pr)).into_iter());
+    let (dwp, dbp, dwpw, dbpw) = (g.projection_w, g.projection_b, g.pointwise_w, g.pointwise_b);
+    let dbranches = [(g.branch1_w, g.branch1_b), (g.branch2_w, g.branch2_b)];
 
     dbpw.copy_from_slice(&channel_sums(dout, c, t));
     // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
     sum_over_utterances(dwpw, a, dout, c, c, d.b, d.t);
     let mut dq = zeros(n);
-    per_utterance(&mut dq, View::rows(pr.wpw, c, c), dout, d.b, d.t, false);
+    per_utterance(&mut dq, View::rows(pr.pointwise_w, c, c), dout, d.b, d.t, false);
     dq.par_chunks_mut(t).zip(q.par_chunks(t)).with_min_len(8).for_each(|(g, qr)| gelu_grad_row_simd(qr, g));
     let dq: &[f32] = &dq;
     // The depthwise convolutions: ∂p with the taps reversed, then ∂w and ∂bias per channel.
@@ -210,5 +210,5 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     }
     // The 1×1 convolution, plus the residual: ∂x = dout + Wpᵀ·∂p.
     dx.copy_from_slice(dout);
-    backward_host(x, pr.wp, &dp, [d.b, c, c, t], [dx, dwp, dbp], true);
+    backward_host(x, pr.projection_w, &dp, [d.b, c, c, t], [dx, dwp, dbp], true);
 }

@@ -18,30 +18,67 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
 
+use super::flat::{f32s, f32s_or_empty, host, op_params};
 use super::host_gemm::zeros;
-
-use super::flat::{f32s, f32s_or_empty, host};
 use cpu::{Branch, Dims, Params};
+
+op_params! {
+    /// The block's parameters, named as in [`crate::model::block::Msc`].
+    pub struct MscParams {
+        /// The 1×1 projection `[C_out, C_in]`.
+        projection_w,
+        /// Its bias `[C]`.
+        projection_b,
+        /// The first branch's taps `[C/2, K_1]`, on channels `0..C/2`.
+        branch1_w,
+        /// Its bias `[C/2]`.
+        branch1_b,
+        /// The second branch's taps `[C/2, K_2]`, on channels `C/2..C`.
+        branch2_w,
+        /// Its bias `[C/2]`.
+        branch2_b,
+        /// The per-frame linear layer `[C_in, C_out]`, input-major as Burn's `Linear`.
+        pointwise_w,
+        /// Its bias `[C]`.
+        pointwise_b,
+    }
+}
+
+impl MscParams<Vec<usize>> {
+    /// Each parameter's shape, for `C` channels and the branches' kernels.
+    pub fn shapes(c: usize, [k1, k2]: [usize; 2]) -> Self {
+        MscParams {
+            projection_w: vec![c, c],
+            projection_b: vec![c],
+            branch1_w: vec![c / 2, k1],
+            branch1_b: vec![c / 2],
+            branch2_w: vec![c / 2, k2],
+            branch2_b: vec![c / 2],
+            pointwise_w: vec![c, c],
+            pointwise_b: vec![c],
+        }
+    }
+}
 
 /// The fused multi-scale convolution, two branches.
 #[backend_extension(Flex, Autodiff)]
 pub trait MscOps: Backend {
     /// Inference: `x [B, C, T]` → `[B, C, T]`; `valid [B, T]` is 1 on the
-    /// frames the depthwise convolutions may read. `wp [C, C]`, branch
-    /// weights `[C/2, K_i]` with 'same' paddings `pads`, `wpw [C, C]`
-    /// input-major.
+    /// frames the depthwise convolutions may read. The weights are those of
+    /// [`MscParams`], in its order (a backend extension takes tensors one by
+    /// one), and the branches' 'same' paddings `pad1`, `pad2`.
     #[allow(clippy::too_many_arguments)]
     fn msc(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        bp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
-        bpw: FloatTensor<Self>,
+        projection_w: FloatTensor<Self>,
+        projection_b: FloatTensor<Self>,
+        branch1_w: FloatTensor<Self>,
+        branch1_b: FloatTensor<Self>,
+        branch2_w: FloatTensor<Self>,
+        branch2_b: FloatTensor<Self>,
+        pointwise_w: FloatTensor<Self>,
+        pointwise_b: FloatTensor<Self>,
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self>;
@@ -51,69 +88,57 @@ pub trait MscOps: Backend {
 /// wraps (never called through `Dispatch`).
 pub trait MscTrainOps: Backend {
     /// Training forward: flat `[out | p | q | a]`.
-    #[allow(clippy::too_many_arguments)]
     fn msc_train(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        bp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
-        bpw: FloatTensor<Self>,
-        pad1: usize,
-        pad2: usize,
+        w: MscParams<FloatTensor<Self>>,
+        pads: [usize; 2],
     ) -> FloatTensor<Self>;
 
-    /// Backward: flat gradients `[x | wp | bp | w1 | b1 | w2 | b2 | wpw | bpw]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Backward: flat gradients `[x | the parameters in the order of
+    /// MscParams]`. The projection's and the linear layer's biases are not
+    /// read and may be `None`.
     fn msc_backward(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         packed: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
+        w: MscParams<Option<FloatTensor<Self>>>,
         dout: FloatTensor<Self>,
-        pad1: usize,
-        pad2: usize,
+        pads: [usize; 2],
     ) -> FloatTensor<Self>;
 }
 
-/// The inputs of one call on the host: `[wp, bp, w1, b1, w2, b2, wpw, bpw]`.
+/// The inputs of one call on the host, `None` for the weights a call does
+/// not read.
 struct Host {
     x: FlexTensor,
     valid: FlexTensor,
-    w: [Option<FlexTensor>; 8],
+    w: MscParams<Option<FlexTensor>>,
     dims: Dims,
     pads: [usize; 2],
 }
 
 impl Host {
-    fn new(x: &FlexTensor, valid: &FlexTensor, w: [Option<&FlexTensor>; 8], pads: [usize; 2]) -> Self {
+    fn new(x: &FlexTensor, valid: &FlexTensor, w: MscParams<Option<FlexTensor>>, pads: [usize; 2]) -> Self {
         let [b, c, t] = x.shape().dims::<3>();
-        Self { x: host(x), valid: host(valid), w: w.map(|w| w.map(host)), dims: Dims { b, c, t }, pads }
+        Self { x: host(x), valid: host(valid), w: w.map(|w| w.as_ref().map(host)), dims: Dims { b, c, t }, pads }
     }
 
     fn params(&self) -> Params<'_> {
-        let w = &self.w;
-        let branch = |i: usize| Branch {
-            w: f32s_or_empty(&w[2 + 2 * i]),
-            bias: f32s_or_empty(&w[3 + 2 * i]),
-            kernel: w[2 + 2 * i].as_ref().expect("branch weights").shape()[1],
-            pad: self.pads[i],
-        };
+        let w = self.w.as_ref();
+        fn branch<'a>(taps: &'a Option<FlexTensor>, bias: &'a Option<FlexTensor>, pad: usize) -> Branch<'a> {
+            let kernel = taps.as_ref().expect("branch weights").shape()[1];
+            Branch { w: f32s_or_empty(taps), bias: f32s_or_empty(bias), kernel, pad }
+        }
         Params {
-            wp: f32s_or_empty(&w[0]),
-            bp: f32s_or_empty(&w[1]),
-            branches: vec![branch(0), branch(1)],
-            wpw: f32s_or_empty(&w[6]),
-            bpw: f32s_or_empty(&w[7]),
+            projection_w: f32s_or_empty(w.projection_w),
+            projection_b: f32s_or_empty(w.projection_b),
+            branches: vec![
+                branch(w.branch1_w, w.branch1_b, self.pads[0]),
+                branch(w.branch2_w, w.branch2_b, self.pads[1]),
+            ],
+            pointwise_w: f32s_or_empty(w.pointwise_w),
+            pointwise_b: f32s_or_empty(w.pointwise_b),
         }
     }
 }
@@ -122,18 +147,28 @@ impl MscOps for Flex {
     fn msc(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        bp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
-        bpw: FloatTensor<Self>,
+        projection_w: FloatTensor<Self>,
+        projection_b: FloatTensor<Self>,
+        branch1_w: FloatTensor<Self>,
+        branch1_b: FloatTensor<Self>,
+        branch2_w: FloatTensor<Self>,
+        branch2_b: FloatTensor<Self>,
+        pointwise_w: FloatTensor<Self>,
+        pointwise_b: FloatTensor<Self>,
         pad1: usize,
         pad2: usize,
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw].map(Some), [pad1, pad2]);
+        let w = MscParams {
+            projection_w,
+            projection_b,
+            branch1_w,
+            branch1_b,
+            branch2_w,
+            branch2_b,
+            pointwise_w,
+            pointwise_b,
+        };
+        let hs = Host::new(&x, &valid, w.map(Some), [pad1, pad2]);
         let d = hs.dims;
         let mut out = zeros(d.b * d.c * d.t);
         // Inference keeps nothing: a buffer for the activation only.
@@ -147,18 +182,10 @@ impl MscTrainOps for Flex {
     fn msc_train(
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        bp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
-        bpw: FloatTensor<Self>,
-        pad1: usize,
-        pad2: usize,
+        w: MscParams<FloatTensor<Self>>,
+        pads: [usize; 2],
     ) -> FloatTensor<Self> {
-        let hs = Host::new(&x, &valid, [&wp, &bp, &w1, &b1, &w2, &b2, &wpw, &bpw].map(Some), [pad1, pad2]);
+        let hs = Host::new(&x, &valid, w.map(Some), pads);
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let mut packed = zeros(n_out + cpu::saved_len(d));
@@ -172,24 +199,11 @@ impl MscTrainOps for Flex {
         x: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         packed: FloatTensor<Self>,
-        wp: FloatTensor<Self>,
-        w1: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        w2: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        wpw: FloatTensor<Self>,
+        w: MscParams<Option<FloatTensor<Self>>>,
         dout: FloatTensor<Self>,
-        pad1: usize,
-        pad2: usize,
+        pads: [usize; 2],
     ) -> FloatTensor<Self> {
-        // The biases bp and bpw do not enter the backward (the branch
-        // biases give their gradients' sizes).
-        let hs = Host::new(
-            &x,
-            &valid,
-            [Some(&wp), None, Some(&w1), Some(&b1), Some(&w2), Some(&b2), Some(&wpw), None],
-            [pad1, pad2],
-        );
+        let hs = Host::new(&x, &valid, w, pads);
         let d = hs.dims;
         let n_out = d.b * d.c * d.t;
         let packed = host(&packed);
@@ -202,28 +216,22 @@ impl MscTrainOps for Flex {
     }
 }
 
-/// The fused block: `x [B, C, T]`, `valid [B, T]`; `projection` `(weight
-/// [C, C], bias)`, two `(weight [C/2, K_i], bias, pad_i)` branches,
-/// `pointwise` `(weight [C, C] input-major, bias)`. Only where [`super::fused`] says so.
-pub fn msc(
-    x: Tensor<3>,
-    valid: Tensor<2>,
-    projection: (Tensor<2>, Tensor<1>),
-    branches: [(Tensor<2>, Tensor<1>, usize); 2],
-    pointwise: (Tensor<2>, Tensor<1>),
-) -> Tensor<3> {
-    let [(w1, b1, pad1), (w2, b2, pad2)] = branches;
+/// The fused block: `x [B, C, T]`, `valid [B, T]`, the weights as
+/// `model::block::Msc` holds them (the projection's reshaped to `[C, C]`,
+/// the branches' to `[C/2, K_i]`) and the branches' 'same' paddings. Only
+/// where [`super::fused`] says so.
+pub fn msc(x: Tensor<3>, valid: Tensor<2>, w: MscParams<FloatTensor<Dispatch>>, [pad1, pad2]: [usize; 2]) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as MscOps>::msc(
         x.into_dispatch(),
         valid.into_dispatch(),
-        projection.0.into_dispatch(),
-        projection.1.into_dispatch(),
-        w1.into_dispatch(),
-        b1.into_dispatch(),
-        w2.into_dispatch(),
-        b2.into_dispatch(),
-        pointwise.0.into_dispatch(),
-        pointwise.1.into_dispatch(),
+        w.projection_w,
+        w.projection_b,
+        w.branch1_w,
+        w.branch1_b,
+        w.branch2_w,
+        w.branch2_b,
+        w.pointwise_w,
+        w.pointwise_b,
         pad1,
         pad2,
     ))

@@ -1,8 +1,10 @@
 //! The log-mel front end as a backend extension on the CubeCL backends
 //! (kernels in `shaders/frontend.rs`). The CPU backend has its own fused
-//! front end (`crate::features::cpu`); other backends use tensor operations.
+//! front end ([`cpu`]); other backends use tensor operations.
 //! Features carry no gradient: on an autodiff device the result is a
 //! constant.
+
+pub mod cpu;
 
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch};
 #[allow(unused_imports)] // the fusion build's shape expression
