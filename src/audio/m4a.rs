@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
+use symphonia::core::codecs::{Decoder, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -71,6 +71,38 @@ fn priming_samples(bytes: &[u8], sample_rate: u32) -> Option<u64> {
 /// Multi-channel audio is averaged. A file that ends before the length its
 /// header announces is reported as truncated.
 pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
+    let mut format = open_container(path)?;
+    let track = format.default_track().ok_or_else(|| bad(path, "no audio track"))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let rate = params.sample_rate.ok_or_else(|| bad(path, "no sample rate in the track"))?;
+    let expected_frames = params.n_frames;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| bad(path, format!("unsupported codec: {e}")))?;
+    let (mut mono, frames) = decode_track(path, format.as_mut(), decoder.as_mut(), track_id)?;
+    if let Some(n) = expected_frames {
+        // AAC frames are 1024 samples; the header may count a partial last one.
+        if frames + 1024 < n {
+            return Err(AudioError::Truncated {
+                path: path.to_path_buf(),
+                reason: format!("decoded {frames} of the {n} samples its header announces"),
+            });
+        }
+    }
+    let skip = std::fs::read(path).ok().and_then(|b| priming_samples(&b, rate)).unwrap_or(0) as usize;
+    if skip > 0 && skip < mono.len() {
+        mono.drain(..skip);
+    }
+    if mono.is_empty() {
+        return Err(AudioError::Empty { path: path.to_path_buf() });
+    }
+    Ok(Waveform { samples: mono, sample_rate: rate })
+}
+
+/// The file's MP4 container, probed (gapless, so that the priming samples
+/// are known).
+fn open_container(path: &Path) -> Result<Box<dyn FormatReader>, AudioError> {
     let file = std::fs::File::open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             AudioError::NotFound { path: path.to_path_buf() }
@@ -92,15 +124,17 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
             }
             e => bad(path, e.to_string()),
         })?;
-    let mut format = probed.format;
-    let track = format.default_track().ok_or_else(|| bad(path, "no audio track"))?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
-    let rate = params.sample_rate.ok_or_else(|| bad(path, "no sample rate in the track"))?;
-    let expected_frames = params.n_frames;
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|e| bad(path, format!("unsupported codec: {e}")))?;
+    Ok(probed.format)
+}
+
+/// Every packet of one track decoded and averaged to mono: the samples and
+/// the number of frames decoded.
+fn decode_track(
+    path: &Path,
+    format: &mut dyn FormatReader,
+    decoder: &mut dyn Decoder,
+    track_id: u32,
+) -> Result<(Vec<f32>, u64), AudioError> {
     let mut mono: Vec<f32> = Vec::new();
     let mut frames: u64 = 0;
     loop {
@@ -126,21 +160,5 @@ pub fn decode_m4a(path: &Path) -> Result<Waveform, AudioError> {
         }
         frames += (sb.samples().len() / channels) as u64;
     }
-    if let Some(n) = expected_frames {
-        // AAC frames are 1024 samples; the header may count a partial last one.
-        if frames + 1024 < n {
-            return Err(AudioError::Truncated {
-                path: path.to_path_buf(),
-                reason: format!("decoded {frames} of the {n} samples its header announces"),
-            });
-        }
-    }
-    let skip = std::fs::read(path).ok().and_then(|b| priming_samples(&b, rate)).unwrap_or(0) as usize;
-    if skip > 0 && skip < mono.len() {
-        mono.drain(..skip);
-    }
-    if mono.is_empty() {
-        return Err(AudioError::Empty { path: path.to_path_buf() });
-    }
-    Ok(Waveform { samples: mono, sample_rate: rate })
+    Ok((mono, frames))
 }

@@ -14,6 +14,7 @@ use crate::device::SelectedDevice;
 use crate::eval::calibration::{calibration_for, SourcedCalibration};
 use crate::eval::metrics::Roc;
 use crate::eval::plot;
+use crate::eval::score::NormScores;
 use crate::eval::trials::ScoreSummary;
 use crate::files::{sha256_file, write_atomic, OutputLock, StagedDir, WhenBusy};
 use crate::lists::Trial;
@@ -72,37 +73,13 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     // Scores, metrics and plots, staged and put in place together.
     let out = StagedDir::new(&args.out)?;
     let mut outcome = outputs(&e, cal.as_ref(), &out, args.no_plots)?;
-    let summary = &mut outcome.summary;
-    summary["trial_list"] = json!(e.trial_path.display().to_string());
-    summary["wav_root"] = json!(e.wav_root.display().to_string());
-    summary["timing"]["embedding"] = serde_json::to_value(&e.stage)?;
-    if let Some((_, stage)) = &e.cohort {
-        summary["timing"]["cohort"] = serde_json::to_value(stage)?;
-    }
-    let cfg = &e.model.config;
-    summary["model"] = json!({
-        "path": e.model_path.as_ref().map(|p| p.display().to_string()),
-        "sha256": e.model_path.as_deref().map(sha256_file).transpose()?,
-        "content_sha256": e.model.key,
-        "config": cfg.name,
-        "source": e.model.meta.source,
-    });
-    let files = e.set.files.len();
-    summary["device"] = serde_json::to_value(&dev.info)?;
-    summary["precision"] = json!(args.input.precision.name());
-    summary["batch_seconds"] = json!(e.batch_seconds);
-    summary["crate_version"] = json!(env!("CARGO_PKG_VERSION"));
-    summary["files"] = json!(files);
-    summary["embedded"] = json!(e.computed);
-    summary["from_cache"] = json!(files - e.computed);
-    summary["embed_seconds"] = json!(e.embed_secs);
-    summary["files_per_second"] = json!(if e.computed > 0 { e.computed as f64 / e.embed_secs } else { 0.0 });
-    summary["total_seconds"] = json!(started.elapsed().as_secs_f64());
-    summary["peak_rss_mib"] = json!(crate::device::peak_resident_mib());
+    describe(&mut outcome.summary, &e, args, dev, started)?;
+    let summary = &outcome.summary;
     write_atomic(&out.path("summary.json"), serde_json::to_string_pretty(summary)?.as_bytes())
         .with_context(|| format!("cannot write {}", out.final_path("summary.json").display()))?;
     out.commit(&OPTIONAL_OUTPUTS)?;
 
+    let (cfg, files) = (&e.model.config, e.set.files.len());
     println!(
         "{} on {} ({} trials, {files} files; {} embedded, {} from cache)",
         cfg.name,
@@ -119,14 +96,56 @@ pub fn run(args: &EvalArgs, dev: &SelectedDevice) -> Result<()> {
     println!("results in {}", args.out.display());
 
     if args.store_threshold {
-        let Some(p) = &e.model_path else {
-            bail!("--store-threshold needs --model (an imported model file), not --checkpoint");
-        };
-        let mut model = e.model;
-        model.meta.threshold = Some(outcome.threshold);
-        model.save(p)?;
-        println!("stored threshold {:.6} in {}", outcome.threshold, p.display());
+        store_threshold(e, outcome.threshold)?;
     }
+    Ok(())
+}
+
+/// The run's context in `summary.json`: lists, model, device, timing, counts.
+fn describe(
+    summary: &mut serde_json::Value,
+    e: &Embedded,
+    args: &EvalArgs,
+    dev: &SelectedDevice,
+    started: Instant,
+) -> Result<()> {
+    summary["trial_list"] = json!(e.trial_path.display().to_string());
+    summary["wav_root"] = json!(e.wav_root.display().to_string());
+    summary["timing"]["embedding"] = serde_json::to_value(&e.stage)?;
+    if let Some((_, stage)) = &e.cohort {
+        summary["timing"]["cohort"] = serde_json::to_value(stage)?;
+    }
+    summary["model"] = json!({
+        "path": e.model_path.as_ref().map(|p| p.display().to_string()),
+        "sha256": e.model_path.as_deref().map(sha256_file).transpose()?,
+        "content_sha256": e.model.key,
+        "config": e.model.config.name,
+        "source": e.model.meta.source,
+    });
+    let files = e.set.files.len();
+    summary["device"] = serde_json::to_value(&dev.info)?;
+    summary["precision"] = json!(args.input.precision.name());
+    summary["batch_seconds"] = json!(e.batch_seconds);
+    summary["crate_version"] = json!(env!("CARGO_PKG_VERSION"));
+    summary["files"] = json!(files);
+    summary["embedded"] = json!(e.computed);
+    summary["from_cache"] = json!(files - e.computed);
+    summary["embed_seconds"] = json!(e.embed_secs);
+    summary["files_per_second"] = json!(if e.computed > 0 { e.computed as f64 / e.embed_secs } else { 0.0 });
+    summary["total_seconds"] = json!(started.elapsed().as_secs_f64());
+    summary["peak_rss_mib"] = json!(crate::device::peak_resident_mib());
+    Ok(())
+}
+
+/// `--store-threshold`: the EER threshold into the model file.
+fn store_threshold(e: Embedded, threshold: f64) -> Result<()> {
+    let Some(p) = &e.model_path else {
+        bail!("--store-threshold needs --model (an imported model file), not --checkpoint");
+    };
+    let mut model = e.model;
+    model.meta.threshold = Some(threshold);
+    model.save(p)?;
+    println!("stored threshold {threshold:.6} in {}", p.display());
     Ok(())
 }
 
@@ -148,20 +167,9 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
     let mut llr_row = None;
     if let Some((normed, norm_secs)) = e.asnorm(&raw) {
         timing["asnorm_seconds"] = json!(norm_secs);
-        for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
-            let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
-            let t_metrics = Instant::now();
-            let (sum, roc) = set.summarize(&scores, eval_cfg)?;
-            metrics_secs += t_metrics.elapsed().as_secs_f64();
-            if name == "snorm" {
-                write_scores(out, "scores_snorm.txt", &set.trials, &scores)?;
-                if !no_plots {
-                    plot::histogram(&out.path("hist_snorm"), &scores, labels, "Score distribution (s-norm)")?;
-                }
-                curves.push(("s-norm".into(), roc));
-            }
-            normed_sets.push((name.to_string(), scores, sum));
-        }
+        let (sets, secs) = normalised_sets(e, &normed, out, no_plots, &mut curves)?;
+        normed_sets = sets;
+        metrics_secs += secs;
     }
     if let Some(c) = cal {
         let (scores, sum) = match c.calibration.scores.as_str() {
@@ -200,6 +208,35 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
     timing["metrics_seconds"] = json!(metrics_secs);
     summary["timing"] = timing;
     Ok(Outcome { summary, rows, threshold: raw_sum.eer_threshold })
+}
+
+/// The z-, t- and s-normalised score sets with their metrics, and the
+/// seconds the metrics took; the s-norm scores are written (with their
+/// histogram) and their ROC joins `curves`.
+fn normalised_sets(
+    e: &Embedded,
+    normed: &[NormScores],
+    out: &StagedDir,
+    no_plots: bool,
+    curves: &mut Vec<(String, Roc)>,
+) -> Result<(Vec<(String, Vec<f64>, ScoreSummary)>, f64)> {
+    let (set, eval_cfg) = (&e.set, &e.model.config.eval);
+    let (mut sets, mut secs) = (vec![], 0.0);
+    for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
+        let scores: Vec<f64> = normed.iter().map(|n| [n.z, n.t, n.s][pick]).collect();
+        let t_metrics = Instant::now();
+        let (sum, roc) = set.summarize(&scores, eval_cfg)?;
+        secs += t_metrics.elapsed().as_secs_f64();
+        if name == "snorm" {
+            write_scores(out, "scores_snorm.txt", &set.trials, &scores)?;
+            if !no_plots {
+                plot::histogram(&out.path("hist_snorm"), &scores, &set.labels, "Score distribution (s-norm)")?;
+            }
+            curves.push(("s-norm".into(), roc));
+        }
+        sets.push((name.to_string(), scores, sum));
+    }
+    Ok((sets, secs))
 }
 
 /// The results table, in Markdown; calibration columns when a score set
