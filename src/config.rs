@@ -157,8 +157,9 @@ pub struct LossConfig {
 #[serde(deny_unknown_fields)]
 pub struct SpecAugmentConfig {
     /// Whether training masks the features (`train --no-spec-augment` writes
-    /// false into the run's config).
-    #[serde(default = "yes")]
+    /// false into the run's config). Written only when false, so that files
+    /// of runs with the default stay readable by earlier versions.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
     pub freq_mask_param: usize,
     pub time_mask_param: usize,
@@ -170,8 +171,9 @@ pub struct SpecAugmentConfig {
 pub struct AugmentConfig {
     /// Whether training adds noise and reverberation. A run started without
     /// `--musan`/`--rir` has false written into its config, and a run whose
-    /// config says true resumes only with them.
-    #[serde(default = "yes")]
+    /// config says true (or nothing) resumes only with them. Written only
+    /// when false, as `spec_augment.enabled`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
     pub music_snr_db: (f64, f64),
     pub babble_snr_db: (f64, f64),
@@ -220,6 +222,10 @@ pub struct EvalConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn one() -> usize {
