@@ -210,6 +210,9 @@ fn outputs(e: &Embedded, cal: Option<&SourcedCalibration>, out: &StagedDir, no_p
     Ok(Outcome { summary, rows, threshold: raw_sum.eer_threshold })
 }
 
+/// A named score set with its metrics.
+type NamedScores = (String, Vec<f64>, ScoreSummary);
+
 /// The z-, t- and s-normalised score sets with their metrics, and the
 /// seconds the metrics took; the s-norm scores are written (with their
 /// histogram) and their ROC joins `curves`.
@@ -219,7 +222,7 @@ fn normalised_sets(
     out: &StagedDir,
     no_plots: bool,
     curves: &mut Vec<(String, Roc)>,
-) -> Result<(Vec<(String, Vec<f64>, ScoreSummary)>, f64)> {
+) -> Result<(Vec<NamedScores>, f64)> {
     let (set, eval_cfg) = (&e.set, &e.model.config.eval);
     let (mut sets, mut secs) = (vec![], 0.0);
     for (name, pick) in [("znorm", 0usize), ("tnorm", 1), ("snorm", 2)] {
