@@ -121,9 +121,9 @@ impl TrialSet {
     /// AS-normalised scores of every trial (z, t and s) against a cohort,
     /// from the raw scores and the embeddings of [`TrialSet::files`]. Each
     /// side keeps its `top_k` best cohort scores, or the whole cohort where
-    /// that is smaller.
+    /// that is smaller (`AsNorm` clamps).
     pub fn asnorm_scores(&self, embs: &[Vec<f32>], cohort: &[Vec<f32>], top_k: usize, raw: &[f64]) -> Vec<NormScores> {
-        let stats = AsNorm::new(cohort, top_k.min(cohort.len())).stats_all(embs);
+        let stats = AsNorm::new(cohort, top_k).stats_all(embs);
         self.pairs.iter().zip(raw).map(|(&(a, b), &s)| AsNorm::normalize(s, stats[a], stats[b])).collect()
     }
 

@@ -87,7 +87,24 @@ macro_rules! op_params {
             pub fn from_values(mut values: impl Iterator<Item = T>) -> Self {
                 $name { $($field: values.next().expect(concat!("a value for ", stringify!($field))),)+ }
             }
+
+            /// `first`, then the fields in order (the operation's input and
+            /// its parameters, as the autodiff parents list them).
+            pub fn after(self, first: T) -> [T; 1 $(+ op_params!(@one $field))+] {
+                [first, $(self.$field,)+]
+            }
         }
+
+        #[allow(dead_code)]
+        impl $name<Vec<usize>> {
+            /// The number of values of each shape, in order.
+            pub fn sizes(self) -> impl Iterator<Item = usize> {
+                self.into_vec().into_iter().map(|shape| shape.iter().product())
+            }
+        }
+    };
+    (@one $field:ident) => {
+        1
     };
 }
 

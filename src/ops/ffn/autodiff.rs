@@ -61,9 +61,7 @@ impl<B: Backend + FfnOps + FfnTrainOps, C: CheckpointStrategy> FfnOps for Autodi
     ) -> T<B, C> {
         let w = FfnParams { norm_w, norm_b, expand_w, expand_b, gamma, beta, project_w, project_b };
         let eps = [ln_eps, grn_eps];
-        let parents: Vec<_> =
-            std::iter::once(x.node()).chain(w.as_ref().into_vec().into_iter().map(|t| t.node())).collect();
-        let parents: [_; 9] = parents.try_into().expect("x and the eight parameters");
+        let parents = w.as_ref().map(|t| t.node()).after(x.node());
         match FfnBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let p = |t: &T<B, C>| t.primitive().clone();

@@ -374,7 +374,7 @@ pub struct Grads<'a> {
 
 /// Each parameter's size, in the order of [`FfnParams`].
 fn param_sizes(d: Dims) -> impl Iterator<Item = usize> {
-    FfnParams::shapes(d.c, d.h).into_vec().into_iter().map(|s| s.iter().product())
+    FfnParams::shapes(d.c, d.h).sizes()
 }
 
 /// Number of floats [`Grads`] takes.

@@ -70,9 +70,7 @@ impl<B: Backend + MscOps + MscTrainOps, C: CheckpointStrategy> MscOps for Autodi
             pointwise_b,
         };
         let pads = [pad1, pad2];
-        let parents: Vec<_> =
-            std::iter::once(x.node()).chain(w.as_ref().into_vec().into_iter().map(|t| t.node())).collect();
-        let parents: [_; 9] = parents.try_into().expect("x and the eight parameters");
+        let parents = w.as_ref().map(|t| t.node()).after(x.node());
         match MscBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let p = |t: &T<B, C>| t.primitive().clone();

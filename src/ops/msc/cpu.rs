@@ -145,7 +145,7 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
 /// Each parameter's size, in the order of [`MscParams`].
 fn param_sizes(d: Dims, pr: &Params) -> impl Iterator<Item = usize> {
     let kernels = [pr.branches[0].kernel, pr.branches[1].kernel];
-    MscParams::shapes(d.c, kernels).into_vec().into_iter().map(|s| s.iter().product())
+    MscParams::shapes(d.c, kernels).sizes()
 }
 
 /// Gradients of every input of the forward, in the order of the autodiff
