@@ -181,6 +181,14 @@ impl BatchNorm {
         }
     }
 
+    /// Eval mode as `x·scale + shift` per channel: `(scale, shift)`, for
+    /// folding into the layer before.
+    pub fn eval_affine(&self) -> (Tensor<1>, Tensor<1>) {
+        let scale = self.weight.val() / self.running_var.value().add_scalar(self.eps).sqrt();
+        let shift = self.bias.val() - self.running_mean.value() * scale.clone();
+        (scale, shift)
+    }
+
     /// Eval mode: normalise with the running statistics.
     pub fn forward_eval<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         batch_norm(x, self.weight.val(), self.bias.val(), self.running_mean.value(), self.running_var.value(), self.eps)

@@ -61,9 +61,16 @@ impl PoolingHead {
     ) -> Tensor<2> {
         let bn3 = |bn: &BatchNorm, x: Tensor<3>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
         let bn2 = |bn: &BatchNorm, x: Tensor<2>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
-        let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
-        let a2 = bn3(&self.attn_bn, a1.clone());
-        let e = self.attn_conv2.forward(tanh(a2.clone())); // [B, D, T]
+        let mut branch = None;
+        let a = if !train && trace.is_none() && crate::ops::fused(&h) {
+            self.attention_folded(h.clone())
+        } else {
+            let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
+            let a2 = bn3(&self.attn_bn, a1.clone());
+            branch = Some((a1, a2.clone()));
+            tanh(a2)
+        };
+        let e = self.attn_conv2.forward(a); // [B, D, T]
         let e = match mask {
             Some(m) => m.attention_bias(e),
             None => e,
@@ -73,9 +80,22 @@ impl PoolingHead {
         let fc = self.fc.forward(s_bn.clone()); // [B, E]
         let emb = bn2(&self.embed_bn, fc.clone());
         if let Some(slot) = trace {
+            let (a1, a2) = branch.expect("a traced forward keeps the attention branch");
             *slot = Some(PoolingTrace { attn_conv1: a1, attn_bn: a2, attn_logits: e, stats, stats_bn: s_bn, fc });
         }
         emb
+    }
+
+    /// `tanh(BN(conv1(h)))` `[B, I, T]` at inference, with the BatchNorm's
+    /// running statistics folded into the convolution: one product and one
+    /// pass through the fused CPU operation, where Burn's path makes five
+    /// passes on one thread.
+    fn attention_folded(&self, h: Tensor<3>) -> Tensor<3> {
+        let (scale, shift) = self.attn_bn.eval_affine();
+        let [i, d, _] = self.attn_conv1.weight.dims();
+        let w = self.attn_conv1.weight.val().reshape([i, d]) * scale.clone().unsqueeze_dim(1);
+        let b = self.attn_conv1.bias.val() * scale + shift;
+        crate::ops::pointwise::pointwise_conv_tanh(h, w, b)
     }
 
     /// `[μ | σ]` `[B, 2D]` of `h [B, D, T]` weighted by the softmax over time

@@ -70,37 +70,9 @@ impl GeluOps for Flex {
 /// in parallel chunks.
 pub(crate) mod cpu {
     use super::CHUNK;
+    use crate::ops::fastmath::{exp_neg, madd};
     use crate::ops::simd::simd_fn;
     use rayon::prelude::*;
-
-    /// `a·b + c`, as one fused instruction when `FMA` (for code compiled
-    /// with the `fma` target feature; elsewhere `mul_add` is a library call).
-    #[inline(always)]
-    fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-        if FMA {
-            a.mul_add(b, c)
-        } else {
-            a * b + c
-        }
-    }
-
-    /// `e^x` for `x ≤ 0` down to the underflow: 2^n times a degree-6 Taylor
-    /// polynomial on |r| ≤ ln2/2 (relative error about 2e-7). Rounding uses
-    /// the 1.5·2^23 trick rather than `f32::round`, which is a library call
-    /// (and blocks vectorisation) without SSE4.1.
-    #[inline(always)]
-    fn exp_neg<const FMA: bool>(x: f32) -> f32 {
-        const ROUND: f32 = 12_582_912.0;
-        let m = madd::<FMA>;
-        let x = x.max(-87.0);
-        let n = m(x, std::f32::consts::LOG2_E, ROUND) - ROUND;
-        let r = m(-n, 1.428_606_8e-6, m(-n, 0.693_145_75, x));
-        let p = m(r, m(r, m(r, m(r, m(r, m(r, 1.0 / 720.0, 1.0 / 120.0), 1.0 / 24.0), 1.0 / 6.0), 0.5), 1.0), 1.0);
-        // SAFETY: x ∈ [-87, 0] (NaN became -87), so n ∈ [-126, 0] is finite and
-        // in range; the unchecked conversion vectorises where `as` does not.
-        let n: i32 = unsafe { n.to_int_unchecked() };
-        f32::from_bits(((n + 127) as u32) << 23) * p
-    }
 
     /// `z²` (with `z = |x|/√2`) beyond which the Gaussian tails are flushed
     /// to zero: `e^-80 · 0.025`, the smallest tail Φ kept, is still normal.

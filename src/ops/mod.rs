@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod depthwise;
+pub(crate) mod fastmath;
 pub mod ffn;
 pub(crate) mod flat;
 #[cfg(feature = "kernels")]

@@ -10,12 +10,16 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::flex::FlexTensor;
-use burn::backend::{backend_extension, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
+use burn::backend::{
+    backend_extension, ops::FloatTensorOps, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata,
+};
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::fastmath::tanh;
 use super::flat::{f32s, host, register_flat};
 use super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
+use super::simd::simd_fn;
 use super::sums::channel_sums;
 
 /// 1×1 convolution.
@@ -23,6 +27,15 @@ use super::sums::channel_sums;
 pub trait PointwiseOps: Backend {
     /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]`.
     fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `tanh(W·x + bias)`, the product and one pass: the pooling head's
+    /// attention branch at inference, with its BatchNorm folded into
+    /// `weight` and `bias`.
+    fn pointwise_conv_tanh(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// The training halves of [`PointwiseOps`], on the backend the autodiff layer
@@ -38,17 +51,36 @@ pub trait PointwiseTrainOps: Backend {
 
 impl PointwiseOps for Flex {
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
-        let (x, w, bias) = (host(&x), host(&weight), host(&bias));
-        let mut out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
-        let bias = f32s(&bias);
-        out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
-            let v = bias[row % co];
-            o.iter_mut().for_each(|y| *y += v);
-        });
-        FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+        product_then(x, weight, bias, add_bias_simd)
+    }
+
+    fn pointwise_conv_tanh(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        product_then(x, weight, bias, add_bias_tanh_simd)
     }
 }
+
+/// `W·x[b]` per utterance, then `pass(row, bias)` on each output row.
+fn product_then(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pass: fn(&mut [f32], f32)) -> FlexTensor {
+    let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+    let (x, w, bias) = (host(&x), host(&weight), host(&bias));
+    let mut out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
+    let bias = f32s(&bias);
+    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| pass(o, bias[row % co]));
+    FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+}
+
+#[inline(always)]
+fn add_bias(row: &mut [f32], v: f32) {
+    row.iter_mut().for_each(|y| *y += v);
+}
+
+#[inline(always)]
+fn add_bias_tanh<const FMA: bool>(row: &mut [f32], v: f32) {
+    row.iter_mut().for_each(|y| *y = tanh::<FMA>(*y + v));
+}
+
+simd_fn!(fn add_bias_simd(row: &mut [f32], v: f32) => add_bias);
+simd_fn!(fn add_bias_tanh_simd(row: &mut [f32], v: f32) => fma add_bias_tanh);
 
 impl PointwiseTrainOps for Flex {
     fn pointwise_conv_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -110,12 +142,30 @@ impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> Point
             }
         }
     }
+
+    /// The tracked product, then Autodiff's own `tanh`.
+    fn pointwise_conv_tanh(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_tanh(Self::pointwise_conv(x, weight, bias))
+    }
 }
 
 /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]` through the
 /// fused CPU operation: only where [`super::fused`] holds for `x`.
 pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_conv(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// `tanh(W·x + bias)` of [`pointwise_conv`], in one pass after the product.
+pub fn pointwise_conv_tanh(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_conv_tanh(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),

@@ -6,6 +6,9 @@
 
 use rayon::prelude::*;
 
+use crate::ops::fastmath::{exp_neg, madd};
+use crate::ops::simd::simd_fn;
+
 /// Below this logit difference to the row's maximum a softmax weight is
 /// written as 0 instead of `e^d`: the weight would be under 4e-31 of the
 /// largest, far below float32's resolution of the sums it enters, and its
@@ -13,25 +16,52 @@ use rayon::prelude::*;
 /// times slower in every later product (BENCHMARKS.md, "Subnormal numbers").
 const SOFTMAX_FLUSH: f32 = -70.0;
 
-/// Softmax of `e` into `w` (max subtracted first), for one row.
+/// Partial sums kept per lane: the reductions below vectorise with this many
+/// accumulators (one AVX2 register), where a single running sum stays scalar.
+const LANES: usize = 8;
+
+/// Softmax of `e` into `w` (max subtracted first), for one row. A NaN logit
+/// stays NaN in its weight (and so in the row's statistics).
 #[inline(always)]
-fn softmax_row(e: &[f32], w: &mut [f32]) {
+fn softmax_row<const FMA: bool>(e: &[f32], w: &mut [f32]) {
     let max = e.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
     for (wv, &ev) in w.iter_mut().zip(e) {
         let d = ev - max;
-        *wv = if d < SOFTMAX_FLUSH { 0.0 } else { d.exp() };
-        sum += *wv;
+        let p = exp_neg::<FMA>(d);
+        *wv = if d < SOFTMAX_FLUSH {
+            0.0
+        } else if d.is_nan() {
+            d
+        } else {
+            p
+        };
     }
-    let inv = 1.0 / sum;
+    let mut acc = [0.0f32; LANES];
+    let chunks = w.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
+    }
+    let inv = 1.0 / (acc.iter().sum::<f32>() + rest);
     w.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// `(μ, σ)` of one row: `μ = Σ w·h`, `σ = √max(Σ w·h² − μ², floor)`.
+/// `(μ, σ)` of one row: `μ = Σ w·h`, `σ = √max(Σ w·h² − μ², floor)`, and
+/// whether the variance reached the floor.
 #[inline(always)]
-fn moments(h: &[f32], w: &[f32], floor: f32) -> (f32, f32, bool) {
-    let (mut mu, mut m2) = (0.0f32, 0.0f32);
-    for (&hv, &wv) in h.iter().zip(w) {
+fn moments<const FMA: bool>(h: &[f32], w: &[f32], floor: f32) -> (f32, f32, bool) {
+    let m = madd::<FMA>;
+    let (mut mu, mut m2) = ([0.0f32; LANES], [0.0f32; LANES]);
+    for (hc, wc) in h.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            let wh = wc[i] * hc[i];
+            mu[i] += wh;
+            m2[i] = m(wh, hc[i], m2[i]);
+        }
+    }
+    let (mut mu, mut m2) = (mu.iter().sum::<f32>(), m2.iter().sum::<f32>());
+    let tail = h.len() - h.len() % LANES;
+    for (&hv, &wv) in h[tail..].iter().zip(&w[tail..]) {
         mu += wv * hv;
         m2 += wv * hv * hv;
     }
@@ -41,30 +71,72 @@ fn moments(h: &[f32], w: &[f32], floor: f32) -> (f32, f32, bool) {
     (mu, var.max(floor).sqrt(), open)
 }
 
+/// One row forward: `stats = [μ, σ]`, with `w` as the softmax's scratch.
+#[inline(always)]
+fn forward_row<const FMA: bool>(h: &[f32], e: &[f32], floor: f32, w: &mut [f32], stats: &mut [f32; 2]) {
+    softmax_row::<FMA>(e, w);
+    let (mu, sigma, _) = moments::<FMA>(h, w, floor);
+    *stats = [mu, sigma];
+}
+
+simd_fn!(fn forward_row_simd(h: &[f32], e: &[f32], floor: f32, w: &mut [f32], stats: &mut [f32; 2]) => fma forward_row);
+
 /// The forward: `h`, `e` `[R, T]` (rows `R = B·D`) → `stats [B, 2D]`
 /// (`μ` then `σ` per utterance, as the head concatenates them).
 pub fn forward(h: &[f32], e: &[f32], t: usize, d: usize, floor: f32) -> Vec<f32> {
-    let rows: Vec<(f32, f32)> = h
+    let rows: Vec<[f32; 2]> = h
         .par_chunks(t)
         .zip(e.par_chunks(t))
         .with_min_len(8)
         .map_init(
             || vec![0.0f32; t],
             |w, (hr, er)| {
-                softmax_row(er, w);
-                let (mu, sigma, _) = moments(hr, w, floor);
-                (mu, sigma)
+                let mut stats = [0.0; 2];
+                forward_row_simd(hr, er, floor, w, &mut stats);
+                stats
             },
         )
         .collect();
     let mut out = vec![0.0f32; 2 * rows.len()];
-    for (r, (mu, sigma)) in rows.into_iter().enumerate() {
+    for (r, [mu, sigma]) in rows.into_iter().enumerate() {
         let (b, ch) = (r / d, r % d);
         out[b * 2 * d + ch] = mu;
         out[b * 2 * d + d + ch] = sigma;
     }
     out
 }
+
+/// One row backward: `∂h`, `∂e` from `(∂μ, ∂σ)`, with `w` as scratch.
+#[inline(always)]
+fn backward_row<const FMA: bool>(
+    h: &[f32],
+    e: &[f32],
+    floor: f32,
+    g: [f32; 2],
+    w: &mut [f32],
+    dh: &mut [f32],
+    de: &mut [f32],
+) {
+    softmax_row::<FMA>(e, w);
+    let (mu, sigma, open) = moments::<FMA>(h, w, floor);
+    let [gmu, gsigma] = g;
+    // σ = √(m2 − μ²): ∂m2 = gσ/(2σ), and μ gets −2μ·∂m2 besides gμ.
+    let dm2 = if open { gsigma / (2.0 * sigma) } else { 0.0 };
+    let dmu = gmu - 2.0 * mu * dm2;
+    // ∂w_t = dmu·h_t + dm2·h_t², then the softmax: ∂e_t = w_t (∂w_t − Σ w·∂w).
+    let mut dot = 0.0f32;
+    for i in 0..h.len() {
+        let dw = dmu * h[i] + dm2 * h[i] * h[i];
+        dot += w[i] * dw;
+        de[i] = dw;
+        dh[i] = w[i] * (dmu + 2.0 * dm2 * h[i]);
+    }
+    for i in 0..h.len() {
+        de[i] = w[i] * (de[i] - dot);
+    }
+}
+
+simd_fn!(fn backward_row_simd(h: &[f32], e: &[f32], floor: f32, g: [f32; 2], w: &mut [f32], dh: &mut [f32], de: &mut [f32]) => fma backward_row);
 
 /// The backward: `∂h`, `∂e` `[R, T]` (written into `dh`, `de`) from the
 /// gradient of the stats `[B, 2D]`.
@@ -74,24 +146,9 @@ pub fn backward(h: &[f32], e: &[f32], t: usize, d: usize, floor: f32, g: &[f32],
         || vec![0.0f32; t],
         |w, (r, (dhr, der))| {
             let (hr, er) = (&h[r * t..(r + 1) * t], &e[r * t..(r + 1) * t]);
-            softmax_row(er, w);
-            let (mu, sigma, open) = moments(hr, w, floor);
             let (b, ch) = (r / d, r % d);
-            let (gmu, gsigma) = (g[b * 2 * d + ch], g[b * 2 * d + d + ch]);
-            // σ = √(m2 − μ²): ∂m2 = gσ/(2σ), and μ gets −2μ·∂m2 besides gμ.
-            let dm2 = if open { gsigma / (2.0 * sigma) } else { 0.0 };
-            let dmu = gmu - 2.0 * mu * dm2;
-            // ∂w_t = dmu·h_t + dm2·h_t², then the softmax: ∂e_t = w_t (∂w_t − Σ w·∂w).
-            let mut dot = 0.0f32;
-            for i in 0..t {
-                let dw = dmu * hr[i] + dm2 * hr[i] * hr[i];
-                dot += w[i] * dw;
-                der[i] = dw;
-                dhr[i] = w[i] * (dmu + 2.0 * dm2 * hr[i]);
-            }
-            for i in 0..t {
-                der[i] = w[i] * (der[i] - dot);
-            }
+            let g = [g[b * 2 * d + ch], g[b * 2 * d + d + ch]];
+            backward_row_simd(hr, er, floor, g, w, dhr, der);
         },
     );
 }
@@ -107,7 +164,7 @@ mod tests {
         let t = 4000;
         let e: Vec<f32> = (0..t).map(|i| -(i as f32) * 0.05).collect();
         let mut w = vec![0.0; t];
-        softmax_row(&e, &mut w);
+        softmax_row::<false>(&e, &mut w);
         assert!(!w.iter().any(|v| *v != 0.0 && v.abs() < f32::MIN_POSITIVE), "subnormal weight");
         assert_eq!(w[t - 1], 0.0);
         let sum: f32 = w.iter().sum();
