@@ -35,11 +35,12 @@ pub(crate) fn exp_neg<const FMA: bool>(x: f32) -> f32 {
     f32::from_bits(((n + 127) as u32) << 23) * p
 }
 
-/// `ln x` for normal, finite `x > 0` (the caller guarantees it: the
-/// front end takes the log of an energy plus a positive offset). `x = m·2^e`
-/// with `m ∈ [√½, √2)`, and `ln(1 + f)`, `f = m − 1`, is Cephes' minimax
-/// polynomial for `logf` (about 1 ulp); `e·ln 2` is added in two parts so
-/// that large exponents lose nothing.
+/// `ln x` for normal `x > 0`: `x = m·2^e` with `m ∈ [√½, √2)`, and
+/// `ln(1 + f)`, `f = m − 1`, is Cephes' minimax polynomial for `logf`
+/// (about 1 ulp); `e·ln 2` is added in two parts so that large exponents
+/// lose nothing. Infinity, NaN, zero and negative `x` give what `f32::ln`
+/// gives (an overflowed energy must not turn finite); subnormal `x` is not
+/// handled (the front end's offset keeps its input above 1e-6).
 #[inline(always)]
 pub(crate) fn ln_pos<const FMA: bool>(x: f32) -> f32 {
     let m = madd::<FMA>;
@@ -61,7 +62,19 @@ pub(crate) fn ln_pos<const FMA: bool>(x: f32) -> f32 {
     let p = m(p, f, 3.333_333e-1);
     let y = m(e, -2.121_944_4e-4, p * f * z);
     let y = m(-0.5, z, y);
-    m(e, 0.693_359_4, f + y)
+    let ln = m(e, 0.693_359_4, f + y);
+    let special = if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x == f32::INFINITY {
+        x
+    } else {
+        f32::NAN
+    };
+    if x > 0.0 && x < f32::INFINITY {
+        ln
+    } else {
+        special
+    }
 }
 
 /// `tanh x` (absolute error below 2e-7): `(1 − e)/(1 + e)` with
@@ -109,6 +122,9 @@ mod tests {
         }
         assert!(worst <= 2.0, "ln: {worst} ulp");
         assert_eq!(ln_pos::<false>(1.0), 0.0);
+        assert_eq!(ln_pos::<false>(f32::INFINITY), f32::INFINITY);
+        assert_eq!(ln_pos::<false>(0.0), f32::NEG_INFINITY);
+        assert!(ln_pos::<false>(f32::NAN).is_nan() && ln_pos::<false>(-1.0).is_nan());
     }
 
     /// Relative error below 4e-7 against libm's `exp` on [-87, 0].
