@@ -176,9 +176,21 @@ pub fn import_cmd(variant: &str, out: &Path) -> std::process::Command {
     c
 }
 
-/// Runs a command: (success, stdout, stderr).
+/// Runs a command: (success, stdout, stderr). A program file the test has
+/// just written can be briefly "busy": another test thread's child, between
+/// its fork and exec, still holds the descriptor the copy was written through.
+/// That spawn is retried.
 pub fn run_cmd(c: &mut std::process::Command) -> (bool, String, String) {
-    let out = c.output().unwrap();
+    let mut tries = 0;
+    let out = loop {
+        match c.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r.unwrap(),
+        }
+    };
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
