@@ -129,6 +129,8 @@ impl DepthwiseOps for Flex {
 pub(crate) mod cpu {
     use rayon::prelude::*;
 
+    use crate::ops::sums::lane_dot;
+
     /// Outputs per register tile: 8 AVX2 or 4 AVX-512 accumulators.
     const TILE: usize = 64;
 
@@ -205,24 +207,6 @@ pub(crate) mod cpu {
         }
     }
 
-    /// `Σ a[i]·b[i]` with eight independent partial sums, so that the
-    /// compiler can keep them in one SIMD register.
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0.0f32; 8];
-        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        let (ra, rb) = (ca.remainder(), cb.remainder());
-        for (x, y) in ca.zip(cb) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i];
-            }
-        }
-        let mut tail = 0.0;
-        for (x, y) in ra.iter().zip(rb) {
-            tail += x * y;
-        }
-        acc.iter().sum::<f32>() + tail
-    }
-
     /// `w[c, k] = Σ_b Σ_t g[b, c, t] · x[b, c, t - pad + k]` for
     /// `x [B, C, T_in]` and `g [B, C, T_out]`, both contiguous.
     pub fn weight_grad(x: &[f32], g: &[f32], [b, c, t_in, t_out]: [usize; 4], kernel: usize, pad: usize) -> Vec<f32> {
@@ -245,7 +229,7 @@ pub(crate) mod cpu {
             let hi = t_out.min((t_in + pad).saturating_sub(k));
             if lo < hi {
                 let shift = lo + k - pad;
-                *wk += dot(&g[lo..hi], &x[shift..shift + hi - lo]);
+                *wk += lane_dot(&g[lo..hi], &x[shift..shift + hi - lo]);
             }
         }
     }

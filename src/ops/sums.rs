@@ -1,4 +1,5 @@
-//! Per-channel sums shared by the fused CPU operations' backward passes.
+//! Sums shared by the fused CPU operations: per channel for the backward
+//! passes, and over one row in lanes.
 
 use rayon::prelude::*;
 
@@ -20,4 +21,35 @@ pub fn channel_sums(g: &[f32], c: usize, t: usize) -> Vec<f32> {
         out[row % c] += s;
     }
     out
+}
+
+/// Independent partial sums kept by [`lane_sum`] and [`lane_dot`], so that
+/// the compiler can hold them in one SIMD register (a single running sum
+/// stays scalar: float addition is not reassociated).
+pub const LANES: usize = 8;
+
+/// `Σ x[i]`, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a[i]·b[i]`, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

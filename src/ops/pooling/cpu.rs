@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use crate::ops::fastmath::{exp_neg, madd};
 use crate::ops::simd::simd_fn;
+use crate::ops::sums::{lane_sum, LANES};
 
 /// Below this logit difference to the row's maximum a softmax weight is
 /// written as 0 instead of `e^d`: the weight would be under 4e-31 of the
@@ -15,10 +16,6 @@ use crate::ops::simd::simd_fn;
 /// normalised value could be subnormal, which the CPU multiplies 10-100
 /// times slower in every later product (BENCHMARKS.md, "Subnormal numbers").
 const SOFTMAX_FLUSH: f32 = -70.0;
-
-/// Partial sums kept per lane: the reductions below vectorise with this many
-/// accumulators (one AVX2 register), where a single running sum stays scalar.
-const LANES: usize = 8;
 
 /// Softmax of `e` into `w` (max subtracted first), for one row. A NaN logit
 /// stays NaN in its weight (and so in the row's statistics).
@@ -36,18 +33,13 @@ fn softmax_row<const FMA: bool>(e: &[f32], w: &mut [f32]) {
             p
         };
     }
-    let mut acc = [0.0f32; LANES];
-    let chunks = w.chunks_exact(LANES);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
-    }
-    let inv = 1.0 / (acc.iter().sum::<f32>() + rest);
+    let inv = 1.0 / lane_sum(w);
     w.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// `(μ, σ)` of one row: `μ = Σ w·h`, `σ = √max(Σ w·h² − μ², floor)`, and
-/// whether the variance reached the floor.
+/// whether the variance reached the floor. Both sums in one pass, each in
+/// [`LANES`] partial sums as `sums::lane_dot` keeps them.
 #[inline(always)]
 fn moments<const FMA: bool>(h: &[f32], w: &[f32], floor: f32) -> (f32, f32, bool) {
     let m = madd::<FMA>;
