@@ -137,6 +137,13 @@ fn proc_status_mib(field: &str) -> Option<f64> {
 /// heap makes those buffers reusable: measured on a 2-core Xeon, the C128
 /// 8 s embedding went from 89 to 65 ms and the C128 training step from 3.0
 /// to 2.85 s (`BENCHMARKS.md`). Resident memory then stays at its peak.
+///
+/// Blocks above that maximum, such as a training batch's saved activations
+/// of one block (40 MiB for C128 at batch 32), were still mapped and unmapped
+/// on every step: half of the training step's page faults (404 000 → 202 000
+/// in a 4-step `bench --train-batch 32`, the rest being the first touch of
+/// the peak's pages). `mmap` is therefore not used for large blocks at all
+/// (`M_MMAP_MAX` 0); glibc still falls back to it when the heap cannot grow.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called once at
@@ -144,6 +151,7 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 

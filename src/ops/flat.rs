@@ -10,8 +10,18 @@ use burn::tensor::{DType, Shape, Slice};
 
 /// `t` contiguous on the host; the fused operations run in float32 only
 /// (their callers check, see `ops::fused`).
+///
+/// A contiguous view is kept as it is, without a copy: [`f32s`] reads its
+/// window of the buffer. Flex's own `to_contiguous` copies any view that
+/// does not span its whole buffer, and every [`part`] of a flat result is
+/// such a view: the fused blocks' outputs and input gradients, that is
+/// each block's input and incoming gradient (two 5 MB copies per block in
+/// the forward and four in the backward, C128 at batch 32).
 pub fn host(t: &FlexTensor) -> FlexTensor {
     assert_eq!(t.dtype(), DType::F32, "the fused CPU operations run in float32");
+    if t.layout().contiguous_offsets().is_some() {
+        return t.clone();
+    }
     t.to_contiguous()
 }
 
