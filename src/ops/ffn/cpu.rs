@@ -269,20 +269,55 @@ fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
 /// `out[b, c, t] = x[b, c, t] + y[b·T + t, c] + b2[c]`.
 fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
     let (c, t) = (d.c, d.t);
-    // Tiles of 16 channels: each frame's 16 values of `y` are one cache line.
-    let tile = if c % 16 == 0 { 16 } else { 1 };
-    out.par_chunks_mut(tile * t).enumerate().for_each(|(chunk, o)| {
-        let row0 = chunk * tile;
-        let (bi, c0) = (row0 / c, row0 % c);
-        let xs = &x[row0 * t..(row0 + tile) * t];
-        for ti in 0..t {
-            let yr = &y[(bi * t + ti) * c + c0..(bi * t + ti) * c + c0 + tile];
-            for (k, &yv) in yr.iter().enumerate() {
-                o[k * t + ti] = xs[k * t + ti] + yv + b2[c0 + k];
+    if c % TILE != 0 {
+        out.par_chunks_mut(t).enumerate().for_each(|(row, o)| {
+            let (bi, ch) = (row / c, row % c);
+            for (ti, ov) in o.iter_mut().enumerate() {
+                *ov = x[row * t + ti] + y[(bi * t + ti) * c + ch] + b2[ch];
             }
-        }
+        });
+        return;
+    }
+    out.par_chunks_mut(TILE * t).enumerate().for_each(|(chunk, o)| {
+        let row0 = chunk * TILE;
+        let (bi, c0) = (row0 / c, row0 % c);
+        let xs = &x[row0 * t..(row0 + TILE) * t];
+        residual_tile_simd(o, xs, &y[bi * t * c + c0..], &b2[c0..c0 + TILE], c, t);
     });
 }
+
+/// Channels `c0..c0 + TILE` of one utterance for [`residual`]: `o`, `xs`
+/// `[TILE, T]`, `y` the utterance's `[T, C]` from channel `c0`. Eight frames
+/// at a time go through a block in registers, so that both `y`'s frames and
+/// `o`'s channel rows are read and written as runs (a frame-by-frame loop
+/// writes every output to another row).
+#[inline(always)]
+fn residual_tile(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) {
+    let main = t - t % BLOCK;
+    for t0 in (0..main).step_by(BLOCK) {
+        let mut blk = [[0.0f32; TILE]; BLOCK];
+        for (j, r) in blk.iter_mut().enumerate() {
+            r.copy_from_slice(&y[(t0 + j) * c..(t0 + j) * c + TILE]);
+        }
+        for (k, &bk) in b2.iter().enumerate() {
+            let (or, xr) = (&mut o[k * t + t0..k * t + t0 + BLOCK], &xs[k * t + t0..k * t + t0 + BLOCK]);
+            for j in 0..BLOCK {
+                or[j] = xr[j] + blk[j][k] + bk;
+            }
+        }
+    }
+    for ti in main..t {
+        for (k, &bk) in b2.iter().enumerate() {
+            o[k * t + ti] = xs[k * t + ti] + y[ti * c + k] + bk;
+        }
+    }
+}
+simd_fn!(fn residual_tile_simd(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) => residual_tile);
+
+/// Channels per tile and frames per block of the transposing passes
+/// ([`residual`], [`transpose_grad`]): a block is `BLOCK × TILE` floats.
+const TILE: usize = 16;
+const BLOCK: usize = 8;
 
 /// `a = GELU(a + b1)` row by row, adding `valid[r]·a²` of each row to `acc`.
 #[inline(always)]
@@ -388,7 +423,8 @@ pub fn split_grads(buf: &mut [f32], d: Dims) -> Grads<'_> {
     Grads { x, w: FfnParams::from_values(split_sizes(rest, param_sizes(d)).into_iter()) }
 }
 
-/// `dy [B·T, C]` = `dout [B, C, T]` transposed, and `Σ dout` per channel.
+/// `dy [B·T, C]` = `dout [B, C, T]` transposed, and `Σ dout` per channel
+/// (summed over frames in order).
 fn transpose_grad(dout: &[f32], d: Dims, dy: &mut [f32]) -> Vec<f32> {
     let (c, t) = (d.c, d.t);
     let sums: Vec<Vec<f32>> = dy
@@ -397,9 +433,13 @@ fn transpose_grad(dout: &[f32], d: Dims, dy: &mut [f32]) -> Vec<f32> {
         .map(|(bi, dyb)| {
             let g = &dout[bi * c * t..(bi + 1) * c * t];
             let mut s = vec![0.0f32; c];
-            for t0 in (0..t).step_by(FRAMES) {
+            if c % TILE == 0 {
+                for c0 in (0..c).step_by(TILE) {
+                    transpose_tile_simd(&g[c0 * t..(c0 + TILE) * t], &mut dyb[c0..], &mut s[c0..c0 + TILE], c, t);
+                }
+            } else {
                 for (ch, sv) in s.iter_mut().enumerate() {
-                    for ti in t0..(t0 + FRAMES).min(t) {
+                    for ti in 0..t {
                         let v = g[ch * t + ti];
                         dyb[ti * c + ch] = v;
                         *sv += v;
@@ -411,6 +451,35 @@ fn transpose_grad(dout: &[f32], d: Dims, dy: &mut [f32]) -> Vec<f32> {
         .collect();
     column_sums(&sums, c)
 }
+
+/// [`transpose_grad`] for channels `c0..c0 + TILE` of one utterance: `g`
+/// `[TILE, T]`, `dy` the utterance's `[T, C]` from channel `c0`, `s` their
+/// sums; eight frames at a time through a block in registers.
+#[inline(always)]
+fn transpose_tile(g: &[f32], dy: &mut [f32], s: &mut [f32], c: usize, t: usize) {
+    let main = t - t % BLOCK;
+    for t0 in (0..main).step_by(BLOCK) {
+        let mut blk = [[0.0f32; BLOCK]; TILE];
+        for (k, r) in blk.iter_mut().enumerate() {
+            r.copy_from_slice(&g[k * t + t0..k * t + t0 + BLOCK]);
+        }
+        for j in 0..BLOCK {
+            let row = &mut dy[(t0 + j) * c..(t0 + j) * c + TILE];
+            for k in 0..TILE {
+                row[k] = blk[k][j];
+                s[k] += blk[k][j];
+            }
+        }
+    }
+    for ti in main..t {
+        for k in 0..TILE {
+            let v = g[k * t + ti];
+            dy[ti * c + k] = v;
+            s[k] += v;
+        }
+    }
+}
+simd_fn!(fn transpose_tile_simd(g: &[f32], dy: &mut [f32], s: &mut [f32], c: usize, t: usize) => transpose_tile);
 
 /// One row of [`grn_gelu_backward`]'s second pass: `g` (∂r) becomes ∂h,
 /// added to `acc`.
