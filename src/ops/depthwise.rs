@@ -220,8 +220,16 @@ pub(crate) mod cpu {
         w
     }
 
-    /// `w[k] += Σ_t g[t]·x[t - pad + k]` for one row (`x` zero outside).
-    pub fn weight_grad_row(x: &[f32], g: &[f32], pad: usize, w: &mut [f32]) {
+    crate::ops::simd::simd_fn! {
+        /// `w[k] += Σ_t g[t]·x[t - pad + k]` for one row (`x` zero outside).
+        /// Compiled for AVX2 where the CPU has it, so that each tap's eight
+        /// partial sums fill one register: the same operations in the same
+        /// order, so the same result.
+        pub fn weight_grad_row(x: &[f32], g: &[f32], pad: usize, w: &mut [f32]) => weight_grad_lanes
+    }
+
+    #[inline(always)]
+    fn weight_grad_lanes(x: &[f32], g: &[f32], pad: usize, w: &mut [f32]) {
         let (t_in, t_out) = (x.len(), g.len());
         for (k, wk) in w.iter_mut().enumerate() {
             // Output steps t whose input index t - pad + k is inside 0..T_in.

@@ -42,9 +42,9 @@ pub fn avx2_fma() -> bool {
 /// With `=> avx512 fma $body`, a third build for AVX-512F is chosen where
 /// the CPU has it (for loops whose arrays fill 16-wide registers).
 macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => avx512 fma $body:ident) => {
+    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => avx512 fma $body:ident) => {
         $(#[$m])*
-        fn $name($($a: $t),*) {
+        $v fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -68,9 +68,9 @@ macro_rules! simd_fn {
             $body::<false>($($a),*)
         }
     };
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
+    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
         $(#[$m])*
-        fn $name($($a: $t),*) {
+        $v fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -86,9 +86,9 @@ macro_rules! simd_fn {
             $body::<false>($($a),*)
         }
     };
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
         $(#[$m])*
-        fn $name($($a: $t),*) {
+        $v fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
