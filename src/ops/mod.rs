@@ -21,6 +21,7 @@ pub mod layer_norm;
 pub mod msc;
 pub mod pointwise;
 pub mod pooling;
+pub(crate) mod scratch;
 pub(crate) mod simd;
 pub(crate) mod sums;
 

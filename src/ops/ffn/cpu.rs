@@ -14,8 +14,9 @@ use rayon::prelude::*;
 
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::cdf_pdf_with;
-use super::super::host_gemm::{matmul, product, transposed, zeros, View};
+use super::super::host_gemm::{matmul, product, transposed, View};
 use super::super::layer_norm::cpu::frame_stats;
+use super::super::scratch::scratch;
 use super::super::simd::simd_fn;
 use super::super::sums::column_sums;
 use super::FfnParams;
@@ -371,7 +372,7 @@ simd_fn!(fn grn_in_place_simd(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f
 /// `[B·T, H]` buffer that takes the product, its GELU and GRN in place.
 pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
-    let mut xn = zeros(rows * c);
+    let mut xn = scratch(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
     let mut a = product(View::rows(&xn, rows, c), View::rows(p.w.expand_w, c, h));
@@ -389,12 +390,12 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mu
 /// the frames GRN's norm covers and 0 for padding.
 pub fn forward(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32], s: Saved) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
-    let mut xn = zeros(rows * c);
+    let mut xn = scratch(rows * c);
     layer_norm(x, p, d, &mut xn, s.mean, s.rstd);
     matmul(s.h, View::rows(&xn, rows, c), View::rows(p.w.expand_w, c, h), false);
     bias_gelu(s.h, s.a, p.w.expand_b, h);
     grn_stats(s.a, valid, d, p.grn_eps, s.g, s.n);
-    let mut r = zeros(rows * h);
+    let mut r = scratch(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     // xn's buffer is free again: it takes the second product.
     matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w.project_w, h, c), false);
@@ -650,10 +651,10 @@ simd_fn!(
 /// and what it saved.
 pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dout: &[f32], gr: Grads) {
     let (rows, c, h) = (d.rows(), d.c, d.h);
-    let mut dy = zeros(rows * c);
+    let mut dy = scratch(rows * c);
     gr.w.project_b.copy_from_slice(&transpose_grad(dout, d, &mut dy));
     // ∂W2 = rᵀ·dy, with r recomputed; then r's buffer takes ∂r = dy·W2ᵀ.
-    let mut r = zeros(rows * h);
+    let mut r = scratch(rows * h);
     grn_apply(s.a, s.n, p, d, &mut r);
     matmul(gr.w.project_w, View::rows(&r, rows, h).t(), View::rows(&dy, rows, c), false);
     let w2t = transposed(p.w.project_w, h, c);
@@ -663,7 +664,7 @@ pub fn backward(x: &[f32], valid: &[f32], p: &Params, s: &SavedRef, d: Dims, dou
     gr.w.beta.copy_from_slice(&dbeta);
     gr.w.expand_b.copy_from_slice(&db1);
     // ∂W1 = xnᵀ·dh needs xn, recomputed from x and the saved statistics.
-    let mut xn = zeros(rows * c);
+    let mut xn = scratch(rows * c);
     renormalise(x, p, s, d, &mut xn);
     matmul(gr.w.expand_w, View::rows(&xn, rows, c).t(), View::rows(&r, rows, h), false);
     // dy's buffer takes ∂xn = dh·W1ᵀ.

@@ -16,8 +16,9 @@ use rayon::prelude::*;
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk};
-use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
+use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, View};
 use super::super::pointwise::backward_host;
+use super::super::scratch::scratch;
 use super::super::simd::simd_fn;
 use super::super::sums::channel_sums;
 use super::MscParams;
@@ -168,7 +169,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
     dbpw.copy_from_slice(&channel_sums(dout, c, t));
     // ∂Wpw[i, o] = Σ a[i, t]·dout[o, t]; ∂a = Wpw·dout, then through GELU.
     sum_over_utterances(dwpw, a, dout, c, c, d.b, d.t);
-    let mut dq = zeros(n);
+    let mut dq = scratch(n);
     per_utterance(&mut dq, View::rows(pr.pointwise_w, c, c), dout, d.b, d.t, false);
     dq.par_chunks_mut(t).zip(q.par_chunks(t)).with_min_len(8).for_each(|(g, qr)| gelu_grad_row_simd(qr, g));
     let dq: &[f32] = &dq;
@@ -179,7 +180,7 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
         .map(|br| br.w.chunks(br.kernel).flat_map(|taps| taps.iter().rev().copied()).collect())
         .collect();
     let chunk = c / pr.branches.len();
-    let mut dp = zeros(n);
+    let mut dp = scratch(n);
     dp.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, o)| {
         let (bi, ch) = (row / c, row % c);
         let (br, local) = pr.branch(ch, c);
