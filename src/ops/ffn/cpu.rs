@@ -127,13 +127,12 @@ fn norm_frames(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [
 #[allow(clippy::too_many_arguments)]
 fn write_normalised(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &mut [f32], mu: &[f32], rs: &[f32]) {
     let n = mu.len();
-    // Normalised in blocks of 16 channels, then written frame by frame: each
+    // Normalised in tiles of 16 channels, then written frame by frame: each
     // frame's 16 values fill one cache line of `xn` (a frame's row is `c`
     // floats apart from the next, too far for writing channel by channel).
-    const BLOCK: usize = 16;
-    let mut tile = [[0.0f32; FRAMES]; BLOCK];
-    for c0 in (0..c).step_by(BLOCK) {
-        let width = BLOCK.min(c - c0);
+    let mut tile = [[0.0f32; FRAMES]; TILE];
+    for c0 in (0..c).step_by(TILE) {
+        let width = TILE.min(c - c0);
         for (k, tr) in tile.iter_mut().enumerate().take(width) {
             let ch = c0 + k;
             let (w, bias) = (p.w.norm_w[ch], p.w.norm_b[ch]);
@@ -315,8 +314,9 @@ fn residual_tile(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: 
 }
 simd_fn!(fn residual_tile_simd(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) => residual_tile);
 
-/// Channels per tile and frames per block of the transposing passes
-/// ([`residual`], [`transpose_grad`]): a block is `BLOCK × TILE` floats.
+/// Channels per tile of the passes between `[C, T]` and `[T, C]` (a tile's
+/// values of one frame fill a cache line), and frames per block of
+/// [`residual`] and [`transpose_grad`]: a block is `BLOCK × TILE` floats.
 const TILE: usize = 16;
 const BLOCK: usize = 8;
 

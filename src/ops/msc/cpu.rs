@@ -113,24 +113,24 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         pr_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
     });
     let p: &[f32] = p;
-    let conv = |scratch: &mut Row, row: usize, qr: &mut [f32]| {
+    let conv = |buf: &mut Row, row: usize, qr: &mut [f32]| {
         let (br, local) = pr.branch(row % c, c);
         let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
-        scratch.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
+        buf.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
     };
     let a: &[f32] = if keep {
         let (q, a) = rest.split_at_mut(n);
         q.par_chunks_mut(t).zip(a.par_chunks_mut(t)).enumerate().with_min_len(4).for_each_init(
             Row::default,
-            |scratch, (row, (qr, ar))| {
-                conv(scratch, row, qr);
+            |buf, (row, (qr, ar))| {
+                conv(buf, row, qr);
                 gelu_row_simd(qr, ar);
             },
         );
         a
     } else {
-        rest.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, qr)| {
-            conv(scratch, row, qr);
+        rest.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, qr)| {
+            conv(buf, row, qr);
             gelu_in_place_simd(qr);
         });
         rest
@@ -181,11 +181,11 @@ pub fn backward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, saved: &[f32], d
         .collect();
     let chunk = c / pr.branches.len();
     let mut dp = scratch(n);
-    dp.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |scratch, (row, o)| {
+    dp.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, o)| {
         let (bi, ch) = (row / c, row % c);
         let (br, local) = pr.branch(ch, c);
         let taps = &flipped[ch / chunk][local * br.kernel..(local + 1) * br.kernel];
-        scratch.conv(&dq[row * t..(row + 1) * t], taps, 0.0, br.kernel - 1 - br.pad, o);
+        buf.conv(&dq[row * t..(row + 1) * t], taps, 0.0, br.kernel - 1 - br.pad, o);
         o.iter_mut().zip(&valid[bi * t..(bi + 1) * t]).for_each(|(g, &m)| *g *= m);
     });
     let per_channel: Vec<(Vec<f32>, f32)> = (0..c)
