@@ -1,7 +1,10 @@
 //! Float32 matrix products on host slices, through the `gemm` crate (the
 //! kernels burn-flex itself uses), for the fused CPU operations: they work on
 //! plain slices and read transposed operands through their strides, so that
-//! no transposed copy is ever made.
+//! operands need no transposed copy (small weight matrices excepted, see
+//! [`transposed`]).
+
+use super::simd::simd_fn;
 
 /// gemm's threading for one product: the rayon pool natively; on wasm32,
 /// where gemm is built without rayon (no threads), the calling thread.
@@ -38,19 +41,44 @@ pub fn zeros(n: usize) -> Vec<f32> {
 /// through their strides.
 pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(m.len(), rows * cols, "matrix size");
-    const TILE: usize = 16;
     let mut out = vec![0.0f32; rows * cols];
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                for j in j0..(j0 + TILE).min(cols) {
-                    out[j * rows + i] = m[i * cols + j];
+    transpose_simd(m, rows, cols, &mut out);
+    out
+}
+
+/// Side of the square blocks [`transpose_into`] moves through registers.
+const SQUARE: usize = 8;
+
+/// [`transposed`] into `out`: `SQUARE × SQUARE` blocks are read as rows into
+/// a local array and written back as its columns, so both sides move in runs
+/// of eight floats (element by element, every write lands in another row);
+/// the edges past the last whole block go one element at a time.
+#[inline(always)]
+fn transpose_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    let (rows_b, cols_b) = (rows - rows % SQUARE, cols - cols % SQUARE);
+    for i0 in (0..rows_b).step_by(SQUARE) {
+        for j0 in (0..cols_b).step_by(SQUARE) {
+            let mut blk = [[0.0f32; SQUARE]; SQUARE];
+            for (i, r) in blk.iter_mut().enumerate() {
+                r.copy_from_slice(&m[(i0 + i) * cols + j0..(i0 + i) * cols + j0 + SQUARE]);
+            }
+            for j in 0..SQUARE {
+                let o = &mut out[(j0 + j) * rows + i0..(j0 + j) * rows + i0 + SQUARE];
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = blk[i][j];
                 }
             }
         }
     }
-    out
+    for i in 0..rows {
+        let first = if i < rows_b { cols_b } else { 0 };
+        for j in first..cols {
+            out[j * rows + i] = m[i * cols + j];
+        }
+    }
 }
+
+simd_fn!(fn transpose_simd(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) => transpose_into);
 
 /// A read-only matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -292,8 +320,12 @@ mod tests {
                 assert!((o - w).abs() < 1e-4, "product: {o} vs {w}");
             }
         }
+        // Whole 8×8 blocks and both edges (300 = 37·8 + 4 rows, 33 = 4·8 + 1 columns).
         let t = transposed(&a, m, k);
-        assert_eq!(t[5 * m + 7], a[7 * k + 5]);
+        for (i, j) in [(7, 5), (0, 0), (299, 32), (296, 31), (5, 32), (299, 3)] {
+            assert_eq!(t[j * m + i], a[i * k + j], "({i}, {j})");
+        }
+        assert_eq!(transposed(&t, k, m), a);
     }
 
     #[test]
