@@ -390,3 +390,35 @@ fn fused_pointwise_conv_matches_burn_conv1d() {
         }
     }
 }
+
+#[test]
+fn fused_tanh_matches_burn_tanh() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
+    let device = cpu().autodiff();
+    // Inputs up to ±12 (beyond the polynomial near 0 and into saturation),
+    // lengths around the parallel chunk of 2^14 elements.
+    for [b, c, t] in [[2, 16, 70], [1, 3, 5], [4, 128, 40], [3, 64, 300]] {
+        let x: Tensor<3> = random3(&mut rng, [b, c, t], &device) * 6.0;
+        assert!(fused(&x), "the CPU operation applies");
+        let r = random3(&mut rng, [b, c, t], &device);
+        let mut results = vec![];
+        for fused_path in [true, false] {
+            let x = x.clone().detach().require_grad();
+            let y = if fused_path {
+                nexttdnn::ops::tanh::tanh(x.clone())
+            } else {
+                burn::tensor::activation::tanh(x.clone())
+            };
+            let out = to_vec(y.clone());
+            let grads = (y * r.clone()).sum().backward();
+            results.push([out, to_vec(x.grad(&grads).expect("x gradient").reshape([b * c * t]))]);
+        }
+        // fastmath's tanh is within 2e-7 of libm's; the gradient's upstream
+        // factor is below 2 in magnitude.
+        for (i, name, bound) in [(0, "output", 5e-7), (1, "x gradient", 2e-6)] {
+            let err = max_abs(&results[0][i], &results[1][i]);
+            eprintln!("tanh [{b}, {c}, {t}] {name}: {err:e}");
+            assert!(err < bound, "[{b}, {c}, {t}]: the {name} differs by {err:e}");
+        }
+    }
+}

@@ -68,7 +68,11 @@ impl PoolingHead {
             let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
             let a2 = bn3(&self.attn_bn, a1.clone());
             branch = Some((a1, a2.clone()));
-            tanh(a2)
+            if crate::ops::fused(&a2) {
+                crate::ops::tanh::tanh(a2)
+            } else {
+                tanh(a2)
+            }
         };
         let e = self.attn_conv2.forward(a); // [B, D, T]
         let e = match mask {

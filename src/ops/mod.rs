@@ -4,9 +4,10 @@
 //!   with our CubeCL kernels (`shaders/`) on the CubeCL backends and Burn's
 //!   generic path elsewhere;
 //! * on the CPU in float32 only: whole blocks fused into one operation each
-//!   (`ffn`, `msc`, `layer_norm`, `pointwise`, `pooling`), where Burn's CPU
-//!   backend would run dozens of single-threaded element-wise passes. Other
-//!   backends keep the blocks written with Burn's operations in `model/`.
+//!   (`ffn`, `msc`, `layer_norm`, `pointwise`, `pooling`, and `tanh` in
+//!   training), where Burn's CPU backend would run dozens of single-threaded
+//!   element-wise passes. Other backends keep the blocks written with Burn's
+//!   operations in `model/`.
 
 pub mod check;
 pub mod depthwise;
@@ -24,6 +25,7 @@ pub mod pooling;
 pub(crate) mod scratch;
 pub(crate) mod simd;
 pub(crate) mod sums;
+pub mod tanh;
 
 use std::cell::Cell;
 
