@@ -10,7 +10,10 @@ the ratios `other's time / ours` (above 1: nexttdnn is faster).
         --seconds 4,8 --batches 1,8 --rounds 2
 
 * `--model M`: one of our model files. `--checkpoint CKPT=CONFIG`: an
-  official checkpoint, imported first with `nexttdnn import`.
+  official checkpoint, imported first with `nexttdnn import`. `--fresh
+  CONFIG`: a size with no checkpoint at hand, with fresh weights drawn by the
+  reference implementation's initialisation (seed 0), written under the
+  official names and imported the same way.
 * nexttdnn: `nexttdnn --device cpu bench --model M` (the waveform-to-embedding
   measurements; batch 1 is the single-recording path, larger batches the
   padded-batch path of `eval`).
@@ -22,6 +25,10 @@ the ratios `other's time / ours` (above 1: nexttdnn is faster).
   its fused path) with the same tensors, renamed to the official keys and
   transposed where the official layers are `[out, in]`; `--threads` threads,
   with and without `torch.set_flush_denormal`, the faster reported.
+
+Each cell is the median over rounds of each round's median; the last two
+columns compare the fastest single calls instead (the minimum over every
+round and repeat), which a busy machine disturbs less.
 
 Every engine runs in its own child process. Needs numpy, onnxruntime and
 torch (PyTorch is skipped, with a note, where it is not installed).
@@ -140,7 +147,7 @@ def timed(fn, warmup, repeats):
         t = time.perf_counter()
         fn()
         ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+    return statistics.median(ts), min(ts)
 
 
 def worker_ort(a):
@@ -158,8 +165,8 @@ def worker_ort(a):
         for s in a.seconds:
             for b in a.batches:
                 x = signals(s, b)
-                ms = timed(lambda: sess.run(None, {name: x}), a.warmup, a.repeats)
-                print(json.dumps({"engine": "onnxruntime", "ftz": ftz, "seconds": s, "batch": b, "ms": ms}), flush=True)
+                ms, fastest = timed(lambda: sess.run(None, {name: x}), a.warmup, a.repeats)
+                print(json.dumps({"ftz": ftz, "seconds": s, "batch": b, "ms": ms, "min_ms": fastest}), flush=True)
 
 
 def worker_torch(a):
@@ -185,8 +192,22 @@ def worker_torch(a):
                     with torch.inference_mode():
                         R.embed(x, p, cfg, fe, train=False, fast=True)
 
-                ms = timed(run, a.warmup, a.repeats)
-                print(json.dumps({"engine": "pytorch", "ftz": ftz, "seconds": s, "batch": b, "ms": ms}), flush=True)
+                ms, fastest = timed(run, a.warmup, a.repeats)
+                print(json.dumps({"ftz": ftz, "seconds": s, "batch": b, "ms": ms, "min_ms": fastest}), flush=True)
+
+
+def worker_fresh(a):
+    """Writes fresh weights for the config `a.params` under the official names."""
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, a.torch_ref)
+    import nexttdnn_ref as R
+
+    with open(a.params) as f:
+        c = ron_config(f.read())
+    cfg = R.Config(c["block"], c["channels"], tuple(c["depths"]), tuple(c["kernels"]), c["embedding_dim"], 1)
+    params = R.init_params(cfg, seed=0)
+    save_file({k: v.contiguous() for k, v in params.items()}, a.dest)
 
 
 # ---------------------------------------------------------------------------
@@ -222,8 +243,14 @@ def prepare(a):
     models = []
     for m in a.model:
         models.append((os.path.basename(m).split(".")[0], m))
-    for spec in a.checkpoint:
-        ckpt, config = spec.split("=", 1)
+    specs = [spec.split("=", 1) for spec in a.checkpoint]
+    for config in a.fresh:
+        name = os.path.basename(config).removesuffix(".ron").removeprefix("NeXt_TDNN_") + "_fresh"
+        ckpt = os.path.join(a.out, name + ".safetensors")
+        sh([sys.executable, os.path.abspath(__file__), "--worker", "fresh", "--params", config,
+            "--dest", ckpt, "--torch-ref", a.torch_ref], a.log)
+        specs.append((ckpt, config))
+    for ckpt, config in specs:
         name = os.path.basename(ckpt).split(".")[0]
         out = os.path.join(a.out, name + ".nexttdnn.safetensors")
         sh([a.bin, "--device", "cpu", "import", ckpt, "--config", config, "--out", out], a.log)
@@ -246,12 +273,12 @@ def ours(a, path):
     for m in json.load(open(report))["measurements"]:
         r = re.match(r"embed ([\d.]+) s \(batch (\d+),", m["name"])
         if r:
-            got[(float(r.group(1)), int(r.group(2)))] = m["median_ms"]
+            got[(float(r.group(1)), int(r.group(2)))] = (m["median_ms"], m["min_ms"])
     return got
 
 
 def other(a, worker, args):
-    """A worker's best time per (seconds, batch), over its two float modes."""
+    """A worker's (median, fastest) per (seconds, batch), each the best of its two float modes."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--threads", str(a.threads),
            "--seconds", ",".join(map(str, a.seconds)), "--batches", ",".join(map(str, a.batches)),
            "--warmup", str(a.warmup), "--repeats", str(a.repeats)] + args
@@ -259,7 +286,8 @@ def other(a, worker, args):
     for line in sh(cmd, a.log).splitlines():
         r = json.loads(line)
         key = (r["seconds"], r["batch"])
-        got[key] = min(got.get(key, float("inf")), r["ms"])
+        ms, fastest = got.get(key, (float("inf"), float("inf")))
+        got[key] = (min(ms, r["ms"]), min(fastest, r["min_ms"]))
     return got
 
 
@@ -269,6 +297,7 @@ def main():
     ap.add_argument("--bin", default="target/release/nexttdnn")
     ap.add_argument("--model", action="append", default=[], help="our model file")
     ap.add_argument("--checkpoint", action="append", default=[], help="CKPT=CONFIG, an official checkpoint")
+    ap.add_argument("--fresh", action="append", default=[], help="CONFIG: fresh weights (no checkpoint)")
     ap.add_argument("--torch-ref", default=os.path.join(HERE, "..", "..", "..", "shared", "reference"))
     ap.add_argument("--seconds", default="4,8", type=lambda s: [float(v) for v in s.split(",")])
     ap.add_argument("--batches", default="1,8", type=lambda s: [int(v) for v in s.split(",")])
@@ -277,14 +306,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--skip-torch", action="store_true")
-    ap.add_argument("--worker", choices=["ort", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ort", "torch", "fresh"], help=argparse.SUPPRESS)
     ap.add_argument("--onnx", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
+    ap.add_argument("--dest", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker == "ort":
         return worker_ort(a)
     if a.worker == "torch":
         return worker_torch(a)
+    if a.worker == "fresh":
+        return worker_fresh(a)
     if not a.out:
         ap.error("--out is required")
     os.makedirs(a.out, exist_ok=True)
@@ -305,22 +337,30 @@ def main():
 
 def report(a, models, runs, torch_ok):
     def med(name, engine, key):
-        vals = [r[key] for r in runs.get((name, engine), []) if key in r]
+        vals = [r[key][0] for r in runs.get((name, engine), []) if key in r]
         return statistics.median(vals) if vals else float("nan")
 
+    def fastest(name, engine, key):
+        vals = [r[key][1] for r in runs.get((name, engine), []) if key in r]
+        return min(vals) if vals else float("nan")
+
     print(f"\n{cpu_line()}; {a.threads} threads; medians of {a.rounds} rounds of {a.repeats} repeats; ms per call\n")
-    print("| model | audio | batch | nexttdnn | onnxruntime | PyTorch | onnxruntime / ours | PyTorch / ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | audio | batch | nexttdnn | onnxruntime | PyTorch | onnxruntime / ours | PyTorch / ours "
+          "| fastest: onnxruntime / ours | fastest: PyTorch / ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, _ in models:
         for s in a.seconds:
             for b in a.batches:
                 o, x, t = (med(name, e, (s, b)) for e in ("nexttdnn", "onnxruntime", "pytorch"))
+                fo, fx, ft = (fastest(name, e, (s, b)) for e in ("nexttdnn", "onnxruntime", "pytorch"))
                 rows.append({"model": name, "seconds": s, "batch": b, "nexttdnn_ms": o, "onnxruntime_ms": x,
-                             "pytorch_ms": t if torch_ok else None})
+                             "pytorch_ms": t if torch_ok else None, "nexttdnn_min_ms": fo,
+                             "onnxruntime_min_ms": fx, "pytorch_min_ms": ft if torch_ok else None})
                 tt = f"{t:.1f}" if torch_ok else "n/a"
                 tr = f"{t / o:.2f}" if torch_ok else "n/a"
-                print(f"| {name} | {s:g} s | {b} | {o:.1f} | {x:.1f} | {tt} | {x / o:.2f} | {tr} |")
+                ftr = f"{ft / fo:.2f}" if torch_ok else "n/a"
+                print(f"| {name} | {s:g} s | {b} | {o:.1f} | {x:.1f} | {tt} | {x / o:.2f} | {tr} | {fx / fo:.2f} | {ftr} |")
     if not torch_ok:
         print("\nPyTorch: not installed (pip install torch), or --skip-torch")
     with open(os.path.join(a.out, "side_by_side.json"), "w") as f:
