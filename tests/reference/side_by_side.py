@@ -117,6 +117,12 @@ OURS_TO_OFFICIAL = [
 ]
 
 
+def reference_config(R, text):
+    """The reference implementation's `Config` for our RON config `text`."""
+    c = ron_config(text)
+    return R.Config(c["block"], c["channels"], tuple(c["depths"]), tuple(c["kernels"]), c["embedding_dim"], 1)
+
+
 def official_tensors(ours):
     out = {}
     for name, value in ours.items():
@@ -178,8 +184,7 @@ def worker_torch(a):
 
     torch.set_num_threads(a.threads)
     meta, ours = read_safetensors(a.params)
-    c = ron_config(meta["config"])
-    cfg = R.Config(c["block"], c["channels"], tuple(c["depths"]), tuple(c["kernels"]), c["embedding_dim"], 1)
+    cfg = reference_config(R, meta["config"])
     p = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in official_tensors(ours).items()}
     fe = R.FrontEnd()
     for ftz in (False, True):
@@ -204,8 +209,7 @@ def worker_fresh(a):
     import nexttdnn_ref as R
 
     with open(a.params) as f:
-        c = ron_config(f.read())
-    cfg = R.Config(c["block"], c["channels"], tuple(c["depths"]), tuple(c["kernels"]), c["embedding_dim"], 1)
+        cfg = reference_config(R, f.read())
     params = R.init_params(cfg, seed=0)
     save_file({k: v.contiguous() for k, v in params.items()}, a.dest)
 
@@ -336,13 +340,16 @@ def main():
 
 
 def report(a, models, runs, torch_ok):
+    def over_rounds(name, engine, key, which, reduce):
+        """`reduce` over rounds of the rounds' median (`which` 0) or fastest call (1)."""
+        vals = [r[key][which] for r in runs.get((name, engine), []) if key in r]
+        return reduce(vals) if vals else float("nan")
+
     def med(name, engine, key):
-        vals = [r[key][0] for r in runs.get((name, engine), []) if key in r]
-        return statistics.median(vals) if vals else float("nan")
+        return over_rounds(name, engine, key, 0, statistics.median)
 
     def fastest(name, engine, key):
-        vals = [r[key][1] for r in runs.get((name, engine), []) if key in r]
-        return min(vals) if vals else float("nan")
+        return over_rounds(name, engine, key, 1, min)
 
     print(f"\n{cpu_line()}; {a.threads} threads; medians of {a.rounds} rounds of {a.repeats} repeats; ms per call\n")
     print("| model | audio | batch | nexttdnn | onnxruntime | PyTorch | onnxruntime / ours | PyTorch / ours "
