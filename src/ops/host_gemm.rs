@@ -122,10 +122,10 @@ impl<'a> View<'a> {
 ///
 /// With at least [`ROWS_PER_THREAD`] rows or columns per thread, `dst` is
 /// split evenly over the pool ([`split`]) and each part is one
-/// single-threaded product: at the models' shapes (a few hundred rows per utterance) that ran up to
-/// 1.8× faster than `gemm`'s own split on two AVX2 cores (400×1024×256: 162
-/// against 144 GFLOP/s; 256×256×400: 163 against 88). Smaller products keep
-/// `gemm`'s own parallelism.
+/// single-threaded product: at the models' shapes (a few hundred rows per
+/// utterance) that ran up to 1.8× faster than `gemm`'s own split on two AVX2
+/// cores (400×1024×256: 162 against 144 GFLOP/s; 256×256×400: 163 against
+/// 88). Smaller products keep `gemm`'s own parallelism.
 pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
     assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination size");
     check(lhs, rhs);
@@ -149,6 +149,8 @@ pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
 unsafe fn split_product(dst: *mut f32, lhs: View, rhs: View, accumulate: bool) {
     use rayon::prelude::*;
     let n = rhs.cols;
+    // The parts take `&dst` whole: a closure naming `dst.0` would capture
+    // the bare pointer, which is not `Sync`.
     let dst = SharedDst(dst);
     match split(lhs, rhs) {
         // SAFETY (all three arms): as the caller guarantees; the parts
