@@ -35,9 +35,6 @@ pub trait GeluOps: Backend {
     fn gelu_exact_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Elements per parallel task on the CPU.
-const CHUNK: usize = 1 << 14;
-
 impl GeluOps for Flex {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if x.dtype() != DType::F32 {
@@ -69,10 +66,8 @@ impl GeluOps for Flex {
 /// one thread; this is branch-free arithmetic that the compiler vectorises,
 /// in parallel chunks.
 pub(crate) mod cpu {
-    use super::CHUNK;
     use crate::ops::fastmath::{exp_neg, madd};
-    use crate::ops::simd::simd_fn;
-    use rayon::prelude::*;
+    use crate::ops::simd::{elementwise, simd_fn};
 
     /// `z²` (with `z = |x|/√2`) beyond which the Gaussian tails are flushed
     /// to zero: `e^-80 · 0.025`, the smallest tail Φ kept, is still normal.
@@ -130,13 +125,7 @@ pub(crate) mod cpu {
 
     /// `out = gelu(x)`, or `out = grad·gelu'(x)` when `grad` is given.
     pub fn map(x: &[f32], grad: Option<&[f32]>, out: &mut [f32]) {
-        match grad {
-            None => out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| forward_simd(x, o)),
-            Some(g) => out
-                .par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                .for_each(|(o, (x, g))| grad_simd(x, g, o)),
-        }
+        elementwise(x, grad, out, forward_simd, grad_simd)
     }
 }
 

@@ -127,25 +127,14 @@ impl<'a> View<'a> {
 /// cores (400×1024×256: 162 against 144 GFLOP/s; 256×256×400: 163 against
 /// 88). Smaller products keep `gemm`'s own parallelism.
 pub fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
-    assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination size");
-    check(lhs, rhs);
-    if lhs.rows == 0 || rhs.cols == 0 {
-        return;
-    }
-    if lhs.cols == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: `dst` holds the m·n initialised elements of the destination.
-    unsafe { split_product(dst.as_mut_ptr(), lhs, rhs, accumulate) }
+    matmul_with(dst, lhs, rhs, accumulate, true)
 }
 
 /// `dst (+)= lhs · rhs` over the pool, split by [`split`].
 ///
 /// # Safety
-/// As [`gemm_raw`], with `dst` row-major `[lhs.rows, rhs.cols]`.
+/// As [`gemm_raw`], with `dst` row-major `[lhs.rows, rhs.cols]` and a
+/// non-empty product (`m, k, n > 0`).
 unsafe fn split_product(dst: *mut f32, lhs: View, rhs: View, accumulate: bool) {
     use rayon::prelude::*;
     let n = rhs.cols;
@@ -204,7 +193,8 @@ enum Split {
     Cols(usize),
 }
 
-/// The split of `dst [m, n]`: by columns where `2n ≥ m`, else by rows.
+/// The split of a non-empty `dst [m, n]`: by columns where `2n ≥ m`, else
+/// by rows.
 ///
 /// `gemm` packs the right operand's columns in every part, and reads the
 /// left one in place. A row split packs all of `rhs` once per thread, a
@@ -218,7 +208,7 @@ enum Split {
 fn split(lhs: View, rhs: View) -> Split {
     let threads = rayon::current_num_threads();
     let (m, n) = (lhs.rows, rhs.cols);
-    if threads < 2 || n == 0 || lhs.cols == 0 || m < ROWS_PER_THREAD {
+    if threads < 2 || m < ROWS_PER_THREAD {
         return Split::None;
     }
     let min = threads * ROWS_PER_THREAD;
@@ -237,7 +227,7 @@ pub const ROWS_PER_THREAD: usize = 64;
 
 /// [`matmul`] on the calling thread only (for products run in parallel).
 pub fn matmul_serial(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
-    matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::None)
+    matmul_with(dst, lhs, rhs, accumulate, false)
 }
 
 fn check(lhs: View, rhs: View) {
@@ -245,7 +235,8 @@ fn check(lhs: View, rhs: View) {
     assert!(lhs.in_bounds() && rhs.in_bounds(), "operand strides reach outside their slices");
 }
 
-fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallelism: gemm::Parallelism) {
+/// [`matmul`] over the pool (`threaded`) or on the calling thread.
+fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, threaded: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     check(lhs, rhs);
     assert_eq!(dst.len(), m * n, "destination size");
@@ -259,7 +250,13 @@ fn matmul_with(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallel
         return;
     }
     // SAFETY: `dst` holds the m·n initialised elements of the destination.
-    unsafe { gemm_raw(dst.as_mut_ptr(), n, lhs, rhs, accumulate, parallelism) }
+    unsafe {
+        if threaded {
+            split_product(dst.as_mut_ptr(), lhs, rhs, accumulate)
+        } else {
+            gemm_raw(dst.as_mut_ptr(), n, lhs, rhs, accumulate, gemm::Parallelism::None)
+        }
+    }
 }
 
 /// `dst (+)= lhs · rhs` through `gemm`, `dst` row-major `[m, n]` with rows

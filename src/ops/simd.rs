@@ -107,3 +107,27 @@ macro_rules! simd_fn {
 }
 
 pub(crate) use simd_fn;
+
+/// Elements per parallel task of [`elementwise`].
+const CHUNK: usize = 1 << 14;
+
+/// An element-wise operation over the rayon pool, in chunks of [`CHUNK`]:
+/// `out = forward(x)`, or `out = backward(x, grad)` when `grad` is given,
+/// where `x` is what the backward reads (the input, or the saved output).
+/// The kernels are [`simd_fn`] loops.
+pub(crate) fn elementwise(
+    x: &[f32],
+    grad: Option<&[f32]>,
+    out: &mut [f32],
+    forward: fn(&[f32], &mut [f32]),
+    backward: fn(&[f32], &[f32], &mut [f32]),
+) {
+    use rayon::prelude::*;
+    match grad {
+        None => out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| forward(x, o)),
+        Some(g) => out
+            .par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(o, (x, g))| backward(x, g, o)),
+    }
+}

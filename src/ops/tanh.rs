@@ -17,14 +17,10 @@ use burn::backend::autodiff::{
 use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
-use rayon::prelude::*;
 
 use super::fastmath::tanh as tanh_fast;
 use super::flat::{f32s, host};
-use super::simd::simd_fn;
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
+use super::simd::{elementwise, simd_fn};
 
 /// Hyperbolic tangent.
 #[backend_extension(Flex, Autodiff)]
@@ -45,7 +41,7 @@ impl TanhOps for Flex {
         let shape = x.shape();
         let x = host(&x);
         let mut out = vec![0.0f32; shape.num_elements()];
-        out.par_chunks_mut(CHUNK).zip(f32s(&x).par_chunks(CHUNK)).for_each(|(o, x)| forward_simd(x, o));
+        elementwise(f32s(&x), None, &mut out, forward_simd, backward_simd);
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 }
@@ -55,9 +51,7 @@ impl TanhTrainOps for Flex {
         let shape = y.shape();
         let (y, g) = (host(&y), host(&grad));
         let mut out = vec![0.0f32; shape.num_elements()];
-        out.par_chunks_mut(CHUNK)
-            .zip(f32s(&y).par_chunks(CHUNK).zip(f32s(&g).par_chunks(CHUNK)))
-            .for_each(|(o, (y, g))| backward_simd(y, g, o));
+        elementwise(f32s(&y), Some(f32s(&g)), &mut out, forward_simd, backward_simd);
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 }
