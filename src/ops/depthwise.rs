@@ -154,7 +154,7 @@ pub(crate) mod cpu {
 
     crate::ops::simd::simd_fn! {
         /// [`row_tiles`] for the widest vectors this CPU has.
-        fn row(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) => avx512 fma row_tiles
+        fn row(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) => fma row_tiles
     }
 
     /// `out[b, c, t] = bias[c] + Σ_k w[c, k]·x[b, c, t - pad + k]` (taps

@@ -34,15 +34,19 @@ pub fn avx2_fma() -> bool {
 }
 
 /// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled
-/// for AVX2 and FMA when the CPU has them (8-wide vectors), plainly otherwise.
-/// The loops are written once; only their compilation differs. With
-/// `=> fma $body`, the body takes `<const FMA: bool>`, true in the AVX2
-/// build (for `f32::mul_add`, one instruction there and a library call
-/// elsewhere).
-/// With `=> avx512 fma $body`, a third build for AVX-512F is chosen where
-/// the CPU has it (for loops whose arrays fill 16-wide registers).
+/// for the widest vectors this CPU has: AVX-512F (16 lanes), AVX2 with FMA
+/// (8 lanes), or the target's baseline. The loops are written once; only
+/// their compilation differs. With `=> fma $body`, the body takes
+/// `<const FMA: bool>`, true in the vector builds (for `f32::mul_add`, one
+/// instruction there and a library call elsewhere).
 macro_rules! simd_fn {
-    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => avx512 fma $body:ident) => {
+    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
+        $crate::ops::simd::simd_fn!(@dispatch $(#[$m])* $v fn $name($($a: $t),*) => $body::<true>, $body::<false>);
+    };
+    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+        $crate::ops::simd::simd_fn!(@dispatch $(#[$m])* $v fn $name($($a: $t),*) => $body, $body);
+    };
+    (@dispatch $(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),*) => $vector:expr, $plain:expr) => {
         $(#[$m])*
         $v fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
@@ -50,12 +54,12 @@ macro_rules! simd_fn {
                 #[target_feature(enable = "avx512f,avx2,fma")]
                 $(#[$m])*
                 unsafe fn widest($($a: $t),*) {
-                    $body::<true>($($a),*)
+                    $vector($($a),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 $(#[$m])*
                 unsafe fn fast($($a: $t),*) {
-                    $body::<true>($($a),*)
+                    $vector($($a),*)
                 }
                 match $crate::ops::simd::isa() {
                     // SAFETY: the CPU has the features (checked by `isa`).
@@ -65,43 +69,7 @@ macro_rules! simd_fn {
                     $crate::ops::simd::Isa::Plain => {}
                 }
             }
-            $body::<false>($($a),*)
-        }
-    };
-    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => fma $body:ident) => {
-        $(#[$m])*
-        $v fn $name($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                $(#[$m])*
-                unsafe fn fast($($a: $t),*) {
-                    $body::<true>($($a),*)
-                }
-                if $crate::ops::simd::avx2_fma() {
-                    // SAFETY: the CPU has the features (checked just above).
-                    return unsafe { fast($($a),*) };
-                }
-            }
-            $body::<false>($($a),*)
-        }
-    };
-    ($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
-        $(#[$m])*
-        $v fn $name($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                $(#[$m])*
-                unsafe fn fast($($a: $t),*) {
-                    $body($($a),*)
-                }
-                if $crate::ops::simd::avx2_fma() {
-                    // SAFETY: the CPU has the features (checked just above).
-                    return unsafe { fast($($a),*) };
-                }
-            }
-            $body($($a),*)
+            $plain($($a),*)
         }
     };
 }
