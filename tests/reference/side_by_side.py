@@ -31,9 +31,11 @@ columns compare the fastest single calls instead (the minimum over every
 round and repeat), which a busy machine disturbs less.
 
 Every engine runs in its own child process. Needs numpy, onnxruntime and
-torch (PyTorch is skipped, with a note, where it is not installed).
+torch (PyTorch is skipped, with a note, where it is not installed), and for
+`--fresh` the `safetensors` package.
 """
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -323,6 +325,8 @@ def main():
         return worker_fresh(a)
     if not a.out:
         ap.error("--out is required")
+    if a.fresh and importlib.util.find_spec("safetensors") is None:
+        ap.error("--fresh writes the fresh weights with the `safetensors` package: pip install safetensors")
     os.makedirs(a.out, exist_ok=True)
     a.log = os.path.join(a.out, "side_by_side.log")
     torch_ok = not a.skip_torch and subprocess.run([sys.executable, "-c", "import torch"]).returncode == 0
