@@ -1,6 +1,6 @@
 //! The one place where the CPU's vector instructions are chosen. Loops are
-//! compiled plainly and for AVX2 with FMA (and, where asked, AVX-512), and
-//! picked at run time: the fused CPU operations write each loop once as an
+//! compiled plainly, for AVX2 with FMA and for AVX-512F, and picked at run
+//! time: the fused CPU operations write each loop once as an
 //! `#[inline(always)]` function and wrap it with [`simd_fn`].
 
 /// The widest instruction set the loops are compiled for that this CPU has.
@@ -15,22 +15,17 @@ pub enum Isa {
     Plain,
 }
 
-/// This CPU's [`Isa`] (the feature checks are cached by std).
+/// This CPU's [`Isa`] (the feature checks are cached by std). On other
+/// architectures than x86-64 the loops are compiled plainly only.
 pub fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2_fma() {
-            return if std::arch::is_x86_feature_detected!("avx512f") { Isa::Avx512 } else { Isa::Avx2 };
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512f") { Isa::Avx512 } else { Isa::Avx2 };
         }
     }
     Isa::Plain
-}
-
-/// Whether the CPU has AVX2 and FMA (checked once, then cached by std). On
-/// other architectures the loops are compiled plainly only.
-#[cfg(target_arch = "x86_64")]
-pub fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `fn $name(args)` runs the `#[inline(always)]` loop `$body(args)` compiled
