@@ -4,7 +4,7 @@
 //! operands need no transposed copy (small weight matrices excepted, see
 //! [`transposed`]).
 
-use super::simd::simd_fn;
+use super::simd::{simd_fn, transpose_block};
 
 /// gemm's threading for one product: the rayon pool natively; on wasm32,
 /// where gemm is built without rayon (no threads), the calling thread.
@@ -62,11 +62,8 @@ fn transpose_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
             for (i, r) in blk.iter_mut().enumerate() {
                 r.copy_from_slice(&m[(i0 + i) * cols + j0..(i0 + i) * cols + j0 + SQUARE]);
             }
-            for j in 0..SQUARE {
-                let o = &mut out[(j0 + j) * rows + i0..(j0 + j) * rows + i0 + SQUARE];
-                for (i, v) in o.iter_mut().enumerate() {
-                    *v = blk[i][j];
-                }
+            for (j, col) in transpose_block(&blk).iter().enumerate() {
+                out[(j0 + j) * rows + i0..(j0 + j) * rows + i0 + SQUARE].copy_from_slice(col);
             }
         }
     }

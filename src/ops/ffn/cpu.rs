@@ -17,7 +17,7 @@ use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{matmul, product, transposed, View};
 use super::super::layer_norm::cpu::frame_stats;
 use super::super::scratch::scratch;
-use super::super::simd::simd_fn;
+use super::super::simd::{simd_fn, transpose_block};
 use super::super::sums::column_sums;
 use super::FfnParams;
 
@@ -141,7 +141,17 @@ fn write_normalised(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &
                 tr[i] = (row[i] - mu[i]) * rs[i] * w + bias;
             }
         }
-        for i in 0..n {
+        let whole = if width == TILE { n - n % BLOCK } else { 0 };
+        for i0 in (0..whole).step_by(BLOCK) {
+            let mut blk = [[0.0f32; BLOCK]; TILE];
+            for (b, tr) in blk.iter_mut().zip(&tile) {
+                b.copy_from_slice(&tr[i0..i0 + BLOCK]);
+            }
+            for (j, frame) in transpose_block(&blk).iter().enumerate() {
+                xn[(i0 + j) * c + c0..(i0 + j) * c + c0 + TILE].copy_from_slice(frame);
+            }
+        }
+        for i in whole..n {
             let out = &mut xn[i * c + c0..i * c + c0 + width];
             for (k, o) in out.iter_mut().enumerate() {
                 *o = tile[k][i];
@@ -299,10 +309,11 @@ fn residual_tile(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: 
         for (j, r) in blk.iter_mut().enumerate() {
             r.copy_from_slice(&y[(t0 + j) * c..(t0 + j) * c + TILE]);
         }
+        let blk = transpose_block(&blk);
         for (k, &bk) in b2.iter().enumerate() {
             let (or, xr) = (&mut o[k * t + t0..k * t + t0 + BLOCK], &xs[k * t + t0..k * t + t0 + BLOCK]);
             for j in 0..BLOCK {
-                or[j] = xr[j] + blk[j][k] + bk;
+                or[j] = xr[j] + blk[k][j] + bk;
             }
         }
     }
@@ -464,12 +475,9 @@ fn transpose_tile(g: &[f32], dy: &mut [f32], s: &mut [f32], c: usize, t: usize) 
         for (k, r) in blk.iter_mut().enumerate() {
             r.copy_from_slice(&g[k * t + t0..k * t + t0 + BLOCK]);
         }
-        for j in 0..BLOCK {
-            let row = &mut dy[(t0 + j) * c..(t0 + j) * c + TILE];
-            for k in 0..TILE {
-                row[k] = blk[k][j];
-                s[k] += blk[k][j];
-            }
+        for (j, frame) in transpose_block(&blk).iter().enumerate() {
+            dy[(t0 + j) * c..(t0 + j) * c + TILE].copy_from_slice(frame);
+            s.iter_mut().zip(frame).for_each(|(sk, v)| *sk += v);
         }
     }
     for ti in main..t {

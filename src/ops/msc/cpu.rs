@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk};
-use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, View};
+use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, View};
 use super::super::pointwise::backward_host;
 use super::super::scratch::scratch;
 use super::super::simd::simd_fn;
@@ -135,8 +135,9 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         });
         rest
     };
-    let wpw_t = transposed(pr.pointwise_w, c, c);
-    per_utterance(out, View::rows(&wpw_t, c, c), a, d.b, d.t, false);
+    // `Wpwᵀ` through strides: here the weight is the operand `gemm` packs
+    // anyway, so a transposed copy (one thread, every call) bought nothing.
+    per_utterance(out, View::rows(pr.pointwise_w, c, c).t(), a, d.b, d.t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
         let bias = pr.pointwise_b[row % c];
         o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
