@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::cdf_pdf_with;
 use super::super::host_gemm::{matmul, product, transposed, View};
-use super::super::layer_norm::cpu::frame_stats;
+use super::super::layer_norm::cpu::{frame_stats, normalise_row};
 use super::super::scratch::scratch;
 use super::super::simd::{simd_fn, transpose_block};
 use super::super::sums::column_sums;
@@ -135,11 +135,8 @@ fn write_normalised(xb: &[f32], t0: usize, p: &Params, c: usize, t: usize, xn: &
         let width = TILE.min(c - c0);
         for (k, tr) in tile.iter_mut().enumerate().take(width) {
             let ch = c0 + k;
-            let (w, bias) = (p.w.norm_w[ch], p.w.norm_b[ch]);
             let row = &xb[ch * t + t0..ch * t + t0 + n];
-            for i in 0..n {
-                tr[i] = (row[i] - mu[i]) * rs[i] * w + bias;
-            }
+            normalise_row(row, mu, rs, p.w.norm_w[ch], p.w.norm_b[ch], &mut tr[..n]);
         }
         let whole = if width == TILE { n - n % BLOCK } else { 0 };
         for i0 in (0..whole).step_by(BLOCK) {

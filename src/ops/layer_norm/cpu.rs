@@ -45,9 +45,7 @@ fn forward_utt(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32], stats
         frame_stats(x, t0, c, t, eps, mu, rs);
         for ch in 0..c {
             let (xr, o) = (&x[ch * t + t0..ch * t + t0 + n], &mut out[ch * t + t0..ch * t + t0 + n]);
-            for i in 0..n {
-                o[i] = (xr[i] - mu[i]) * rs[i] * w[ch] + b[ch];
-            }
+            normalise_row(xr, mu, rs, w[ch], b[ch], o);
         }
     }
 }
@@ -86,9 +84,11 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32, t: usize, out: &mut [f
 
 simd_fn!(fn stats_simd(x: &[f32], t0: usize, c: usize, t: usize, eps: f32, mu: &mut [f32], rs: &mut [f32]) => frame_stats);
 
-/// One channel's row: `out = (x − μ)·rstd·w + b` frame by frame.
+/// One channel's row: `out = (x − μ)·rstd·w + b` frame by frame (the
+/// normalisation every LayerNorm pass here writes, channels-first or into
+/// the FFN's frames-major tiles).
 #[inline(always)]
-fn normalise_row(x: &[f32], mu: &[f32], rs: &[f32], w: f32, b: f32, out: &mut [f32]) {
+pub(crate) fn normalise_row(x: &[f32], mu: &[f32], rs: &[f32], w: f32, b: f32, out: &mut [f32]) {
     for (((o, &v), &m), &r) in out.iter_mut().zip(x).zip(mu).zip(rs) {
         *o = (v - m) * r * w + b;
     }
