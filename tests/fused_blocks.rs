@@ -357,15 +357,19 @@ fn fused_attentive_statistics_match_composite() {
 }
 
 #[test]
-fn fused_pointwise_conv_matches_burn_conv1d() {
+fn fused_unpadded_conv_matches_burn_conv1d() {
     use burn::tensor::module::conv1d;
     use burn::tensor::ops::ConvOptions;
     let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
     let device = cpu().autodiff();
-    for (b, ci, co, t) in [(2, 16, 8, 70), (1, 384, 384, 5), (3, 48, 384, 130), (32, 8, 4, 3)] {
-        let layer = conv(&mut rng, co, ci, 1, 1, &device);
+    // 1×1 (MFA, pooling head) and the stem's unpadded taps, down to a
+    // single output frame.
+    let shapes = [(2, 16, 8, 70, 1), (1, 384, 384, 5, 1), (3, 48, 384, 130, 1), (32, 8, 4, 3, 1)];
+    let stems = [(2, 80, 32, 50, 4), (1, 80, 384, 9, 4), (3, 5, 7, 4, 4), (2, 6, 10, 20, 3)];
+    for (b, ci, co, t, k) in shapes.into_iter().chain(stems) {
+        let layer = Conv1d { padding: 0, ..conv(&mut rng, co, ci, k, 1, &device) };
         let x = random3(&mut rng, [b, ci, t], &device);
-        let r = random3(&mut rng, [b, co, t], &device);
+        let r = random3(&mut rng, [b, co, t + 1 - k], &device);
         let mut results = vec![];
         for fused_path in [true, false] {
             let x = x.clone().require_grad();
@@ -377,7 +381,7 @@ fn fused_pointwise_conv_matches_burn_conv1d() {
             let out = to_vec(y.clone());
             let grads = (y * r.clone()).sum().backward();
             let gx = x.grad(&grads).expect("x gradient").reshape([b * ci * t]);
-            let gw = layer.weight.val().grad(&grads).expect("weight gradient").reshape([co * ci]);
+            let gw = layer.weight.val().grad(&grads).expect("weight gradient").reshape([co * ci * k]);
             let gb = layer.bias.val().grad(&grads).expect("bias gradient");
             results.push([out, to_vec(gx), to_vec(gw), to_vec(gb)]);
         }
@@ -385,8 +389,8 @@ fn fused_pointwise_conv_matches_burn_conv1d() {
             let (ours, reference) = (&results[0][i], &results[1][i]);
             let scale = reference.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
             let err = max_abs(ours, reference);
-            eprintln!("1x1 conv [{b}, {ci}->{co}, {t}] {name}: {err:e} (scale {scale:e})");
-            assert!(err < 1e-5 * scale, "[{b}, {ci}->{co}, {t}]: the {name} differs by {err:e} (scale {scale})");
+            eprintln!("conv k={k} [{b}, {ci}->{co}, {t}] {name}: {err:e} (scale {scale:e})");
+            assert!(err < 1e-5 * scale, "k={k} [{b}, {ci}->{co}, {t}]: the {name} differs by {err:e} (scale {scale})");
         }
     }
 }

@@ -48,10 +48,8 @@ impl Conv1d {
         if per_group == 1 && self.groups == c_out {
             return depthwise_conv1d(x, self.weight.val(), self.bias.val(), self.padding);
         }
-        let [_, c_in, k] = self.weight.dims();
-        if k == 1 && self.groups == 1 && self.padding == 0 && crate::ops::fused(&x) {
-            let w = self.weight.val().reshape([c_out, c_in]);
-            return crate::ops::pointwise::pointwise_conv(x, w, self.bias.val());
+        if self.groups == 1 && self.padding == 0 && crate::ops::fused(&x) {
+            return crate::ops::pointwise::pointwise_conv(x, self.weight.val(), self.bias.val());
         }
         conv1d(x, self.weight.val(), Some(self.bias.val()), ConvOptions::new([1], [self.padding], [1], self.groups))
     }

@@ -1,8 +1,10 @@
-//! The 1×1 convolution `y[b] = W·x[b] + bias` of `[B, C_in, T]` as a CPU
-//! operation, forward and backward, through `gemm` per utterance (the MFA
-//! layer and the attention of the pooling head). Burn's CPU `conv1d` takes
-//! its general convolution path for these, largely on one thread.
-//! Conventions as [`super::ffn`].
+//! The unpadded convolution of stride 1, `y[b] = Σ_k W_k·x[b][:, k..] + bias`
+//! of `[B, C_in, T]`, as a CPU operation, forward and backward: one `gemm`
+//! product per utterance on the input unfolded to `[C_in·K, T - K + 1]`
+//! (the input itself for the 1×1 convolutions of the MFA layer and the
+//! pooling head; a copy of K shifted rows per channel for the stem). Burn's
+//! CPU `conv1d` takes its general convolution path for these, largely on one
+//! thread. Conventions as [`super::ffn`].
 
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -22,11 +24,17 @@ use super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, tr
 use super::simd::simd_fn;
 use super::sums::channel_sums;
 
-/// 1×1 convolution.
+/// Unpadded convolution of stride 1 with a bias.
 #[backend_extension(Flex, Autodiff)]
 pub trait PointwiseOps: Backend {
-    /// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]`.
-    fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x [B, I, T]`, `weight [O, I·taps]` (Burn's `[O, I, taps]` flattened),
+    /// `bias [O]` → `[B, O, T - taps + 1]`.
+    fn pointwise_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        taps: usize,
+    ) -> FloatTensor<Self>;
 
     /// `tanh(W·x + bias)`, the product and one pass: the pooling head's
     /// attention branch at inference, with its BatchNorm folded into
@@ -46,27 +54,65 @@ pub trait PointwiseTrainOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        taps: usize,
     ) -> FloatTensor<Self>;
 }
 
 impl PointwiseOps for Flex {
-    fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        product_then(x, weight, bias, add_bias_simd)
+    fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, taps: usize) -> FlexTensor {
+        product_then(x, weight, bias, taps, add_bias_simd)
     }
 
     fn pointwise_conv_tanh(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        product_then(x, weight, bias, add_bias_tanh_simd)
+        product_then(x, weight, bias, 1, add_bias_tanh_simd)
     }
 }
 
-/// `W·x[b]` per utterance, then `pass(row, bias)` on each output row.
-fn product_then(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pass: fn(&mut [f32], f32)) -> FlexTensor {
+/// `W·unfold(x[b])` per utterance, then `pass(row, bias)` on each output row.
+fn product_then(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    taps: usize,
+    pass: fn(&mut [f32], f32),
+) -> FlexTensor {
     let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
     let (x, w, bias) = (host(&x), host(&weight), host(&bias));
-    let mut out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
+    let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
+    let mut out = per_utterance_new(View::rows(f32s(&w), co, ci * taps), &cols, b, t_out);
     let bias = f32s(&bias);
-    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| pass(o, bias[row % co]));
-    FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+    out.par_chunks_mut(t_out).enumerate().with_min_len(8).for_each(|(row, o)| pass(o, bias[row % co]));
+    FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
+}
+
+/// `x [B, I, T]` unfolded for `taps` taps: `[B, I·taps, T']` with row
+/// `i·taps + k` of utterance `b` holding `x[b, i, k..k + T']`, `T' = T -
+/// taps + 1`, the layout of Burn's flattened weight `[O, I·taps]`; `x` itself
+/// (borrowed) for one tap.
+fn unfolded(x: &[f32], [b, ci, t]: [usize; 3], taps: usize) -> (std::borrow::Cow<'_, [f32]>, usize) {
+    assert!((1..=t).contains(&taps), "{taps} taps on {t} frames");
+    let t_out = t - taps + 1;
+    if taps == 1 {
+        return (x.into(), t);
+    }
+    let mut cols = vec![0.0f32; b * ci * taps * t_out];
+    cols.par_chunks_mut(taps * t_out).zip(x.par_chunks(t)).for_each(|(rows, xr)| {
+        for (k, row) in rows.chunks_mut(t_out).enumerate() {
+            row.copy_from_slice(&xr[k..k + t_out]);
+        }
+    });
+    (cols.into(), t_out)
+}
+
+/// The adjoint of [`unfolded`]: `dx [B, I, T]` += the sum over taps of the
+/// unfolded gradient `dcols [B, I·taps, T']` shifted back into place.
+fn fold_into(dx: &mut [f32], dcols: &[f32], t: usize, taps: usize) {
+    let t_out = t - taps + 1;
+    dx.par_chunks_mut(t).zip(dcols.par_chunks(taps * t_out)).for_each(|(dr, rows)| {
+        for (k, row) in rows.chunks(t_out).enumerate() {
+            dr[k..k + t_out].iter_mut().zip(row).for_each(|(d, g)| *d += g);
+        }
+    });
 }
 
 #[inline(always)]
@@ -83,13 +129,21 @@ simd_fn!(fn add_bias_simd(row: &mut [f32], v: f32) => add_bias);
 simd_fn!(fn add_bias_tanh_simd(row: &mut [f32], v: f32) => fma add_bias_tanh);
 
 impl PointwiseTrainOps for Flex {
-    fn pointwise_conv_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    fn pointwise_conv_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor, taps: usize) -> FlexTensor {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, g) = (host(&x), host(&weight), host(&grad));
-        let mut out = zeros(b * ci * t + co * ci + co);
+        let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
+        let ck = ci * taps;
+        let mut out = zeros(b * ci * t + co * ck + co);
         let (dx, rest) = out.split_at_mut(b * ci * t);
-        let (dw, db) = rest.split_at_mut(co * ci);
-        backward_host(f32s(&x), f32s(&w), f32s(&g), [b, ci, co, t], [dx, dw, db], false);
+        let (dw, db) = rest.split_at_mut(co * ck);
+        if taps == 1 {
+            backward_host(&cols, f32s(&w), f32s(&g), [b, ck, co, t_out], [dx, dw, db], false);
+        } else {
+            let mut dcols = zeros(b * ck * t_out);
+            backward_host(&cols, f32s(&w), f32s(&g), [b, ck, co, t_out], [&mut dcols, dw, db], false);
+            fold_into(dx, &dcols, t, taps);
+        }
         let n = out.len();
         FlexTensor::from_data(TensorData::new(out, [n]))
     }
@@ -113,8 +167,9 @@ pub(crate) fn backward_host(
     db.copy_from_slice(&channel_sums(g, co, t));
 }
 
+/// The backward of a convolution of this many taps.
 #[derive(Debug)]
-struct PointwiseBackward;
+struct PointwiseBackward(usize);
 
 impl<B: Backend + PointwiseTrainOps> Backward<B, 3> for PointwiseBackward {
     /// `(x, weight)`.
@@ -124,21 +179,27 @@ impl<B: Backend + PointwiseTrainOps> Backward<B, 3> for PointwiseBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
         let shapes = [x.shape(), w.shape(), Shape::new([w.shape()[0]])];
-        let all = B::pointwise_conv_backward(x, w, grad);
+        let all = B::pointwise_conv_backward(x, w, grad, self.0);
         register_flat::<B>(grads, &all, ops.parents.iter().map(|p| p.as_ref().map(|n| n.id)), shapes);
     }
 }
 
 impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> PointwiseOps for Autodiff<B, C> {
-    fn pointwise_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        match PointwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+    fn pointwise_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        taps: usize,
+    ) -> FloatTensor<Self> {
+        let prepared = PointwiseBackward(taps).prepare::<C>([x.node(), weight.node(), bias.node()]);
+        match prepared.compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                let out = B::pointwise_conv(xp.clone(), wp.clone(), bias.into_primitive());
+                let out = B::pointwise_conv(xp.clone(), wp.clone(), bias.into_primitive(), taps);
                 prep.finish((xp, wp), out)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(B::pointwise_conv(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
+                prep.finish(B::pointwise_conv(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), taps))
             }
         }
     }
@@ -149,17 +210,20 @@ impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> Point
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::float_tanh(Self::pointwise_conv(x, weight, bias))
+        Self::float_tanh(Self::pointwise_conv(x, weight, bias, 1))
     }
 }
 
-/// `x [B, I, T]`, `weight [O, I]`, `bias [O]` → `[B, O, T]` through the
-/// fused CPU operation: only where [`super::fused`] holds for `x`.
-pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
+/// `x [B, I, T]`, `weight [O, I, K]`, `bias [O]` → `[B, O, T - K + 1]`
+/// (unpadded, stride 1) through the fused CPU operation: only where
+/// [`super::fused`] holds for `x`.
+pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>) -> Tensor<3> {
+    let [o, i, taps] = weight.dims();
     Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_conv(
         x.into_dispatch(),
-        weight.into_dispatch(),
+        weight.reshape([o, i * taps]).into_dispatch(),
         bias.into_dispatch(),
+        taps,
     ))
 }
 
