@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::super::flat::split_sizes;
-use super::super::gelu::cpu::cdf_pdf_with;
+use super::super::gelu::cpu::{cdf_pdf_with, gelu_inference};
 use super::super::host_gemm::{matmul, product, transposed, View};
 use super::super::layer_norm::cpu::{frame_stats, normalise_row};
 use super::super::scratch::scratch;
@@ -334,7 +334,7 @@ fn bias_gelu_squares_rows<const FMA: bool>(a: &mut [f32], b1: &[f32], valid: &[f
     for (ar, &v) in a.chunks_exact_mut(b1.len()).zip(valid) {
         for ((x, &bv), s) in ar.iter_mut().zip(b1).zip(acc.iter_mut()) {
             let y = *x + bv;
-            let g = y * cdf_pdf_with::<FMA>(y).0;
+            let g = gelu_inference::<FMA>(y);
             *x = g;
             *s += v * g * g;
         }

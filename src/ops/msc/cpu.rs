@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::flat::split_sizes;
-use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk};
+use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk, gelu_inference};
 use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, View};
 use super::super::pointwise::backward_host;
 use super::super::scratch::scratch;
@@ -75,7 +75,7 @@ simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => fma forward_chunk);
 #[inline(always)]
 fn gelu_in_place<const FMA: bool>(q: &mut [f32]) {
     for v in q.iter_mut() {
-        *v *= cdf_pdf_with::<FMA>(*v).0;
+        *v = gelu_inference::<FMA>(*v);
     }
 }
 
@@ -107,30 +107,33 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
         own_p = per_utterance_new(View::rows(pr.projection_w, c, c), x, d.b, d.t);
         (&mut own_p[..], saved)
     };
-    p.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, pr_row)| {
+    // The projection's bias and the padding mask are applied in the task
+    // that convolves the row: a depthwise convolution reads only its own
+    // channel's row.
+    let bias_row = |row: usize, p_row: &mut [f32]| {
         let (bi, ch) = (row / c, row % c);
         let (bias, v) = (pr.projection_b[ch], &valid[bi * t..(bi + 1) * t]);
-        pr_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
-    });
-    let p: &[f32] = p;
-    let conv = |buf: &mut Row, row: usize, qr: &mut [f32]| {
+        p_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
+    };
+    let conv = |buf: &mut Row, row: usize, p_row: &mut [f32], qr: &mut [f32]| {
+        bias_row(row, p_row);
         let (br, local) = pr.branch(row % c, c);
         let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
-        buf.conv(&p[row * t..(row + 1) * t], taps, br.bias[local], br.pad, qr);
+        buf.conv(p_row, taps, br.bias[local], br.pad, qr);
     };
+    let p_rows = p.par_chunks_mut(t);
     let a: &[f32] = if keep {
         let (q, a) = rest.split_at_mut(n);
-        q.par_chunks_mut(t).zip(a.par_chunks_mut(t)).enumerate().with_min_len(4).for_each_init(
-            Row::default,
-            |buf, (row, (qr, ar))| {
-                conv(buf, row, qr);
-                gelu_row_simd(qr, ar);
-            },
-        );
+        let rows = p_rows.zip(q.par_chunks_mut(t).zip(a.par_chunks_mut(t)));
+        rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, (qr, ar)))| {
+            conv(buf, row, p_row, qr);
+            gelu_row_simd(qr, ar);
+        });
         a
     } else {
-        rest.par_chunks_mut(t).enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, qr)| {
-            conv(buf, row, qr);
+        let rows = p_rows.zip(rest.par_chunks_mut(t));
+        rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, qr))| {
+            conv(buf, row, p_row, qr);
             gelu_in_place_simd(qr);
         });
         rest
