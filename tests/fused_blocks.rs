@@ -51,7 +51,14 @@ const NAMES: [&str; 9] = [
 type Case = (usize, usize, usize, Option<Vec<usize>>);
 
 fn cases() -> Vec<Case> {
-    vec![(2, 16, 70, None), (1, 8, 5, None), (3, 32, 130, None), (1, 24, 200, None), (3, 16, 90, Some(vec![90, 41, 7]))]
+    vec![
+        (2, 16, 70, None),
+        (1, 8, 5, None),
+        (3, 32, 130, None),
+        (1, 24, 200, None),
+        (1, 32, 100, None),
+        (3, 16, 90, Some(vec![90, 41, 7])),
+    ]
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! Layouts: the block's input and output are channels-first `[B, C, T]`;
 //! inside, rows are frames: `xn [B·T, C]`, `h, a [B·T, H]` with `H = 4C`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::super::flat::split_sizes;
@@ -273,14 +275,15 @@ fn grn_apply(a: &[f32], n: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
     });
 }
 
-/// `out[b, c, t] = x[b, c, t] + y[b·T + t, c] + b2[c]`.
-fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
+/// `out[b, c, t] = x[b, c, t] + y[b·T + t, c] + b2[c]`, every element of
+/// `out` written (it may be fresh memory).
+fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [MaybeUninit<f32>]) {
     let (c, t) = (d.c, d.t);
     if c % TILE != 0 {
         out.par_chunks_mut(t).enumerate().for_each(|(row, o)| {
             let (bi, ch) = (row / c, row % c);
             for (ti, ov) in o.iter_mut().enumerate() {
-                *ov = x[row * t + ti] + y[(bi * t + ti) * c + ch] + b2[ch];
+                ov.write(x[row * t + ti] + y[(bi * t + ti) * c + ch] + b2[ch]);
             }
         });
         return;
@@ -299,7 +302,7 @@ fn residual(x: &[f32], y: &[f32], b2: &[f32], d: Dims, out: &mut [f32]) {
 /// `o`'s channel rows are read and written as runs (a frame-by-frame loop
 /// writes every output to another row).
 #[inline(always)]
-fn residual_tile(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) {
+fn residual_tile(o: &mut [MaybeUninit<f32>], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) {
     let main = t - t % BLOCK;
     for t0 in (0..main).step_by(BLOCK) {
         let mut blk = [[0.0f32; TILE]; BLOCK];
@@ -310,17 +313,17 @@ fn residual_tile(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: 
         for (k, &bk) in b2.iter().enumerate() {
             let (or, xr) = (&mut o[k * t + t0..k * t + t0 + BLOCK], &xs[k * t + t0..k * t + t0 + BLOCK]);
             for j in 0..BLOCK {
-                or[j] = xr[j] + blk[k][j] + bk;
+                or[j].write(xr[j] + blk[k][j] + bk);
             }
         }
     }
     for ti in main..t {
         for (k, &bk) in b2.iter().enumerate() {
-            o[k * t + ti] = xs[k * t + ti] + y[ti * c + k] + bk;
+            o[k * t + ti].write(xs[k * t + ti] + y[ti * c + k] + bk);
         }
     }
 }
-simd_fn!(fn residual_tile_simd(o: &mut [f32], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) => residual_tile);
+simd_fn!(fn residual_tile_simd(o: &mut [MaybeUninit<f32>], xs: &[f32], y: &[f32], b2: &[f32], c: usize, t: usize) => residual_tile);
 
 /// Channels per tile of the passes between `[C, T]` and `[T, C]` (a tile's
 /// values of one frame fill a cache line), and frames per block of
@@ -377,8 +380,14 @@ fn grn_in_place_row(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f32]) {
 simd_fn!(fn grn_in_place_simd(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f32]) => grn_in_place_row);
 
 /// The forward for inference: as [`forward`], keeping nothing, with one
-/// `[B·T, H]` buffer that takes the product, its GELU and GRN in place.
-pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32]) {
+/// `[B·T, H]` buffer that takes the product and its GELU in place, and the
+/// output in fresh memory that the residual pass writes whole.
+///
+/// GRN is `r = a·s + β` with `s = γ·n + 1` per hidden channel, so the
+/// projection `r·W2` equals `a·(s·W2) + β·W2`: for one utterance the scale
+/// goes into a copy of `W2` (H·C floats) and `β·W2` into the bias, where
+/// applying GRN would rewrite the T·H activations.
+pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims) -> Vec<f32> {
     let (rows, c, h) = (d.rows(), d.c, d.h);
     let mut xn = scratch(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
@@ -387,12 +396,57 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mu
     let sq = bias_gelu_squares(&mut a, valid, p.w.expand_b, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
     grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
-    a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
-        grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.w.gamma, p.w.beta);
-    });
-    matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w.project_w, h, c), false);
-    residual(x, &xn, p.w.project_b, d, out);
+    let mut out: Vec<f32> = Vec::with_capacity(rows * c);
+    if d.b == 1 {
+        let mut w2 = scratch(h * c);
+        let b2 = grn_folded(p, &n, c, &mut w2);
+        matmul(&mut xn, View::rows(&a, rows, h), View::rows(&w2, h, c), false);
+        residual(x, &xn, &b2, d, out.spare_capacity_mut());
+    } else {
+        a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
+            grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.w.gamma, p.w.beta);
+        });
+        matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w.project_w, h, c), false);
+        residual(x, &xn, p.w.project_b, d, out.spare_capacity_mut());
+    }
+    // SAFETY: `residual` wrote all B·C·T floats.
+    unsafe { out.set_len(rows * c) };
+    out
 }
+
+/// One utterance's GRN folded into the projection: `w2[j, :] =
+/// W2[j, :]·(γ_j·n_j + 1)` and the returned bias `b2 + Σ_j β_j·W2[j, :]`.
+fn grn_folded(p: &Params, n: &[f32], c: usize, w2: &mut [f32]) -> Vec<f32> {
+    const ROWS: usize = 64;
+    let w = p.w.project_w;
+    let parts: Vec<Vec<f32>> = w2
+        .par_chunks_mut(ROWS * c)
+        .zip(w.par_chunks(ROWS * c))
+        .enumerate()
+        .map(|(i, (dst, src))| {
+            let mut acc = vec![0.0f32; c];
+            for (r, (dr, sr)) in dst.chunks_mut(c).zip(src.chunks(c)).enumerate() {
+                let j = i * ROWS + r;
+                grn_fold_row_simd(dr, sr, p.w.gamma[j] * n[j] + 1.0, p.w.beta[j], &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut b2 = column_sums(&parts, c);
+    b2.iter_mut().zip(p.w.project_b).for_each(|(v, &b)| *v += b);
+    b2
+}
+
+/// `dst = src·s`, `acc += β·src`: one row of [`grn_folded`].
+#[inline(always)]
+fn grn_fold_row(dst: &mut [f32], src: &[f32], s: f32, beta: f32, acc: &mut [f32]) {
+    for ((d, &w), a) in dst.iter_mut().zip(src).zip(acc.iter_mut()) {
+        *d = w * s;
+        *a += beta * w;
+    }
+}
+
+simd_fn!(fn grn_fold_row_simd(dst: &mut [f32], src: &[f32], s: f32, beta: f32, acc: &mut [f32]) => grn_fold_row);
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 for
 /// the frames GRN's norm covers and 0 for padding.
@@ -407,6 +461,9 @@ pub fn forward(x: &[f32], valid: &[f32], p: &Params, d: Dims, out: &mut [f32], s
     grn_apply(s.a, s.n, p, d, &mut r);
     // xn's buffer is free again: it takes the second product.
     matmul(&mut xn, View::rows(&r, rows, h), View::rows(p.w.project_w, h, c), false);
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `residual`
+    // writes only initialised values.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
     residual(x, &xn, p.w.project_b, d, out);
 }
 

@@ -151,9 +151,8 @@ impl FfnOps for Flex {
         let w = FfnParams { norm_w, norm_b, expand_w, expand_b, gamma, beta, project_w, project_b };
         let hs = Host::new(&x, &valid, w.map(Some));
         let d = hs.dims;
-        let mut out = zeros(d.b * d.c * d.t);
         let p = hs.params([ln_eps, grn_eps]);
-        cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, d, &mut out);
+        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, d);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
 }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk, gelu_inference};
-use super::super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, View};
+use super::super::host_gemm::{per_utterance, sum_over_utterances, View};
 use super::super::pointwise::backward_host;
 use super::super::scratch::scratch;
 use super::super::simd::simd_fn;
@@ -91,60 +91,80 @@ fn gelu_grad_row<const FMA: bool>(q: &[f32], g: &mut [f32]) {
 
 simd_fn!(fn gelu_grad_row_simd(q: &[f32], g: &mut [f32]) => fma gelu_grad_row);
 
-/// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 on
-/// the frames the depthwise convolutions may read and 0 on padding.
-/// `saved` takes `[p | q | a]` in training ([`saved_len`] floats), or only
-/// the activation in inference (B·C·T floats: GELU then works in place).
+/// The forward in training: `out [B, C, T]` from `x [B, C, T]`, keeping
+/// `saved = [p | q | a]` ([`saved_len`] floats); `valid [B·T]` is 1 on the
+/// frames the depthwise convolutions may read and 0 on padding.
 pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], saved: &mut [f32]) {
     let (c, t, n) = (d.c, d.t, d.b * d.plane());
-    let keep = saved.len() == saved_len(d);
-    let mut own_p = vec![];
-    let (p, rest) = if keep {
-        let (p, rest) = saved.split_at_mut(n);
-        per_utterance(p, View::rows(pr.projection_w, c, c), x, d.b, d.t, false);
-        (p, rest)
-    } else {
-        own_p = per_utterance_new(View::rows(pr.projection_w, c, c), x, d.b, d.t);
-        (&mut own_p[..], saved)
-    };
-    // The projection's bias and the padding mask are applied in the task
-    // that convolves the row: a depthwise convolution reads only its own
-    // channel's row.
-    let bias_row = |row: usize, p_row: &mut [f32]| {
-        let (bi, ch) = (row / c, row % c);
-        let (bias, v) = (pr.projection_b[ch], &valid[bi * t..(bi + 1) * t]);
-        p_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
-    };
-    let conv = |buf: &mut Row, row: usize, p_row: &mut [f32], qr: &mut [f32]| {
-        bias_row(row, p_row);
-        let (br, local) = pr.branch(row % c, c);
-        let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
-        buf.conv(p_row, taps, br.bias[local], br.pad, qr);
-    };
-    let p_rows = p.par_chunks_mut(t);
-    let a: &[f32] = if keep {
-        let (q, a) = rest.split_at_mut(n);
-        let rows = p_rows.zip(q.par_chunks_mut(t).zip(a.par_chunks_mut(t)));
-        rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, (qr, ar)))| {
-            conv(buf, row, p_row, qr);
-            gelu_row_simd(qr, ar);
-        });
-        a
-    } else {
-        let rows = p_rows.zip(rest.par_chunks_mut(t));
-        rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, qr))| {
-            conv(buf, row, p_row, qr);
-            gelu_in_place_simd(qr);
-        });
-        rest
-    };
+    let (p, rest) = saved.split_at_mut(n);
+    let (q, a) = rest.split_at_mut(n);
+    per_utterance(p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
+    mix_rows(p, Some(q), a, valid, pr, d);
     // `Wpwᵀ` through strides: here the weight is the operand `gemm` packs
     // anyway, so a transposed copy (one thread, every call) bought nothing.
-    per_utterance(out, View::rows(pr.pointwise_w, c, c).t(), a, d.b, d.t, false);
+    per_utterance(out, View::rows(pr.pointwise_w, c, c).t(), a, d.b, t, false);
     out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| {
         let bias = pr.pointwise_b[row % c];
         o.iter_mut().zip(&x[row * t..(row + 1) * t]).for_each(|(y, &xv)| *y += xv + bias);
     });
+}
+
+/// The forward in inference, keeping nothing: the projection and the
+/// activation in reused buffers, and the output started as `x + bpw` (in
+/// fresh memory, no zero-filling pass) for the pointwise product to add
+/// itself to: the same sum, `(x + bpw) + Wpwᵀ·a`, as the training forward's.
+pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, d: Dims) -> Vec<f32> {
+    let (c, t, n) = (d.c, d.t, d.b * d.plane());
+    let mut p = scratch(n);
+    per_utterance(&mut p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
+    let mut a = scratch(n);
+    mix_rows(&mut p, None, &mut a, valid, pr, d);
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let rows = out.spare_capacity_mut().par_chunks_mut(t).zip(x.par_chunks(t));
+    rows.enumerate().with_min_len(8).for_each(|(row, (o, xr))| {
+        let bias = pr.pointwise_b[row % c];
+        o.iter_mut().zip(xr).for_each(|(y, &xv)| {
+            y.write(xv + bias);
+        });
+    });
+    // SAFETY: every one of the n floats was just written.
+    unsafe { out.set_len(n) };
+    per_utterance(&mut out, View::rows(pr.pointwise_w, c, c).t(), &a, d.b, t, true);
+    out
+}
+
+/// Every row of the projection `p [B·C, T]`: its bias and the padding mask,
+/// then the depthwise convolution and GELU, in one task per row (a
+/// depthwise convolution reads only its own channel's row). Training keeps
+/// the convolution in `q` and its GELU in `a`; inference (`q` none) has `a`
+/// take the convolution and GELU in place.
+fn mix_rows(p: &mut [f32], q: Option<&mut [f32]>, a: &mut [f32], valid: &[f32], pr: &Params, d: Dims) {
+    let (c, t) = (d.c, d.t);
+    let conv = |buf: &mut Row, row: usize, p_row: &mut [f32], qr: &mut [f32]| {
+        let (bi, ch) = (row / c, row % c);
+        let (bias, v) = (pr.projection_b[ch], &valid[bi * t..(bi + 1) * t]);
+        p_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
+        let (br, local) = pr.branch(ch, c);
+        let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
+        buf.conv(p_row, taps, br.bias[local], br.pad, qr);
+    };
+    let p_rows = p.par_chunks_mut(t);
+    match q {
+        Some(q) => {
+            let rows = p_rows.zip(q.par_chunks_mut(t).zip(a.par_chunks_mut(t)));
+            rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, (qr, ar)))| {
+                conv(buf, row, p_row, qr);
+                gelu_row_simd(qr, ar);
+            });
+        }
+        None => {
+            let rows = p_rows.zip(a.par_chunks_mut(t));
+            rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, ar))| {
+                conv(buf, row, p_row, ar);
+                gelu_in_place_simd(ar);
+            });
+        }
+    }
 }
 
 /// Each parameter's size, in the order of [`MscParams`].

@@ -170,10 +170,7 @@ impl MscOps for Flex {
         };
         let hs = Host::new(&x, &valid, w.map(Some), [pad1, pad2]);
         let d = hs.dims;
-        let mut out = zeros(d.b * d.c * d.t);
-        // Inference keeps nothing: a buffer for the activation only.
-        let mut saved = zeros(d.b * d.c * d.t);
-        cpu::forward(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d, &mut out, &mut saved);
+        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
 }
