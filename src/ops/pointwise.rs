@@ -59,30 +59,37 @@ pub trait PointwiseTrainOps: Backend {
 }
 
 impl PointwiseOps for Flex {
+    /// The output starts as the bias, in fresh memory, and the product adds
+    /// itself to it: no zero-filling and no second pass over the output.
     fn pointwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, taps: usize) -> FlexTensor {
-        product_then(x, weight, bias, taps, add_bias_simd)
+        let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        let (x, w, bias) = (host(&x), host(&weight), host(&bias));
+        let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
+        let n = b * co * t_out;
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let bias = f32s(&bias);
+        out.spare_capacity_mut().par_chunks_mut(t_out).enumerate().with_min_len(8).for_each(|(row, o)| {
+            o.fill(std::mem::MaybeUninit::new(bias[row % co]));
+        });
+        // SAFETY: every one of the n floats was just written.
+        unsafe { out.set_len(n) };
+        per_utterance(&mut out, View::rows(f32s(&w), co, ci * taps), &cols, b, t_out, true);
+        FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
     }
 
     fn pointwise_conv_tanh(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        product_then(x, weight, bias, 1, add_bias_tanh_simd)
+        product_then(x, weight, bias, add_bias_tanh_simd)
     }
 }
 
-/// `W·unfold(x[b])` per utterance, then `pass(row, bias)` on each output row.
-fn product_then(
-    x: FlexTensor,
-    weight: FlexTensor,
-    bias: FlexTensor,
-    taps: usize,
-    pass: fn(&mut [f32], f32),
-) -> FlexTensor {
+/// `W·x[b]` per utterance (one tap), then `pass(row, bias)` on each output row.
+fn product_then(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pass: fn(&mut [f32], f32)) -> FlexTensor {
     let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
     let (x, w, bias) = (host(&x), host(&weight), host(&bias));
-    let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
-    let mut out = per_utterance_new(View::rows(f32s(&w), co, ci * taps), &cols, b, t_out);
+    let mut out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
     let bias = f32s(&bias);
-    out.par_chunks_mut(t_out).enumerate().with_min_len(8).for_each(|(row, o)| pass(o, bias[row % co]));
-    FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
+    out.par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(row, o)| pass(o, bias[row % co]));
+    FlexTensor::from_data(TensorData::new(out, [b, co, t]))
 }
 
 /// `x [B, I, T]` unfolded for `taps` taps: `[B, I·taps, T']` with row
@@ -116,16 +123,10 @@ fn fold_into(dx: &mut [f32], dcols: &[f32], t: usize, taps: usize) {
 }
 
 #[inline(always)]
-fn add_bias(row: &mut [f32], v: f32) {
-    row.iter_mut().for_each(|y| *y += v);
-}
-
-#[inline(always)]
 fn add_bias_tanh<const FMA: bool>(row: &mut [f32], v: f32) {
     row.iter_mut().for_each(|y| *y = tanh::<FMA>(*y + v));
 }
 
-simd_fn!(fn add_bias_simd(row: &mut [f32], v: f32) => add_bias);
 simd_fn!(fn add_bias_tanh_simd(row: &mut [f32], v: f32) => fma add_bias_tanh);
 
 impl PointwiseTrainOps for Flex {
