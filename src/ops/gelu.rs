@@ -114,13 +114,14 @@ pub(crate) mod cpu {
         const P: [f32; 6] = [0.797_884_4, 6.938_26e-2, 9.451_62e-3, 3.538_48e-4, 1.272_882e-5, 4.363_477_8e-8];
         const Q: [f32; 6] = [1.0, 0.253_623_8, 2.911_847_8e-2, 1.930_474_5e-3, 7.601_615e-5, 1.171_195_3e-6];
         let m = madd::<FMA>;
-        let xc = x.clamp(-RATIONAL_CLAMP, RATIONAL_CLAMP);
-        let u = xc * xc;
+        let u = x * x;
         let p = m(m(m(m(m(P[5], u, P[4]), u, P[3]), u, P[2]), u, P[1]), u, P[0]);
         let q = m(m(m(m(m(Q[5], u, Q[4]), u, Q[3]), u, Q[2]), u, Q[1]), u, Q[0]);
-        // At the clamp the rational rounds to within an ulp of ±1; past it
-        // `erf` is ±1 exactly, so that the negative tail is exactly 0.
-        let e = if x.abs() < RATIONAL_CLAMP { (xc * (p / q)).clamp(-1.0, 1.0) } else { 1.0f32.copysign(x) };
+        // Near the clamp the rational rounds to within an ulp of ±1; past it
+        // its value (NaN once x² overflows) is discarded and `erf` is ±1
+        // exactly, so that the negative tail is exactly 0. NaN takes the
+        // second arm and stays NaN through `h`.
+        let e = if x.abs() < RATIONAL_CLAMP { (x * (p / q)).clamp(-1.0, 1.0) } else { 1.0f32.copysign(x) };
         let h = 0.5 * x;
         m(h, e, h)
     }

@@ -34,6 +34,26 @@ pub fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// `n` floats written row by row (`t` floats a row, rows over the pool) from
+/// `row(r)`, into fresh memory: no zero-filling pass before the writes. Each
+/// row's iterator must yield exactly `t` values (checked).
+pub fn from_rows<I: Iterator<Item = f32>>(n: usize, t: usize, row: impl Fn(usize) -> I + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert!(t > 0 && n % t == 0, "{n} floats in rows of {t}");
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(r, o)| {
+        let mut written = 0;
+        for (slot, value) in o.iter_mut().zip(row(r)) {
+            slot.write(value);
+            written += 1;
+        }
+        assert_eq!(written, t, "row {r} written short");
+    });
+    // SAFETY: every row of the capacity was written whole (checked above).
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// The row-major transpose `[cols, rows]` of a row-major `[rows, cols]`
 /// matrix. `gemm` runs 20–40 % slower when one operand's layout is
 /// transposed relative to the others (measured at the models' shapes), so
@@ -395,6 +415,14 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn rows_are_written_whole() {
+        let v = from_rows(12, 4, |r| (0..4).map(move |i| (10 * r + i) as f32));
+        assert_eq!(v, [0., 1., 2., 3., 10., 11., 12., 13., 20., 21., 22., 23.]);
+        let short = std::panic::catch_unwind(|| from_rows(8, 4, |_| std::iter::repeat_n(1.0, 3)));
+        assert!(short.is_err(), "a row written short must not pass");
     }
 
     #[test]

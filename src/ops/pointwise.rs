@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::fastmath::tanh;
 use super::flat::{f32s, host, register_flat};
-use super::host_gemm::{per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
+use super::host_gemm::{from_rows, per_utterance, per_utterance_new, sum_over_utterances, transposed, zeros, View};
 use super::simd::simd_fn;
 use super::sums::channel_sums;
 
@@ -65,14 +65,8 @@ impl PointwiseOps for Flex {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, bias) = (host(&x), host(&weight), host(&bias));
         let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
-        let n = b * co * t_out;
-        let mut out: Vec<f32> = Vec::with_capacity(n);
         let bias = f32s(&bias);
-        out.spare_capacity_mut().par_chunks_mut(t_out).enumerate().with_min_len(8).for_each(|(row, o)| {
-            o.fill(std::mem::MaybeUninit::new(bias[row % co]));
-        });
-        // SAFETY: every one of the n floats was just written.
-        unsafe { out.set_len(n) };
+        let mut out = from_rows(b * co * t_out, t_out, |row| std::iter::repeat_n(bias[row % co], t_out));
         per_utterance(&mut out, View::rows(f32s(&w), co, ci * taps), &cols, b, t_out, true);
         FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
     }

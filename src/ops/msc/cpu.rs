@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::super::depthwise::cpu::{weight_grad_row, Row};
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, forward_chunk, gelu_inference};
-use super::super::host_gemm::{per_utterance, sum_over_utterances, View};
+use super::super::host_gemm::{from_rows, per_utterance, sum_over_utterances, View};
 use super::super::pointwise::backward_host;
 use super::super::scratch::scratch;
 use super::super::simd::simd_fn;
@@ -119,16 +119,10 @@ pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, d: Dims) -> Vec<
     per_utterance(&mut p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
     let mut a = scratch(n);
     mix_rows(&mut p, None, &mut a, valid, pr, d);
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    let rows = out.spare_capacity_mut().par_chunks_mut(t).zip(x.par_chunks(t));
-    rows.enumerate().with_min_len(8).for_each(|(row, (o, xr))| {
+    let mut out = from_rows(n, t, |row| {
         let bias = pr.pointwise_b[row % c];
-        o.iter_mut().zip(xr).for_each(|(y, &xv)| {
-            y.write(xv + bias);
-        });
+        x[row * t..(row + 1) * t].iter().map(move |&xv| xv + bias)
     });
-    // SAFETY: every one of the n floats was just written.
-    unsafe { out.set_len(n) };
     per_utterance(&mut out, View::rows(pr.pointwise_w, c, c).t(), &a, d.b, t, true);
     out
 }
