@@ -39,7 +39,7 @@ pub fn zeros(n: usize) -> Vec<f32> {
 /// row's iterator must yield exactly `t` values (checked).
 pub fn from_rows<I: Iterator<Item = f32>>(n: usize, t: usize, row: impl Fn(usize) -> I + Sync) -> Vec<f32> {
     use rayon::prelude::*;
-    assert!(t > 0 && n % t == 0, "{n} floats in rows of {t}");
+    assert!(t > 0 && n.is_multiple_of(t), "{n} floats in rows of {t}");
     let mut v: Vec<f32> = Vec::with_capacity(n);
     v.spare_capacity_mut().par_chunks_mut(t).enumerate().with_min_len(8).for_each(|(r, o)| {
         let mut written = 0;
