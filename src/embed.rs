@@ -216,12 +216,13 @@ impl Embedder {
     /// starts as local tasks of that thread, where from any other thread every
     /// operation is handed to the pool and its end waited for, a wake-up per
     /// operation that at batch 1 on a small model costs about as much as
-    /// some of the operations themselves.
+    /// some of the operations themselves. The other workers stay awake
+    /// meanwhile ([`crate::ops::awake`]).
     fn run<R: Send>(&self, forward: impl FnOnce() -> R + Send) -> R {
         let route = self.route;
         #[cfg(not(target_arch = "wasm32"))]
         if crate::ops::is_cpu(&self.device) && rayon::current_thread_index().is_none() {
-            return rayon::scope(move |_| with_route(route, forward));
+            return crate::ops::awake::with_pool_awake(move || with_route(route, forward));
         }
         with_route(route, forward)
     }

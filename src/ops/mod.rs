@@ -9,6 +9,8 @@
 //!   element-wise passes. Other backends keep the blocks written with Burn's
 //!   operations in `model/`.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod awake;
 pub mod check;
 pub mod depthwise;
 pub(crate) mod fastmath;
