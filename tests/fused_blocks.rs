@@ -402,6 +402,54 @@ fn fused_unpadded_conv_matches_burn_conv1d() {
     }
 }
 
+/// The MFA layer's convolution of the stage outputs without concatenating
+/// them: the same output as Burn's `conv1d` of the concatenation, on the
+/// CPU backend and (with the gradients) on autodiff.
+#[test]
+fn convolution_of_parts_matches_conv1d_of_their_concatenation() {
+    use burn::tensor::module::conv1d;
+    use burn::tensor::ops::ConvOptions;
+    use nexttdnn::ops::pointwise::pointwise_conv_concat;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));
+    for (b, parts, co, t) in [(2, vec![16, 8, 24], 20, 37), (1, vec![384; 3], 1152, 9), (3, vec![5], 7, 1)] {
+        let ci: usize = parts.iter().sum();
+        for tracked in [false, true] {
+            let device = if tracked { cpu().autodiff() } else { cpu() };
+            let layer = conv(&mut rng, co, ci, 1, 1, &device);
+            let xs: Vec<Tensor<3>> = parts.iter().map(|&i| random3(&mut rng, [b, i, t], &device)).collect();
+            let r = random3(&mut rng, [b, co, t], &device);
+            let mut results = vec![];
+            for ours in [true, false] {
+                let xs: Vec<Tensor<3>> =
+                    xs.iter().map(|x| if tracked { x.clone().detach().require_grad() } else { x.clone() }).collect();
+                let y = if ours {
+                    pointwise_conv_concat(&xs, layer.weight.val(), layer.bias.val())
+                } else {
+                    let cat = Tensor::cat(xs.clone(), 1);
+                    conv1d(cat, layer.weight.val(), Some(layer.bias.val()), ConvOptions::new([1], [0], [1], 1))
+                };
+                let mut got = vec![to_vec(y.clone())];
+                if tracked {
+                    let grads = (y * r.clone()).sum().backward();
+                    for x in &xs {
+                        got.push(to_vec(x.grad(&grads).expect("input gradient").flatten::<1>(0, 2)));
+                    }
+                    let gw = layer.weight.val().grad(&grads).expect("weight gradient");
+                    got.push(to_vec(gw.reshape([co * ci])));
+                    got.push(to_vec(layer.bias.val().grad(&grads).expect("bias gradient")));
+                }
+                results.push(got);
+            }
+            for (i, (ours, reference)) in results[0].iter().zip(&results[1]).enumerate() {
+                let scale = reference.iter().fold(1e-3f64, |m, v| m.max(v.abs() as f64));
+                let err = max_abs(ours, reference);
+                eprintln!("parts {parts:?} [{b}, ->{co}, {t}] tracked {tracked} #{i}: {err:e} (scale {scale:e})");
+                assert!(err < 1e-5 * scale, "parts {parts:?}, tracked {tracked}: result {i} differs by {err:e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn fused_tanh_matches_burn_tanh() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("fused block"));

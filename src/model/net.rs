@@ -95,8 +95,7 @@ impl NextTdnn {
             }
             outs.push(x.clone());
         }
-        let cat = Tensor::cat(outs.clone(), 1); // [B, 3C, T']
-        let mfa_conv = self.mfa_conv.forward(cat);
+        let mfa_conv = self.mfa(&outs, train); // [B, 3C, T']
         let mfa = self.mfa_norm.forward_channels_first(mfa_conv.clone()).cast(FloatDType::F32);
         let mut ptrace = None;
         let emb = self.head.forward(mfa.clone(), train, mask, if keep { Some(&mut ptrace) } else { None });
@@ -110,6 +109,17 @@ impl NextTdnn {
             embedding: emb.clone(),
         });
         (emb, trace)
+    }
+
+    /// The MFA layer's convolution of the stage outputs `[B, C, T']` each,
+    /// concatenated over channels: `[B, 3C, T']`. At inference on the CPU
+    /// the concatenation is not built (one product per stage).
+    fn mfa(&self, outs: &[Tensor<3>], train: bool) -> Tensor<3> {
+        if !train && crate::ops::fused(&outs[0]) {
+            let conv = &self.mfa_conv;
+            return crate::ops::pointwise::pointwise_conv_concat(outs, conv.weight.val(), conv.bias.val());
+        }
+        self.mfa_conv.forward(Tensor::cat(outs.to_vec(), 1))
     }
 
     /// Number of trainable parameters (BatchNorm running statistics excluded),

@@ -15,7 +15,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{
     backend_extension, ops::FloatTensorOps, tensor::FloatTensor, Autodiff, Backend, Dispatch, Flex, TensorMetadata,
 };
-use burn::tensor::{Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::fastmath::tanh;
@@ -43,6 +43,18 @@ pub trait PointwiseOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// One part of a 1×1 convolution whose input is several tensors
+    /// concatenated over channels, without the concatenation: `acc +
+    /// W[:, offset..offset + I]·x` for `x [B, I, T]`, `weight [O, K]` (the
+    /// whole weight) and `acc [B, O, T]`, or the bias `[O]` for the first
+    /// part. `acc`'s memory is reused when nothing else holds it.
+    fn pointwise_conv_part(
+        acc: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        offset: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -74,6 +86,37 @@ impl PointwiseOps for Flex {
     fn pointwise_conv_tanh(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         product_then(x, weight, bias, add_bias_tanh_simd)
     }
+
+    fn pointwise_conv_part(acc: FlexTensor, x: FlexTensor, weight: FlexTensor, offset: usize) -> FlexTensor {
+        let ([b, ci, t], [co, k]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        assert!(offset + ci <= k, "input channels {offset}..{} of a weight with {k}", offset + ci);
+        let (x, w) = (host(&x), host(&weight));
+        let mut acc = if acc.shape().num_dims() == 1 {
+            let bias = host(&acc);
+            let bias = f32s(&bias);
+            assert_eq!(bias.len(), co, "one bias per output channel");
+            let out = from_rows(b * co * t, t, |row| std::iter::repeat_n(bias[row % co], t));
+            FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+        } else {
+            assert_eq!(acc.shape().dims::<3>(), [b, co, t], "the sum so far");
+            owned(acc)
+        };
+        let dst = acc.try_storage_mut::<f32>().expect("an owned tensor");
+        let lhs = View { data: &f32s(&w)[offset..], rows: co, cols: ci, rs: k, cs: 1 };
+        per_utterance(dst, lhs, f32s(&x), b, t, true);
+        acc
+    }
+}
+
+/// `t` as a tensor that alone holds its buffer, contiguous from its start:
+/// itself when it is, else a copy.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let n = t.shape().num_elements();
+    if t.is_unique() && t.layout().contiguous_offsets() == Some((0, n)) && t.storage::<f32>().len() == n {
+        return t;
+    }
+    let c = host(&t);
+    FlexTensor::from_data(TensorData::new(f32s(&c).to_vec(), t.shape()))
 }
 
 /// `W·x[b]` per utterance (one tap), then `pass(row, bias)` on each output row.
@@ -207,6 +250,24 @@ impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> Point
     ) -> FloatTensor<Self> {
         Self::float_tanh(Self::pointwise_conv(x, weight, bias, 1))
     }
+
+    /// The tracked product of the weight's columns (a slice), then Autodiff's
+    /// own addition.
+    fn pointwise_conv_part(
+        acc: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        offset: usize,
+    ) -> FloatTensor<Self> {
+        let ([_, ci, _], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        let part = [Slice::new(0, Some(co as isize), 1), Slice::new(offset as isize, Some((offset + ci) as isize), 1)];
+        let w = Self::float_slice(weight, &part);
+        if acc.shape().num_dims() == 1 {
+            return Self::pointwise_conv(x, w, acc, 1);
+        }
+        let zero = Self::float_zeros(Shape::new([co]), &w.device(), acc.dtype().into());
+        Self::float_add(acc, Self::pointwise_conv(x, w, zero, 1))
+    }
 }
 
 /// `x [B, I, T]`, `weight [O, I, K]`, `bias [O]` → `[B, O, T - K + 1]`
@@ -220,6 +281,25 @@ pub fn pointwise_conv(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<1>) -> Tenso
         bias.into_dispatch(),
         taps,
     ))
+}
+
+/// The 1×1 convolution (`weight [O, ΣI, 1]`, `bias [O]`) of the
+/// concatenation over channels of `xs` (each `[B, I, T]`), as one product
+/// per part added into one output: the MFA layer at inference, where
+/// concatenating the stage outputs first was a single-threaded copy.
+pub fn pointwise_conv_concat(xs: &[Tensor<3>], weight: Tensor<3>, bias: Tensor<1>) -> Tensor<3> {
+    let [o, k, taps] = weight.dims();
+    assert_eq!(taps, 1, "a 1×1 convolution");
+    assert!(!xs.is_empty(), "at least one input");
+    let w = weight.reshape([o, k]).into_dispatch();
+    let (mut acc, mut offset) = (bias.into_dispatch(), 0);
+    for x in xs {
+        let i = x.dims()[1];
+        acc = <Dispatch as PointwiseOps>::pointwise_conv_part(acc, x.clone().into_dispatch(), w.clone(), offset);
+        offset += i;
+    }
+    assert_eq!(offset, k, "the inputs' channels make up the weight's");
+    Tensor::from_dispatch(acc)
 }
 
 /// `tanh(W·x + bias)` of [`pointwise_conv`], in one pass after the product.
