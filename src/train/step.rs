@@ -95,15 +95,19 @@ pub fn accumulated_step(
     let mut acc = GradientsAccumulator::<TrainModel>::new();
     let mut sums: Option<StepSums> = None;
     for mb in micro {
-        let (_, out) = train_forward(&model, frontend, mb.wav, mb.labels.clone(), aam, mask.clone());
-        // Off the autodiff graph and its dispatch: these only add up for the log.
-        let correct = correct_count(out.logits.clone().inner(), mb.labels.inner());
-        let loss = out.loss.clone().inner();
+        let device = mb.wav.device();
+        let (loss, correct, grads) = on_pool(&device, || {
+            let (_, out) = train_forward(&model, frontend, mb.wav, mb.labels.clone(), aam, mask.clone());
+            // Off the autodiff graph and its dispatch: these only add up for the log.
+            let correct = correct_count(out.logits.clone().inner(), mb.labels.inner());
+            let loss = out.loss.clone().inner();
+            (loss, correct, GradientsParams::from_grads(out.loss.backward(), &model))
+        });
         sums = Some(match sums {
             Some(s) => StepSums { loss: s.loss + loss, correct: s.correct + correct },
             None => StepSums { loss, correct },
         });
-        acc.accumulate(&model, GradientsParams::from_grads(out.loss.backward(), &model));
+        acc.accumulate(&model, grads);
     }
     let sums = sums.expect("a step has at least one micro-batch");
     let mut grads = mean_gradient(&model, acc.grads(), total, comm);
@@ -111,4 +115,16 @@ pub fn accumulated_step(
         clip_global(&model, &mut grads, c);
     }
     (optim.step(lr, model, grads), sums)
+}
+
+/// `f` on the rayon pool with its other workers awake ([`crate::ops::awake`])
+/// on the CPU natively, where the forward and backward hand the pool
+/// hundreds of parallel loops; as it is elsewhere.
+fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(not(target_arch = "wasm32"))]
+    if crate::ops::is_cpu(device) && rayon::current_thread_index().is_none() {
+        return crate::ops::awake::with_pool_awake(f);
+    }
+    let _ = device;
+    f()
 }
