@@ -220,11 +220,7 @@ impl Embedder {
     /// meanwhile ([`crate::ops::awake`]).
     fn run<R: Send>(&self, forward: impl FnOnce() -> R + Send) -> R {
         let route = self.route;
-        #[cfg(not(target_arch = "wasm32"))]
-        if crate::ops::is_cpu(&self.device) && rayon::current_thread_index().is_none() {
-            return crate::ops::awake::with_pool_awake(move || with_route(route, forward));
-        }
-        with_route(route, forward)
+        crate::ops::on_pool(&self.device, move || with_route(route, forward))
     }
 
     /// Reads and checks a WAV file for this model.

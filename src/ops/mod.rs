@@ -74,6 +74,19 @@ pub fn is_cpu(device: &Device) -> bool {
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
+/// `f` on the rayon pool with its other workers awake
+/// ([`awake::with_pool_awake`]) where `device` is the CPU, natively, and the
+/// caller is not already a worker (whose loops start as local tasks anyway);
+/// `f` as it is elsewhere (the GPU backends, wasm32's single thread).
+pub fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(not(target_arch = "wasm32"))]
+    if is_cpu(device) && rayon::current_thread_index().is_none() {
+        return awake::with_pool_awake(f);
+    }
+    let _ = device;
+    f()
+}
+
 /// Whether our CubeCL kernels run on `device` (a CubeCL backend in a build
 /// with them).
 pub fn has_kernel(device: &Device) -> bool {

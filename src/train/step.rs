@@ -96,7 +96,7 @@ pub fn accumulated_step(
     let mut sums: Option<StepSums> = None;
     for mb in micro {
         let device = mb.wav.device();
-        let (loss, correct, grads) = on_pool(&device, || {
+        let (loss, correct, grads) = crate::ops::on_pool(&device, || {
             let (_, out) = train_forward(&model, frontend, mb.wav, mb.labels.clone(), aam, mask.clone());
             // Off the autodiff graph and its dispatch: these only add up for the log.
             let correct = correct_count(out.logits.clone().inner(), mb.labels.inner());
@@ -115,16 +115,4 @@ pub fn accumulated_step(
         clip_global(&model, &mut grads, c);
     }
     (optim.step(lr, model, grads), sums)
-}
-
-/// `f` on the rayon pool with its other workers awake ([`crate::ops::awake`])
-/// on the CPU natively, where the forward and backward hand the pool
-/// hundreds of parallel loops; as it is elsewhere.
-fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(not(target_arch = "wasm32"))]
-    if crate::ops::is_cpu(device) && rayon::current_thread_index().is_none() {
-        return crate::ops::awake::with_pool_awake(f);
-    }
-    let _ = device;
-    f()
 }
