@@ -77,8 +77,8 @@ impl PointwiseOps for Flex {
         let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
         let (x, w, bias) = (host(&x), host(&weight), host(&bias));
         let (cols, t_out) = unfolded(f32s(&x), [b, ci, t], taps);
-        let bias = f32s(&bias);
-        let mut out = from_rows(b * co * t_out, t_out, |row| std::iter::repeat_n(bias[row % co], t_out));
+        assert_eq!(bias.shape().dims::<1>(), [co], "one bias per output channel");
+        let mut out = bias_rows(f32s(&bias), b, t_out);
         per_utterance(&mut out, View::rows(f32s(&w), co, ci * taps), &cols, b, t_out, true);
         FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
     }
@@ -93,10 +93,8 @@ impl PointwiseOps for Flex {
         let (x, w) = (host(&x), host(&weight));
         let mut acc = if acc.shape().num_dims() == 1 {
             let bias = host(&acc);
-            let bias = f32s(&bias);
-            assert_eq!(bias.len(), co, "one bias per output channel");
-            let out = from_rows(b * co * t, t, |row| std::iter::repeat_n(bias[row % co], t));
-            FlexTensor::from_data(TensorData::new(out, [b, co, t]))
+            assert_eq!(bias.shape().dims::<1>(), [co], "one bias per output channel");
+            FlexTensor::from_data(TensorData::new(bias_rows(f32s(&bias), b, t), [b, co, t]))
         } else {
             assert_eq!(acc.shape().dims::<3>(), [b, co, t], "the sum so far");
             owned(acc)
@@ -106,6 +104,13 @@ impl PointwiseOps for Flex {
         per_utterance(dst, lhs, f32s(&x), b, t, true);
         acc
     }
+}
+
+/// `[B, O, T]` with every row of channel `o` equal to `bias[o]`, written
+/// once in fresh memory: the output the products add themselves to.
+fn bias_rows(bias: &[f32], b: usize, t: usize) -> Vec<f32> {
+    let co = bias.len();
+    from_rows(b * co * t, t, |row| std::iter::repeat_n(bias[row % co], t))
 }
 
 /// `t` as a tensor that alone holds its buffer, contiguous from its start:
