@@ -129,7 +129,7 @@ impl<'a> View<'a> {
     }
 
     /// Whether every element the strides reach lies inside `data`.
-    fn in_bounds(&self) -> bool {
+    pub(crate) fn in_bounds(&self) -> bool {
         self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }

@@ -22,6 +22,7 @@ pub mod gelu;
 pub(crate) mod host_gemm;
 pub mod layer_norm;
 pub mod msc;
+pub(crate) mod panels;
 pub mod pointwise;
 pub mod pooling;
 pub(crate) mod scratch;

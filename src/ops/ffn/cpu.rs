@@ -16,8 +16,9 @@ use rayon::prelude::*;
 
 use super::super::flat::split_sizes;
 use super::super::gelu::cpu::{cdf_pdf_with, gelu_inference};
-use super::super::host_gemm::{matmul, product, transposed, View};
+use super::super::host_gemm::{matmul, transposed, View};
 use super::super::layer_norm::cpu::{frame_stats, normalise_row};
+use super::super::panels::{self, PanelRow, Panels};
 use super::super::scratch::scratch;
 use super::super::simd::{simd_fn, transpose_block};
 use super::super::sums::column_sums;
@@ -387,26 +388,26 @@ simd_fn!(fn grn_in_place_simd(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f
 /// projection `r·W2` equals `a·(s·W2) + β·W2`: for one utterance the scale
 /// goes into a copy of `W2` (H·C floats) and `β·W2` into the bias, where
 /// applying GRN would rewrite the T·H activations.
-pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims) -> Vec<f32> {
+pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, w1: &Panels, d: Dims) -> Vec<f32> {
     let (rows, c, h) = (d.rows(), d.c, d.h);
     let mut xn = scratch(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
-    let mut a = product(View::rows(&xn, rows, c), View::rows(p.w.expand_w, c, h));
+    let mut a = panels::product(View::rows(&xn, rows, c), w1);
     let sq = bias_gelu_squares(&mut a, valid, p.w.expand_b, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
     grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
     let mut out: Vec<f32> = Vec::with_capacity(rows * c);
     if d.b == 1 {
-        let mut w2 = scratch(h * c);
-        let b2 = grn_folded(p, &n, c, &mut w2);
-        matmul(&mut xn, View::rows(&a, rows, h), View::rows(&w2, h, c), false);
+        let (w2, b2) = grn_folded(p, &n, h, c);
+        panels::matmul(&mut xn, View::rows(&a, rows, h), &w2, false);
         residual(x, &xn, &b2, d, out.spare_capacity_mut());
     } else {
         a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
             grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.w.gamma, p.w.beta);
         });
-        matmul(&mut xn, View::rows(&a, rows, h), View::rows(p.w.project_w, h, c), false);
+        let w2 = Panels::from_rows(p.w.project_w, h, c);
+        panels::matmul(&mut xn, View::rows(&a, rows, h), &w2, false);
         residual(x, &xn, p.w.project_b, d, out.spare_capacity_mut());
     }
     // SAFETY: `residual` wrote all B·C·T floats.
@@ -414,39 +415,35 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, d: Dims) -> Vec<f
     out
 }
 
-/// One utterance's GRN folded into the projection: `w2[j, :] =
-/// W2[j, :]·(γ_j·n_j + 1)` and the returned bias `b2 + Σ_j β_j·W2[j, :]`.
-fn grn_folded(p: &Params, n: &[f32], c: usize, w2: &mut [f32]) -> Vec<f32> {
-    const ROWS: usize = 64;
+/// One utterance's GRN folded into the projection `W2 [H, C]`, written in
+/// panels for the product: `w2[j, :] = W2[j, :]·(γ_j·n_j + 1)`, and the
+/// returned bias `b2 + Σ_j β_j·W2[j, :]`.
+fn grn_folded(p: &Params, n: &[f32], h: usize, c: usize) -> (Panels, Vec<f32>) {
     let w = p.w.project_w;
-    let parts: Vec<Vec<f32>> = w2
-        .par_chunks_mut(ROWS * c)
-        .zip(w.par_chunks(ROWS * c))
-        .enumerate()
-        .map(|(i, (dst, src))| {
-            let mut acc = vec![0.0f32; c];
-            for (r, (dr, sr)) in dst.chunks_mut(c).zip(src.chunks(c)).enumerate() {
-                let j = i * ROWS + r;
-                grn_fold_row_simd(dr, sr, p.w.gamma[j] * n[j] + 1.0, p.w.beta[j], &mut acc);
-            }
-            acc
-        })
-        .collect();
+    let (w2, parts) = Panels::build(
+        h,
+        c,
+        || vec![0.0f32; c],
+        |acc, j, row| grn_fold_row_simd(row, &w[j * c..(j + 1) * c], p.w.gamma[j] * n[j] + 1.0, p.w.beta[j], acc),
+    );
     let mut b2 = column_sums(&parts, c);
     b2.iter_mut().zip(p.w.project_b).for_each(|(v, &b)| *v += b);
-    b2
+    (w2, b2)
 }
 
-/// `dst = src·s`, `acc += β·src`: one row of [`grn_folded`].
+/// `dst = src·s`, `acc += β·src`: one row of [`grn_folded`], written in
+/// its panels' pieces.
 #[inline(always)]
-fn grn_fold_row(dst: &mut [f32], src: &[f32], s: f32, beta: f32, acc: &mut [f32]) {
-    for ((d, &w), a) in dst.iter_mut().zip(src).zip(acc.iter_mut()) {
-        *d = w * s;
-        *a += beta * w;
+fn grn_fold_row(mut dst: PanelRow, src: &[f32], s: f32, beta: f32, acc: &mut [f32]) {
+    for (cols, piece) in dst.pieces() {
+        for ((d, &w), a) in piece.iter_mut().zip(&src[cols.clone()]).zip(&mut acc[cols]) {
+            *d = w * s;
+            *a += beta * w;
+        }
     }
 }
 
-simd_fn!(fn grn_fold_row_simd(dst: &mut [f32], src: &[f32], s: f32, beta: f32, acc: &mut [f32]) => grn_fold_row);
+simd_fn!(fn grn_fold_row_simd(dst: PanelRow, src: &[f32], s: f32, beta: f32, acc: &mut [f32]) => grn_fold_row);
 
 /// The forward: `out [B, C, T]` from `x [B, C, T]`; `valid [B·T]` is 1 for
 /// the frames GRN's norm covers and 0 for padding.

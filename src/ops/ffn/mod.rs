@@ -20,6 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::flat::{f32s, f32s_or_empty, host, op_params};
 use super::host_gemm::zeros;
+use super::panels::Panels;
 use cpu::{Dims, Params};
 
 op_params! {
@@ -152,7 +153,9 @@ impl FfnOps for Flex {
         let hs = Host::new(&x, &valid, w.map(Some));
         let d = hs.dims;
         let p = hs.params([ln_eps, grn_eps]);
-        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, d);
+        let expand_w = hs.weights.expand_w.as_ref().expect("the expanding layer's weight");
+        let w1 = Panels::of_weight(expand_w, d.c, d.h);
+        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, &w1, d);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
 }
