@@ -106,14 +106,9 @@ impl Panels {
         Some(kernel)
     }
 
-    /// A row-major `[k, n]` matrix in panels.
-    pub fn from_rows(w: &[f32], k: usize, n: usize) -> Self {
-        assert_eq!(w.len(), k * n, "matrix size");
-        Self::build(k, n, || (), |_, j, row| copy_row(&w[j * n..(j + 1) * n], row)).0
-    }
-
-    /// [`Panels::from_rows`] in memory of their own, to be kept.
-    fn owned_from_rows(w: &[f32], k: usize, n: usize) -> Self {
+    /// A row-major `[k, n]` matrix in panels, in memory of their own (to be
+    /// kept).
+    fn from_rows(w: &[f32], k: usize, n: usize) -> Self {
         assert_eq!(w.len(), k * n, "matrix size");
         let width = Kernel::get().map_or(n, |kernel| kernel.width).max(1);
         let mut data = vec![0.0f32; n.div_ceil(width) * k * width];
@@ -140,7 +135,7 @@ impl Panels {
             kept.push(entry);
             return panels;
         }
-        let panels = Arc::new(Self::owned_from_rows(floats, k, n));
+        let panels = Arc::new(Self::from_rows(floats, k, n));
         if kept.len() == KEPT_WEIGHTS {
             kept.remove(0);
         }

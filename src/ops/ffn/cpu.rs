@@ -388,12 +388,12 @@ simd_fn!(fn grn_in_place_simd(a: &mut [f32], n: &[f32], gamma: &[f32], beta: &[f
 /// projection `r·W2` equals `a·(s·W2) + β·W2`: for one utterance the scale
 /// goes into a copy of `W2` (H·C floats) and `β·W2` into the bias, where
 /// applying GRN would rewrite the T·H activations.
-pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, w1: &Panels, d: Dims) -> Vec<f32> {
+pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, w: InferencePanels, d: Dims) -> Vec<f32> {
     let (rows, c, h) = (d.rows(), d.c, d.h);
     let mut xn = scratch(rows * c);
     let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     layer_norm(x, p, d, &mut xn, &mut mean, &mut rstd);
-    let mut a = panels::product(View::rows(&xn, rows, c), w1);
+    let mut a = panels::product(View::rows(&xn, rows, c), w.expand);
     let sq = bias_gelu_squares(&mut a, valid, p.w.expand_b, d);
     let (mut g, mut n) = (vec![0.0f32; d.b * h], vec![0.0f32; d.b * h]);
     grn_norms(&sq, d, p.grn_eps, &mut g, &mut n);
@@ -406,13 +406,21 @@ pub fn forward_inference(x: &[f32], valid: &[f32], p: &Params, w1: &Panels, d: D
         a.par_chunks_mut(h).enumerate().with_min_len(16).for_each(|(row, ar)| {
             grn_in_place_simd(ar, &n[(row / d.t) * h..(row / d.t + 1) * h], p.w.gamma, p.w.beta);
         });
-        let w2 = Panels::from_rows(p.w.project_w, h, c);
-        panels::matmul(&mut xn, View::rows(&a, rows, h), &w2, false);
+        let w2 = w.project.expect("the projection's panels for a batch");
+        panels::matmul(&mut xn, View::rows(&a, rows, h), w2, false);
         residual(x, &xn, p.w.project_b, d, out.spare_capacity_mut());
     }
     // SAFETY: `residual` wrote all B·C·T floats.
     unsafe { out.set_len(rows * c) };
     out
+}
+
+/// The weights [`forward_inference`] takes in panels: the expanding layer's,
+/// and for a batch of more than one utterance the projection's (one
+/// utterance's GRN is folded into a copy of it instead).
+pub struct InferencePanels<'a> {
+    pub expand: &'a Panels,
+    pub project: Option<&'a Panels>,
 }
 
 /// One utterance's GRN folded into the projection `W2 [H, C]`, written in
