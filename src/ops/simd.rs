@@ -17,6 +17,7 @@ pub enum Isa {
 
 /// This CPU's [`Isa`] (the feature checks are cached by std). On other
 /// architectures than x86-64 the loops are compiled plainly only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
