@@ -8,10 +8,10 @@
 //! [`super::ffn::cpu`]), which can be written straight into panels. The
 //! `gemm` crate has no entry point that takes an operand already packed, so
 //! this module keeps its microkernels (public in `gemm-f32`) and does the
-//! blocking itself. Measured on one AVX-512 Zen 4 core at C384's shapes,
-//! against `gemm` on the same thread: 399×384×1536 4.14 ms against 4.33,
-//! 399×1536×384 4.20 against 4.55 (the pack itself included on our side
-//! for the second, as the fold writes it).
+//! blocking itself. Measured on one AVX-512 Zen 4 core at C384's shapes
+//! (BENCHMARKS.md), against `gemm` on the same thread: 399×384×1536 in
+//! 4.14 ms against 4.33, 399×1536×384 in 4.10-4.24 against 4.40-4.59; read
+//! unpacked, where the weight lies, as fast as `gemm` or barely faster.
 //!
 //! Where no microkernel is taken (no AVX2+FMA, other architectures, wasm32)
 //! the panel is as wide as the matrix: the layout is then plain row-major
