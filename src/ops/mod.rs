@@ -20,6 +20,7 @@ pub(crate) mod flat;
 pub mod frontend;
 pub mod gelu;
 pub(crate) mod host_gemm;
+pub(crate) mod kept;
 pub mod layer_norm;
 pub mod msc;
 pub(crate) mod panels;

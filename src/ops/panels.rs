@@ -18,13 +18,13 @@
 //! and the product goes to [`super::host_gemm::matmul`].
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::flat::f32s;
 use super::host_gemm::{self, View};
+use super::kept::kept;
 use super::scratch::{scratch, Scratch};
 
 /// A weight `[k, n]` in column panels: panel `p` holds columns
@@ -117,46 +117,12 @@ impl Panels {
     }
 
     /// The panels of a weight tensor `[k, n]` that stays the same from call
-    /// to call (a loaded model's), laid out on its first call and kept.
-    ///
-    /// Kept are the last [`KEPT_WEIGHTS`] weights asked for, each with a
-    /// handle on its tensor: a tensor whose storage is shared is never
-    /// written in place, and its storage is not freed while the handle
-    /// lives, so the address a weight is found by always means that weight.
-    /// A model whose weights change (training) gets new tensors, hence new
-    /// entries; old ones fall out as the list turns over.
+    /// to call (a loaded model's), laid out on its first call and kept
+    /// ([`super::kept`]).
     pub fn of_weight(w: &FlexTensor, k: usize, n: usize) -> Arc<Self> {
-        let floats = f32s(w);
-        let key = (floats.as_ptr() as usize, floats.len());
-        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = kept.iter().position(|e| e.key == key && e.panels.k == k && e.panels.n == n) {
-            let entry = kept.remove(i);
-            let panels = entry.panels.clone();
-            kept.push(entry);
-            return panels;
-        }
-        let panels = Arc::new(Self::from_rows(floats, k, n));
-        if kept.len() == KEPT_WEIGHTS {
-            kept.remove(0);
-        }
-        kept.push(Kept { key, _tensor: w.clone(), panels: panels.clone() });
-        panels
+        kept(w, "panels", [k, n], |floats| Self::from_rows(floats, k, n))
     }
 }
-
-/// How many weights [`Panels::of_weight`] keeps: every feed-forward block of
-/// the largest configuration, twice over.
-pub const KEPT_WEIGHTS: usize = 24;
-
-/// One weight kept by [`Panels::of_weight`], most recently used last.
-struct Kept {
-    key: (usize, usize),
-    /// Holds the tensor's storage, so that `key` cannot name another.
-    _tensor: FlexTensor,
-    panels: Arc<Panels>,
-}
-
-static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
 
 /// `src` into the pieces of `row`.
 fn copy_row(src: &[f32], mut row: PanelRow) {

@@ -113,7 +113,9 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
 /// activation in reused buffers, and the output started as `x + bpw` (in
 /// fresh memory, no zero-filling pass) for the pointwise product to add
 /// itself to: the same sum, `(x + bpw) + Wpwᵀ·a`, as the training forward's.
-pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, d: Dims) -> Vec<f32> {
+///
+/// `pointwise_t` is `Wpwᵀ`, `[C_out, C_in]` row-major.
+pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, pointwise_t: &[f32], d: Dims) -> Vec<f32> {
     let (c, t, n) = (d.c, d.t, d.b * d.plane());
     let mut p = scratch(n);
     per_utterance(&mut p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
@@ -123,7 +125,7 @@ pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, d: Dims) -> Vec<
         let bias = pr.pointwise_b[row % c];
         x[row * t..(row + 1) * t].iter().map(move |&xv| xv + bias)
     });
-    per_utterance(&mut out, View::rows(pr.pointwise_w, c, c).t(), &a, d.b, t, true);
+    per_utterance(&mut out, View::rows(pointwise_t, c, c), &a, d.b, t, true);
     out
 }
 

@@ -19,7 +19,8 @@ use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, F
 use burn::tensor::{Tensor, TensorData};
 
 use super::flat::{f32s, f32s_or_empty, host, op_params};
-use super::host_gemm::zeros;
+use super::host_gemm::{transposed, zeros};
+use super::kept::kept;
 use cpu::{Branch, Dims, Params};
 
 op_params! {
@@ -170,7 +171,11 @@ impl MscOps for Flex {
         };
         let hs = Host::new(&x, &valid, w.map(Some), [pad1, pad2]);
         let d = hs.dims;
-        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &hs.params(), d);
+        // `Wpwᵀ` row-major, made once per model: read through strides,
+        // `gemm` would copy it out in every call.
+        let pointwise = hs.w.pointwise_w.as_ref().expect("the pointwise weight");
+        let pointwise_t = kept(pointwise, "transposed", [d.c, d.c], |w| transposed(w, d.c, d.c));
+        let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &hs.params(), &pointwise_t, d);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
     }
 }
