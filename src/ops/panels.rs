@@ -92,7 +92,7 @@ impl Panels {
         init: impl Fn() -> S + Sync,
         fill: impl Fn(&mut S, usize, PanelRow) + Sync,
     ) -> (Self, Vec<S>) {
-        let width = Kernel::get().map_or(n, |kernel| kernel.width).max(1);
+        let width = panel_width(n);
         let mut data = scratch(n.div_ceil(width) * k * width);
         let states = fill_panels(&mut data, k, n, width, init, fill);
         (Self { data: Buffer::Scratch(data), k, n, width }, states)
@@ -110,7 +110,7 @@ impl Panels {
     /// kept).
     fn from_rows(w: &[f32], k: usize, n: usize) -> Self {
         assert_eq!(w.len(), k * n, "matrix size");
-        let width = Kernel::get().map_or(n, |kernel| kernel.width).max(1);
+        let width = panel_width(n);
         let mut data = vec![0.0f32; n.div_ceil(width) * k * width];
         fill_panels(&mut data, k, n, width, || (), |_, j, row| copy_row(&w[j * n..(j + 1) * n], row));
         Self { data: Buffer::Owned(data), k, n, width }
@@ -122,6 +122,12 @@ impl Panels {
     pub fn of_weight(w: &FlexTensor, k: usize, n: usize) -> Arc<Self> {
         kept(w, "panels", [k, n], |floats| Self::from_rows(floats, k, n))
     }
+}
+
+/// The panel width for `n` columns: this CPU's kernels', or all `n` (one
+/// row-major panel) where none is taken.
+fn panel_width(n: usize) -> usize {
+    Kernel::get().map_or(n, |kernel| kernel.width).max(1)
 }
 
 /// `src` into the pieces of `row`.

@@ -153,9 +153,10 @@ impl FfnOps for Flex {
         let hs = Host::new(&x, &valid, w.map(Some));
         let d = hs.dims;
         let p = hs.params([ln_eps, grn_eps]);
-        let weight = |w: &Option<FlexTensor>| w.as_ref().expect("a weight of the block").clone();
-        let expand = Panels::of_weight(&weight(&hs.weights.expand_w), d.c, d.h);
-        let project = (d.b > 1).then(|| Panels::of_weight(&weight(&hs.weights.project_w), d.h, d.c));
+        let (expand_w, project_w) = (&hs.weights.expand_w, &hs.weights.project_w);
+        let expand = Panels::of_weight(expand_w.as_ref().expect("the expanding weight"), d.c, d.h);
+        let project =
+            (d.b > 1).then(|| Panels::of_weight(project_w.as_ref().expect("the projection's weight"), d.h, d.c));
         let w = cpu::InferencePanels { expand: &expand, project: project.as_deref() };
         let out = cpu::forward_inference(f32s(&hs.x), f32s(&hs.valid), &p, w, d);
         FlexTensor::from_data(TensorData::new(out, [d.b, d.c, d.t]))
