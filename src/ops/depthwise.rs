@@ -4,8 +4,8 @@
 //! * CubeCL backends: the shared-memory kernels in `shaders/depthwise.rs`.
 //! * Flex (CPU), float32: a forward and a weight gradient of our own (`cpu`
 //!   below). The forward zero-pads each (batch, channel) row once and keeps
-//!   tiles of 64 outputs in registers across the taps (AVX-512 or AVX2 with
-//!   FMA where the CPU has them), rows in parallel; the weight gradient is
+//!   tiles of 64 outputs in registers across the taps (AVX2 with FMA where
+//!   the CPU has it, AVX-512 CPUs included), rows in parallel; the weight gradient is
 //!   `K` dot products per row, parallel over channels. Other precisions take
 //!   Burn's grouped `conv1d` and its generic weight backward.
 //! * Autodiff: a backward written with the same two operations: the input
@@ -131,7 +131,7 @@ pub(crate) mod cpu {
 
     use crate::ops::sums::lane_dot;
 
-    /// Outputs per register tile: 8 AVX2 or 4 AVX-512 accumulators.
+    /// Outputs per register tile: 8 accumulators of 8 floats.
     const TILE: usize = 64;
 
     /// `out[t] = bias + Σ_k w[k]·xp[t + k]` for the whole tiles of `out`
@@ -153,8 +153,9 @@ pub(crate) mod cpu {
     }
 
     crate::ops::simd::simd_fn! {
-        /// [`row_tiles`] for the widest vectors this CPU has.
-        fn row(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) => fma row_tiles
+        /// [`row_tiles`] in 8-wide vectors where the CPU has AVX2 (AVX-512
+        /// included: its shifted windows are unaligned loads, see `simd_fn`).
+        fn row(xp: &[f32], w: &[f32], bias: f32, out: &mut [f32]) => fma narrow row_tiles
     }
 
     /// `out[b, c, t] = bias[c] + Σ_k w[c, k]·x[b, c, t - pad + k]` (taps
@@ -194,16 +195,36 @@ pub(crate) mod cpu {
     impl Row {
         /// `out[t] = bias + Σ_k taps[k]·x[t - pad + k]` (zeros outside `x`).
         pub fn conv(&mut self, x: &[f32], taps: &[f32], bias: f32, pad: usize, out: &mut [f32]) {
-            let (t_in, t_out, kernel) = (x.len(), out.len(), taps.len());
+            let t_out = out.len();
+            out.copy_from_slice(
+                self.conv_with(x.len(), t_out, taps, bias, pad, |xp| xp.copy_from_slice(&x[..xp.len()])),
+            );
+        }
+
+        /// As [`Row::conv`] for a row of `t_in` samples that `fill` writes
+        /// (the first `xp.len()` of them, all that the outputs read), with
+        /// the `t_out` outputs left in the row's own buffer.
+        pub fn conv_with(
+            &mut self,
+            t_in: usize,
+            t_out: usize,
+            taps: &[f32],
+            bias: f32,
+            pad: usize,
+            fill: impl FnOnce(&mut [f32]),
+        ) -> &[f32] {
             let padded_out = t_out.div_ceil(TILE) * TILE;
-            // xp[j] = x[j - pad] inside the row, zero outside.
-            self.xp.clear();
-            self.xp.resize(padded_out + kernel - 1, 0.0);
+            // xp[j] = x[j - pad] inside the row, zero outside: only the
+            // margins are cleared, `fill` writes the rest.
+            let len = padded_out + taps.len() - 1;
+            self.xp.resize(len, 0.0);
             self.tile.resize(padded_out, 0.0);
-            let n = t_in.min(self.xp.len() - pad);
-            self.xp[pad..pad + n].copy_from_slice(&x[..n]);
-            row(&self.xp, taps, bias, &mut self.tile);
-            out.copy_from_slice(&self.tile[..t_out]);
+            let n = t_in.min(len - pad);
+            self.xp[..pad].fill(0.0);
+            self.xp[pad + n..].fill(0.0);
+            fill(&mut self.xp[pad..pad + n]);
+            row(&self.xp[..len], taps, bias, &mut self.tile[..padded_out]);
+            &self.tile[..t_out]
         }
     }
 
@@ -381,4 +402,44 @@ pub fn depthwise_conv1d_extension(x: Tensor<3>, weight: Tensor<3>, bias: Tensor<
         pad,
         false,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu::Row;
+
+    /// `bias + Σ_k taps[k]·x[t - pad + k]` for `t < t_out`, zeros outside `x`.
+    fn naive(x: &[f32], taps: &[f32], bias: f32, pad: usize, t_out: usize) -> Vec<f32> {
+        (0..t_out)
+            .map(|t| {
+                let at = |k: usize| (t + k).checked_sub(pad).and_then(|j| x.get(j)).copied().unwrap_or(0.0);
+                bias + taps.iter().enumerate().map(|(k, &w)| w * at(k)).sum::<f32>()
+            })
+            .collect()
+    }
+
+    /// One row buffer serves rows of other kernels, paddings and lengths in
+    /// turn, as the multi-scale block's branches share it: each output is
+    /// its own row's convolution, with nothing left from the row before.
+    /// Small integers times quarters keep every sum exact.
+    #[test]
+    fn a_row_buffer_serves_rows_of_any_kernel() {
+        let mut row = Row::default();
+        let cases = [
+            (65, 32, 798, 798),
+            (7, 3, 798, 798),
+            (65, 32, 100, 100),
+            (7, 3, 30, 24),
+            (7, 3, 200, 10),
+            (65, 32, 798, 798),
+            (3, 0, 50, 48),
+        ];
+        for (i, &(k, pad, t_in, t_out)) in cases.iter().enumerate() {
+            let x: Vec<f32> = (0..t_in).map(|j| ((j * 37 + i * 11) % 23) as f32 - 11.0).collect();
+            let taps: Vec<f32> = (0..k).map(|j| ((j * 13 + i) % 7) as f32 * 0.25 - 0.75).collect();
+            let mut out = vec![f32::NAN; t_out];
+            row.conv(&x, &taps, 0.5, pad, &mut out);
+            assert_eq!(out, naive(&x, &taps, 0.5, pad, t_out), "case {i}: K {k}, pad {pad}, {t_in} -> {t_out}");
+        }
+    }
 }

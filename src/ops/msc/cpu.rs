@@ -72,14 +72,25 @@ pub fn saved_len(d: Dims) -> usize {
 
 simd_fn!(fn gelu_row_simd(q: &[f32], a: &mut [f32]) => fma forward_chunk);
 
+/// `a = GELU(q)` as inference computes it.
 #[inline(always)]
-fn gelu_in_place<const FMA: bool>(q: &mut [f32]) {
-    for v in q.iter_mut() {
-        *v = gelu_inference::<FMA>(*v);
+fn gelu_inference_row<const FMA: bool>(q: &[f32], a: &mut [f32]) {
+    for (av, &qv) in a.iter_mut().zip(q) {
+        *av = gelu_inference::<FMA>(qv);
     }
 }
 
-simd_fn!(fn gelu_in_place_simd(q: &mut [f32]) => fma gelu_in_place);
+simd_fn!(fn gelu_inference_row_simd(q: &[f32], a: &mut [f32]) => fma gelu_inference_row);
+
+/// `out = (p + bias)·valid`: the projection's bias and the padding mask.
+#[inline(always)]
+fn bias_mask_row(p: &[f32], bias: f32, valid: &[f32], out: &mut [f32]) {
+    for ((o, &x), &m) in out.iter_mut().zip(p).zip(valid) {
+        *o = (x + bias) * m;
+    }
+}
+
+simd_fn!(fn bias_mask_row_simd(p: &[f32], bias: f32, valid: &[f32], out: &mut [f32]) => bias_mask_row);
 
 #[inline(always)]
 fn gelu_grad_row<const FMA: bool>(q: &[f32], g: &mut [f32]) {
@@ -99,7 +110,7 @@ pub fn forward(x: &[f32], valid: &[f32], pr: &Params, d: Dims, out: &mut [f32], 
     let (p, rest) = saved.split_at_mut(n);
     let (q, a) = rest.split_at_mut(n);
     per_utterance(p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
-    mix_rows(p, Some(q), a, valid, pr, d);
+    mix_rows(p, q, a, valid, pr, d);
     // `Wpwᵀ` through strides: here the weight is the operand `gemm` packs
     // anyway, so a transposed copy (one thread, every call) bought nothing.
     per_utterance(out, View::rows(pr.pointwise_w, c, c).t(), a, d.b, t, false);
@@ -120,7 +131,7 @@ pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, pointwise_t: &[f
     let mut p = scratch(n);
     per_utterance(&mut p, View::rows(pr.projection_w, c, c), x, d.b, t, false);
     let mut a = scratch(n);
-    mix_rows(&mut p, None, &mut a, valid, pr, d);
+    mix_rows_inference(&p, &mut a, valid, pr, d);
     let mut out = from_rows(n, t, |row| {
         let bias = pr.pointwise_b[row % c];
         x[row * t..(row + 1) * t].iter().map(move |&xv| xv + bias)
@@ -129,38 +140,43 @@ pub fn forward_inference(x: &[f32], valid: &[f32], pr: &Params, pointwise_t: &[f
     out
 }
 
-/// Every row of the projection `p [B·C, T]`: its bias and the padding mask,
-/// then the depthwise convolution and GELU, in one task per row (a
-/// depthwise convolution reads only its own channel's row). Training keeps
-/// the convolution in `q` and its GELU in `a`; inference (`q` none) has `a`
-/// take the convolution and GELU in place.
-fn mix_rows(p: &mut [f32], q: Option<&mut [f32]>, a: &mut [f32], valid: &[f32], pr: &Params, d: Dims) {
+/// The depthwise branch of channel row `row` of `[B·C, T]`: its taps, bias
+/// and padding.
+fn row_branch<'a>(pr: &'a Params, row: usize, c: usize) -> (&'a [f32], f32, usize) {
+    let (br, local) = pr.branch(row % c, c);
+    (&br.w[local * br.kernel..(local + 1) * br.kernel], br.bias[local], br.pad)
+}
+
+/// Every row of the projection `p [B·C, T]` in training: its bias and the
+/// padding mask in place, the depthwise convolution into `q` and its GELU
+/// into `a`, one task per row (a depthwise convolution reads only its own
+/// channel's row).
+fn mix_rows(p: &mut [f32], q: &mut [f32], a: &mut [f32], valid: &[f32], pr: &Params, d: Dims) {
     let (c, t) = (d.c, d.t);
-    let conv = |buf: &mut Row, row: usize, p_row: &mut [f32], qr: &mut [f32]| {
-        let (bi, ch) = (row / c, row % c);
-        let (bias, v) = (pr.projection_b[ch], &valid[bi * t..(bi + 1) * t]);
-        p_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + bias) * m);
-        let (br, local) = pr.branch(ch, c);
-        let taps = &br.w[local * br.kernel..(local + 1) * br.kernel];
-        buf.conv(p_row, taps, br.bias[local], br.pad, qr);
-    };
-    let p_rows = p.par_chunks_mut(t);
-    match q {
-        Some(q) => {
-            let rows = p_rows.zip(q.par_chunks_mut(t).zip(a.par_chunks_mut(t)));
-            rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, (qr, ar)))| {
-                conv(buf, row, p_row, qr);
-                gelu_row_simd(qr, ar);
-            });
-        }
-        None => {
-            let rows = p_rows.zip(a.par_chunks_mut(t));
-            rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, ar))| {
-                conv(buf, row, p_row, ar);
-                gelu_in_place_simd(ar);
-            });
-        }
-    }
+    let rows = p.par_chunks_mut(t).zip(q.par_chunks_mut(t).zip(a.par_chunks_mut(t)));
+    rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, (qr, ar)))| {
+        let v = &valid[(row / c) * t..(row / c + 1) * t];
+        let (taps, bias, pad) = row_branch(pr, row, c);
+        let project_b = pr.projection_b[row % c];
+        p_row.iter_mut().zip(v).for_each(|(x, &m)| *x = (*x + project_b) * m);
+        buf.conv(p_row, taps, bias, pad, qr);
+        gelu_row_simd(qr, ar);
+    });
+}
+
+/// [`mix_rows`] in inference, keeping neither `p`'s masked rows nor the
+/// convolution: the masked row is written straight into the convolution's
+/// padded input, and GELU reads the convolution where it was computed.
+fn mix_rows_inference(p: &[f32], a: &mut [f32], valid: &[f32], pr: &Params, d: Dims) {
+    let (c, t) = (d.c, d.t);
+    let rows = p.par_chunks(t).zip(a.par_chunks_mut(t));
+    rows.enumerate().with_min_len(4).for_each_init(Row::default, |buf, (row, (p_row, ar))| {
+        let v = &valid[(row / c) * t..(row / c + 1) * t];
+        let (taps, bias, pad) = row_branch(pr, row, c);
+        let project_b = pr.projection_b[row % c];
+        let q = buf.conv_with(t, t, taps, bias, pad, |xp| bias_mask_row_simd(&p_row[..xp.len()], project_b, v, xp));
+        gelu_inference_row_simd(q, ar);
+    });
 }
 
 /// Each parameter's size, in the order of [`MscParams`].
