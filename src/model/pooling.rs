@@ -62,7 +62,8 @@ impl PoolingHead {
         let bn3 = |bn: &BatchNorm, x: Tensor<3>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
         let bn2 = |bn: &BatchNorm, x: Tensor<2>| if train { bn.forward_train(x) } else { bn.forward_eval(x) };
         let mut branch = None;
-        let a = if !train && trace.is_none() && crate::ops::fused(&h) {
+        let folded = !train && trace.is_none() && crate::ops::fused(&h);
+        let a = if folded {
             self.attention_folded(h.clone())
         } else {
             let a1 = self.attn_conv1.forward(h.clone()); // [B, I, T]
@@ -74,7 +75,15 @@ impl PoolingHead {
                 tanh(a2)
             }
         };
-        let e = self.attn_conv2.forward(a); // [B, D, T]
+        let e = if folded {
+            // Adding a bias per channel shifts each row of logits by a
+            // constant, which the softmax over time cancels: the product
+            // alone gives the same weights.
+            let [d, i, _] = self.attn_conv2.weight.dims();
+            crate::ops::pointwise::pointwise_product(a, self.attn_conv2.weight.val().reshape([d, i]))
+        } else {
+            self.attn_conv2.forward(a)
+        }; // [B, D, T]
         let e = match mask {
             Some(m) => m.attention_bias(e),
             None => e,

@@ -36,6 +36,11 @@ pub trait PointwiseOps: Backend {
         taps: usize,
     ) -> FloatTensor<Self>;
 
+    /// `W·x` without a bias, `x [B, I, T]`, `weight [O, I]` → `[B, O, T]`,
+    /// written by the product alone: the pooling head's second attention
+    /// convolution at inference, whose bias the softmax over time cancels.
+    fn pointwise_product(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// `tanh(W·x + bias)`, the product and one pass: the pooling head's
     /// attention branch at inference, with its BatchNorm folded into
     /// `weight` and `bias`.
@@ -81,6 +86,13 @@ impl PointwiseOps for Flex {
         let mut out = bias_rows(f32s(&bias), b, t_out);
         per_utterance(&mut out, View::rows(f32s(&w), co, ci * taps), &cols, b, t_out, true);
         FlexTensor::from_data(TensorData::new(out, [b, co, t_out]))
+    }
+
+    fn pointwise_product(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let ([b, ci, t], [co, _]) = (x.shape().dims::<3>(), weight.shape().dims::<2>());
+        let (x, w) = (host(&x), host(&weight));
+        let out = per_utterance_new(View::rows(f32s(&w), co, ci), f32s(&x), b, t);
+        FlexTensor::from_data(TensorData::new(out, [b, co, t]))
     }
 
     fn pointwise_conv_tanh(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -247,6 +259,13 @@ impl<B: Backend + PointwiseOps + PointwiseTrainOps, C: CheckpointStrategy> Point
         }
     }
 
+    /// The tracked product with a bias of zeros.
+    fn pointwise_product(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let co = weight.shape().dims::<2>()[0];
+        let zeros = Self::float_zeros([co].into(), &weight.device(), weight.dtype().into());
+        Self::pointwise_conv(x, weight, zeros, 1)
+    }
+
     /// The tracked product, then Autodiff's own `tanh`.
     fn pointwise_conv_tanh(
         x: FloatTensor<Self>,
@@ -305,6 +324,12 @@ pub fn pointwise_conv_concat(xs: &[Tensor<3>], weight: Tensor<3>, bias: Tensor<1
     }
     assert_eq!(offset, k, "the inputs' channels make up the weight's");
     Tensor::from_dispatch(acc)
+}
+
+/// `W·x` (`x [B, I, T]`, `weight [O, I]`) without a bias, through the fused
+/// CPU operation: only where [`super::fused`] holds for `x`.
+pub fn pointwise_product(x: Tensor<3>, weight: Tensor<2>) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as PointwiseOps>::pointwise_product(x.into_dispatch(), weight.into_dispatch()))
 }
 
 /// `tanh(W·x + bias)` of [`pointwise_conv`], in one pass after the product.
