@@ -5,9 +5,10 @@
 //! * Flex (CPU), float32: a forward and a weight gradient of our own (`cpu`
 //!   below). The forward zero-pads each (batch, channel) row once and keeps
 //!   tiles of 64 outputs in registers across the taps (AVX2 with FMA where
-//!   the CPU has it, AVX-512 CPUs included), rows in parallel; the weight gradient is
-//!   `K` dot products per row, parallel over channels. Other precisions take
-//!   Burn's grouped `conv1d` and its generic weight backward.
+//!   the CPU has it, AVX-512 CPUs included), rows in parallel; the weight
+//!   gradient is `K` dot products per row, parallel over channels. Other
+//!   precisions take Burn's grouped `conv1d` and its generic weight
+//!   backward.
 //! * Autodiff: a backward written with the same two operations: the input
 //!   gradient is the forward with the taps reversed and padding `K-1-pad`,
 //!   the weight gradient is its own operation, the bias gradient a sum.
@@ -223,7 +224,7 @@ pub(crate) mod cpu {
             self.xp[..pad].fill(0.0);
             self.xp[pad + n..].fill(0.0);
             fill(&mut self.xp[pad..pad + n]);
-            row(&self.xp[..len], taps, bias, &mut self.tile[..padded_out]);
+            row(&self.xp, taps, bias, &mut self.tile);
             &self.tile[..t_out]
         }
     }
